@@ -1,0 +1,11 @@
+/* commands.h: the subcommands of `switchyard`. Each takes the arguments after its name
+ * (argv[0] is the subcommand) and returns the process exit code. */
+#ifndef SY_COMMANDS_H
+#define SY_COMMANDS_H
+
+int cmd_train(int argc, char **argv);
+int cmd_refcheck(int argc, char **argv);
+int cmd_prepare(int argc, char **argv);
+int cmd_ckpt(int argc, char **argv);
+
+#endif

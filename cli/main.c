@@ -1,0 +1,50 @@
+/* switchyard: one command, thin subcommands over common/. */
+#include <stdio.h>
+#include <string.h>
+
+#include "blas_setup.h"
+#include "commands.h"
+#include "log.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} subcommand;
+
+static const subcommand commands[] = {
+    {"prepare", cmd_prepare, "turn text files (default: the fortunes corpus) into train/val token files"},
+    {"train", cmd_train, "train a model in one process: switchyard train [CONFIG] [--set key=value ...]"},
+    {"refcheck", cmd_refcheck, "check the maths against a PyTorch reference case: switchyard refcheck DIR"},
+    {"ckpt", cmd_ckpt, "inspect or verify a checkpoint: switchyard ckpt inspect|verify DIR"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: switchyard COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nEnvironment: SWITCHYARD_THREADS (compute threads), SWITCHYARD_BLAS_CORE (auto|none|NAME: the "
+               "OpenBLAS kernel), SWITCHYARD_LOG (debug|info|warn|error).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name))
+            continue;
+        /* the numeric commands want OpenBLAS on the right kernel before any math runs */
+        if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare")) {
+            if (sy_blas_setup(argc, argv, "switchyard")) {
+                fprintf(stderr, "switchyard: %s\n", sy_lasterr());
+                return 2;
+            }
+        }
+        return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "switchyard: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

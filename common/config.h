@@ -1,0 +1,83 @@
+/* config.h: the run configuration (one YAML file, libcyaml schema). Every field has a
+ * default; unknown keys, wrong types and out-of-range values are refused with the
+ * file, the key and the reason. Only config.c knows YAML. */
+#ifndef SY_CONFIG_H
+#define SY_CONFIG_H
+
+#include <stdint.h>
+
+#include "model_cfg.h"
+
+typedef enum { SY_SCHED_COSINE = 0, SY_SCHED_LINEAR = 1, SY_SCHED_CONSTANT = 2 } sy_schedule;
+typedef enum { SY_WIRE_FP32 = 0, SY_WIRE_BF16 = 1 } sy_wire_dtype;
+
+typedef struct {
+    int64_t steps;           /* optimizer steps in the run */
+    int batch_size;          /* B: global sequences per step */
+    int seq_len;             /* T: tokens per sequence (<= model.seq_len) */
+    int groups;              /* routing groups in a single process (distributed: one per worker) */
+    uint64_t seed;
+    float lr;                /* peak learning rate */
+    float min_lr;            /* floor of the decay */
+    int64_t warmup_steps;
+    sy_schedule schedule;
+    float weight_decay;      /* AdamW decoupled weight decay (not applied to norms) */
+    float beta1, beta2, eps;
+    float grad_clip;         /* global-norm clipping; 0 = off */
+    int64_t eval_every;      /* steps between validation passes; 0 = only at the end */
+    int eval_batches;        /* batches per validation pass */
+    int64_t log_every;       /* steps between progress lines */
+    int threads;             /* compute threads; 0 = all cores */
+} sy_train_cfg;
+
+typedef struct {
+    char *dir;               /* where prepare writes and train reads: train.bin, val.bin, ... */
+    float val_fraction;      /* share of documents held out for validation */
+} sy_data_cfg;
+
+typedef struct {
+    char *dir;               /* run directory: checkpoints, run log, final model */
+    int64_t every;           /* steps between checkpoints; 0 = only at the end */
+    int keep;                /* newest checkpoints kept */
+} sy_checkpoint_cfg;
+
+typedef struct {
+    char *coordinator;       /* control endpoint, e.g. tcp://127.0.0.1:5555 */
+    char *status;            /* status endpoint, e.g. tcp://127.0.0.1:5556 */
+    int min_workers;
+    int heartbeat_ms;
+    int timeout_ms;          /* silence after which a peer is dead */
+    int join_at_once;        /* 1: admit a joining worker at once; 0: at the next checkpoint */
+} sy_cluster_cfg;
+
+typedef struct {
+    sy_wire_dtype dtype;     /* precision of token buffers and gradient chunks on the wire */
+    int chunk_bytes;         /* all-reduce segment size */
+} sy_wire_cfg;
+
+typedef struct {
+    sy_model_cfg model;
+    sy_train_cfg train;
+    sy_data_cfg data;
+    sy_checkpoint_cfg checkpoint;
+    sy_cluster_cfg cluster;
+    sy_wire_cfg wire;
+    char *source;            /* the file it was read from, or "<default>" */
+} sy_config;
+
+/* Fills *cfg with every default. Strings are heap copies; free with sy_config_free. */
+void sy_config_defaults(sy_config *cfg);
+/* Reads a YAML file over the defaults. Returns 0, or -1 with sy_lasterr() naming
+ * file, key and reason. */
+int sy_config_load(sy_config *cfg, const char *path);
+/* Same, from a string in memory; `name` is used in messages. */
+int sy_config_load_string(sy_config *cfg, const char *yaml, size_t len, const char *name);
+/* Applies one "section.key=value" override (command-line flags). -1 with a message on error. */
+int sy_config_set(sy_config *cfg, const char *assignment);
+/* Cross-field checks (d_model % n_heads, seq_len <= model.seq_len, ...). */
+int sy_config_check(const sy_config *cfg);
+/* Writes the whole config as YAML (for checkpoints and logs). Returns malloc'd text. */
+char *sy_config_to_yaml(const sy_config *cfg);
+void sy_config_free(sy_config *cfg);
+
+#endif
