@@ -4,6 +4,7 @@
 #ifndef SY_CONFIG_H
 #define SY_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model_cfg.h"
@@ -72,6 +73,8 @@ void sy_config_defaults(sy_config *cfg);
 int sy_config_load(sy_config *cfg, const char *path);
 /* Same, from a string in memory; `name` is used in messages. */
 int sy_config_load_string(sy_config *cfg, const char *yaml, size_t len, const char *name);
+/* Loads the embedded default job (configs/default.yaml, compiled in). */
+int sy_config_load_default(sy_config *cfg);
 /* Applies one "section.key=value" override (command-line flags). -1 with a message on error. */
 int sy_config_set(sy_config *cfg, const char *assignment);
 /* Cross-field checks (d_model % n_heads, seq_len <= model.seq_len, ...). */
