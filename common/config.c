@@ -721,27 +721,27 @@ void sy_config_defaults(sy_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->model = sy_model_cfg_default();
     cfg->train = (sy_train_cfg){
-        .steps = 1000,
+        .steps = 400,
         .batch_size = 32,
         .seq_len = 128,
         .groups = 1,
         .seed = 1234,
         .lr = 3e-3f,
         .min_lr = 3e-4f,
-        .warmup_steps = 100,
+        .warmup_steps = 50,
         .schedule = SY_SCHED_COSINE,
         .weight_decay = 0.1f,
         .beta1 = 0.9f,
         .beta2 = 0.95f,
         .eps = 1e-8f,
         .grad_clip = 1.0f,
-        .eval_every = 200,
-        .eval_batches = 8,
+        .eval_every = 100,
+        .eval_batches = 16,
         .log_every = 10,
         .threads = 0,
     };
     cfg->data.val_fraction = 0.05f;
-    cfg->checkpoint.every = 0;
+    cfg->checkpoint.every = 100;
     cfg->checkpoint.keep = 3;
     cfg->cluster.min_workers = 1;
     cfg->cluster.heartbeat_ms = 1000;

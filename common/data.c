@@ -542,10 +542,31 @@ int64_t sy_eval_batches(const sy_tokens *ds, int nrows, int T) {
     return (W + nrows - 1) / nrows;
 }
 
+static int64_t gcd64(int64_t a, int64_t b) {
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Step between consecutive evaluation windows: the odd number nearest W / golden ratio
+ * that is coprime with W, so j -> j * stride mod W visits every window once and any
+ * prefix of the order (a few eval batches) is spread over the whole stream. */
+int64_t sy_eval_stride(int64_t W) {
+    if (W <= 2)
+        return 1;
+    int64_t s = (int64_t)((double)W * 0.6180339887498949) | 1;
+    while (gcd64(s, W) != 1)
+        s += 2;
+    return s;
+}
+
 static int64_t eval_start(const sy_tokens *ds, int batch_index, int nrows, int i, int T) {
     int64_t W = sy_eval_windows(ds, T);
-    int64_t w = ((int64_t)batch_index * nrows + i) % W;
-    return w * T;
+    int64_t j = ((int64_t)batch_index * nrows + i) % W;
+    return (int64_t)(((unsigned __int128)j * (uint64_t)sy_eval_stride(W)) % (uint64_t)W) * T;
 }
 
 int sy_batch_eval(const sy_tokens *ds, int batch_index, int nrows, int T, int32_t *out) {

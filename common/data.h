@@ -131,8 +131,13 @@ int64_t sy_eval_windows(const sy_tokens *ds, int T);
 /* Batches of nrows windows that cover the stream once: ceil(W / nrows). */
 int64_t sy_eval_batches(const sy_tokens *ds, int nrows, int T);
 /* Validation batch: row i of out [nrows, T+1] is the window starting at w*T, where
- * w = (batch_index*nrows + i) mod W (sequential, deterministic; the last batch wraps
- * round to the start). Returns 0, or -1 if the stream has fewer than T + 1 bytes. */
+ * j = (batch_index*nrows + i) mod W and w = j * sy_eval_stride(W) mod W: a permutation
+ * of the windows (the batches cover the stream once, the last wrapping round) whose
+ * every prefix is spread evenly over the stream, so a few eval batches sample every
+ * language, not just the first documents. Returns 0, or -1 if the stream has fewer
+ * than T + 1 bytes. */
+/* The window step of the validation order (coprime with W). */
+int64_t sy_eval_stride(int64_t W);
 int sy_batch_eval(const sy_tokens *ds, int batch_index, int nrows, int T, int32_t *out);
 /* The language ids [nrows, T] of the inputs of that same validation batch. */
 int sy_batch_eval_lang(const sy_tokens *ds, int batch_index, int nrows, int T, int16_t *lang);

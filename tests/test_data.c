@@ -715,11 +715,16 @@ static void test_eval_batches(void **state) {
     assert_int_equal(sy_eval_batches(ds, R, T), 14);
     int32_t out[R * (T + 1)], out2[R * (T + 1)];
     int16_t lang[R * T];
+    /* the order is j -> j * stride mod 93 with stride odd, coprime with 93, near 93/phi = 57.5 */
+    assert_int_equal(sy_eval_stride(93), 59);
+    int seen[93] = {0};
     for (int b = 0; b < 15; b++) {
         assert_int_equal(sy_batch_eval(ds, b, R, T, out), 0);
         assert_int_equal(sy_batch_eval_lang(ds, b, R, T, lang), 0);
         for (int i = 0; i < R; i++) {
-            int w = (b * R + i) % 93; /* the last batch wraps to the start */
+            int w = ((b * R + i) % 93) * 59 % 93; /* the last batch wraps to the start */
+            if (b < 14 && b * R + i < 93)
+                seen[w]++;
             for (int t = 0; t <= T; t++)
                 assert_int_equal(out[i * (T + 1) + t], g_stream[w * T + t]);
             for (int t = 0; t < T; t++)
@@ -728,6 +733,8 @@ static void test_eval_batches(void **state) {
         assert_int_equal(sy_batch_eval(ds, b, R, T, out2), 0);
         assert_memory_equal(out, out2, sizeof out);
     }
+    for (int w = 0; w < 93; w++)
+        assert_int_equal(seen[w], 1); /* one pass visits every window once */
     assert_int_equal(sy_batch_eval(ds, -1, R, T, out), -1);
     assert_int_equal(sy_eval_windows(ds, 6000), 0);
     sy_tokens_destroy(&ds);
