@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wire_bf16.h"
 #include "log.h"
 
 enum { PH_FWD_DISPATCH = 0, PH_FWD_COMBINE = 1, PH_BWD_DISPATCH = 2, PH_BWD_COMBINE = 3 };
@@ -30,22 +31,6 @@ struct sy_exchange {
     uint64_t bytes_sent;
 };
 
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu))
-        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN stays NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);      /* round to nearest even */
-    return (uint16_t)(u >> 16);
-}
-
-static float bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static size_t row_bytes(const sy_exchange *x) { return (size_t)x->cfg.d_model * (x->bf16 ? 2 : 4); }
 
 static void put_rows(const sy_exchange *x, uint8_t *dst, const float *src, size_t rows) {
@@ -54,9 +39,7 @@ static void put_rows(const sy_exchange *x, uint8_t *dst, const float *src, size_
         memcpy(dst, src, n * 4);
         return;
     }
-    uint16_t *h = (uint16_t *)dst;
-    for (size_t i = 0; i < n; i++)
-        h[i] = f2bf(src[i]);
+    sy_f32_to_bf16((uint16_t *)dst, src, n);
 }
 
 static void get_rows(const sy_exchange *x, float *dst, const uint8_t *src, size_t rows) {
@@ -65,9 +48,7 @@ static void get_rows(const sy_exchange *x, float *dst, const uint8_t *src, size_
         memcpy(dst, src, n * 4);
         return;
     }
-    const uint16_t *h = (const uint16_t *)src;
-    for (size_t i = 0; i < n; i++)
-        dst[i] = bf2f(h[i]);
+    sy_bf16_to_f32(dst, src, n);
 }
 
 static int reserve(sy_exchange *x, int q, size_t bytes) {

@@ -1,0 +1,53 @@
+/* peer.h: data messages between workers over plain ZeroMQ sockets, and the collectives
+ * built on them: all-to-all with uneven sizes, ring all-reduce, barrier.
+ *
+ * Sockets: every worker binds one PULL socket (its data endpoint) and connects one PUSH
+ * socket to each peer's endpoint. A PUSH blocks (never drops) when its queue is full;
+ * one PULL per worker keeps the socket count linear. Every message is two frames: a
+ * DataHeader (protobuf: epoch, step, op, tag, chunk, source, destination, dtype, bytes)
+ * and the payload. The receiver checks every header field before it touches a payload:
+ * a message of another epoch is dropped and logged, one for a step already done is
+ * rejected and logged, one for a later step waits in a queue until its turn, and one
+ * whose size is not what the operation expects fails the operation (never summed).
+ * Every wait has a deadline (the peer timeout) and watches an abort flag. */
+#ifndef SY_PEER_H
+#define SY_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sy_peer sy_peer;
+
+#define SY_PEER_ABORTED (-2) /* an operation gave up because the abort flag was raised */
+
+/* Binds the PULL socket at bind_ep (e.g. "tcp://127.0.0.1:*"). NULL on failure. */
+sy_peer *sy_peer_new(void *zctx, const char *bind_ep);
+void sy_peer_destroy(sy_peer **p);
+/* The endpoint peers should connect to (the bound port filled in). */
+const char *sy_peer_endpoint(const sy_peer *p);
+
+/* Starts epoch `epoch` as `rank` of `world` with the peers' endpoints; (re)connects the
+ * PUSH sockets and drops queued messages of older epochs. abort_flag: when it becomes
+ * non-zero, a waiting operation returns SY_PEER_ABORTED. timeout_ms: the longest wait
+ * for one message. */
+int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *endpoints, int timeout_ms,
+                  const volatile int *abort_flag);
+
+/* All-to-all among the ranks members[0..n) (this rank included): send[i] (send_bytes[i]
+ * bytes, may be 0) goes to members[i]; on return recv[i] / recv_bytes[i] hold what
+ * members[i] sent, valid until the next operation. */
+int sy_peer_alltoall(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, void *const *send,
+                     const size_t *send_bytes, const void **recv, size_t *recv_bytes);
+
+/* Sum all-reduce in place of count floats among members[0..n) (ring: reduce-scatter
+ * then all-gather, in chunks of chunk_bytes). bf16: chunks travel as bf16 (round to
+ * nearest even) and are accumulated in fp32; every member ends with identical bits. */
+int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, float *data, size_t count,
+                      int bf16, size_t chunk_bytes);
+
+int sy_peer_barrier(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag);
+
+/* Bytes of payload sent since the last reset. */
+uint64_t sy_peer_bytes_sent(sy_peer *p, int reset);
+
+#endif
