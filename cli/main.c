@@ -15,6 +15,7 @@ typedef struct {
 static const subcommand commands[] = {
     {"prepare", cmd_prepare, "turn text files (default: the fortunes corpus) into train/val token files"},
     {"train", cmd_train, "train a model in one process: switchyard train [CONFIG] [--set key=value ...]"},
+    {"up", cmd_up, "a local cluster: coordinator + N workers on loopback: switchyard up [CONFIG] --workers N"},
     {"refcheck", cmd_refcheck, "check the maths against a PyTorch reference case: switchyard refcheck DIR"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint: switchyard ckpt inspect|verify DIR"},
 };
@@ -36,7 +37,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], commands[i].name))
             continue;
         /* the numeric commands want OpenBLAS on the right kernel before any math runs */
-        if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare")) {
+        if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare") && strcmp(argv[1], "up")) {
             if (sy_blas_setup(argc, argv, "switchyard")) {
                 fprintf(stderr, "switchyard: %s\n", sy_lasterr());
                 return 2;

@@ -1,0 +1,239 @@
+/* switchyard up CONFIG --workers N: a local cluster in one command. Starts a coordinator
+ * and N workers on loopback (free ports picked here), streams their progress, and shuts
+ * everything down cleanly when training ends, when one of them fails, or on Ctrl-C. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "log.h"
+
+#define MAX_LOCAL_WORKERS 64
+
+static volatile sig_atomic_t g_signal;
+static void on_signal(int sig) { g_signal = sig; }
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: switchyard up [CONFIG] [--workers N] [--threads T] [--set section.key=value ...]\n"
+            "                     [--resume | --fresh] [--wire fp32|bf16]\n"
+            "  Starts switchyard-coordinator and N switchyard-worker processes on 127.0.0.1 (default 2 workers,\n"
+            "  1 compute thread each) and trains CONFIG (default: the embedded configs/default.yaml).\n"
+            "  Ctrl-C stops the run cleanly (the coordinator saves a checkpoint first).\n");
+}
+
+/* A TCP port on 127.0.0.1 that is free right now. */
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (!bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &len))
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static pid_t spawn(char *const argv[]) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the whole foreground group: let `up` decide */
+        execv(argv[0], argv);
+        fprintf(stderr, "up: cannot start %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits up to ms for every pid in the list to exit (reaped entries become 0). */
+static int wait_all(pid_t *pids, int *status, int n, int ms) {
+    int alive = 0;
+    for (int waited = 0;; waited += 20) {
+        alive = 0;
+        for (int i = 0; i < n; i++) {
+            if (pids[i] <= 0)
+                continue;
+            int st;
+            pid_t r = waitpid(pids[i], &st, WNOHANG);
+            if (r == pids[i]) {
+                status[i] = st;
+                pids[i] = 0;
+            } else {
+                alive++;
+            }
+        }
+        if (!alive || waited >= ms)
+            return alive;
+        sleep_ms(20);
+    }
+}
+
+int cmd_up(int argc, char **argv) {
+    const char *config = NULL, *threads = "1", *wire = NULL;
+    int workers = 2, resume = 0, fresh = 0;
+    char **sets = calloc((size_t)argc + 1, sizeof(char *));
+    int nsets = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
+            char *end;
+            long w = strtol(argv[++i], &end, 10);
+            if (*end || w < 1 || w > MAX_LOCAL_WORKERS) {
+                fprintf(stderr, "up: --workers: expected 1..%d, got '%s'\n", MAX_LOCAL_WORKERS, argv[i]);
+                free(sets);
+                return 2;
+            }
+            workers = (int)w;
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = argv[++i];
+        } else if (!strcmp(argv[i], "--wire") && i + 1 < argc) {
+            wire = argv[++i];
+        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            sets[nsets++] = argv[++i];
+        } else if (!strcmp(argv[i], "--resume")) {
+            resume = 1;
+        } else if (!strcmp(argv[i], "--fresh")) {
+            fresh = 1;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage();
+            free(sets);
+            return 0;
+        } else if (argv[i][0] == '-' || config) {
+            fprintf(stderr, "up: unexpected argument '%s'\n", argv[i]);
+            usage();
+            free(sets);
+            return 2;
+        } else {
+            config = argv[i];
+        }
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        fprintf(stderr, "up: cannot find my own binary: %s\n", strerror(errno));
+        free(sets);
+        return 2;
+    }
+    self[n] = 0;
+    char dir[PATH_MAX], coord_bin[PATH_MAX + 32], worker_bin[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s", self);
+    snprintf(coord_bin, sizeof coord_bin, "%s/switchyard-coordinator", dirname(dir));
+    snprintf(dir, sizeof dir, "%s", self);
+    snprintf(worker_bin, sizeof worker_bin, "%s/switchyard-worker", dirname(dir));
+    if (access(coord_bin, X_OK) || access(worker_bin, X_OK)) {
+        fprintf(stderr, "up: %s and %s must sit next to switchyard\n", coord_bin, worker_bin);
+        free(sets);
+        return 2;
+    }
+    int cport = free_port(), sport = free_port();
+    while (sport == cport && sport > 0)
+        sport = free_port();
+    if (cport <= 0 || sport <= 0) {
+        fprintf(stderr, "up: no free TCP port on 127.0.0.1\n");
+        free(sets);
+        return 2;
+    }
+    char ctrl[64], status[64], nworkers[16];
+    snprintf(ctrl, sizeof ctrl, "tcp://127.0.0.1:%d", cport);
+    snprintf(status, sizeof status, "tcp://127.0.0.1:%d", sport);
+    snprintf(nworkers, sizeof nworkers, "%d", workers);
+
+    char *cargv[64 + 2 * MAX_LOCAL_WORKERS];
+    int c = 0;
+    cargv[c++] = coord_bin;
+    if (config)
+        cargv[c++] = (char *)config;
+    cargv[c++] = "--bind";
+    cargv[c++] = ctrl;
+    cargv[c++] = "--status";
+    cargv[c++] = status;
+    cargv[c++] = "--min-workers";
+    cargv[c++] = nworkers;
+    if (resume)
+        cargv[c++] = "--resume";
+    if (fresh)
+        cargv[c++] = "--fresh";
+    if (wire) {
+        cargv[c++] = "--wire";
+        cargv[c++] = (char *)wire;
+    }
+    for (int i = 0; i < nsets && c < 60; i++) {
+        cargv[c++] = "--set";
+        cargv[c++] = sets[i];
+    }
+    cargv[c] = NULL;
+
+    pid_t pids[1 + MAX_LOCAL_WORKERS];
+    int st[1 + MAX_LOCAL_WORKERS] = {0};
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    sy_info("up: coordinator on %s (status %s), %d worker%s with %s thread%s each", ctrl, status, workers,
+            workers == 1 ? "" : "s", threads, strcmp(threads, "1") ? "s" : "");
+    pids[0] = spawn(cargv);
+    for (int w = 0; w < workers; w++) {
+        char *wargv[] = {worker_bin, "--coordinator", ctrl, "--threads", (char *)threads, NULL};
+        pids[1 + w] = spawn(wargv);
+    }
+    int total = 1 + workers, code = 0;
+    /* run until the coordinator ends, a signal arrives, or every worker is gone */
+    for (;;) {
+        if (g_signal)
+            break;
+        int stc;
+        pid_t r = waitpid(-1, &stc, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (int i = 0; i < total; i++)
+            if (pids[i] == r) {
+                st[i] = stc;
+                pids[i] = 0;
+            }
+        if (pids[0] == 0)
+            break;
+    }
+    if (g_signal) {
+        sy_warn("up: signal %d: stopping the coordinator (it checkpoints and tells the workers to stop)", (int)g_signal);
+        code = 130;
+        if (pids[0] > 0)
+            kill(pids[0], SIGTERM);
+        wait_all(pids, st, 1, 30000);
+    } else if (WIFEXITED(st[0])) {
+        code = WEXITSTATUS(st[0]);
+    } else {
+        code = 1;
+        sy_error("up: the coordinator died of signal %d", WTERMSIG(st[0]));
+    }
+    /* the coordinator is gone: workers were told to shut down; give them a moment */
+    if (wait_all(pids + 1, st + 1, workers, 5000) > 0) {
+        for (int i = 1; i < total; i++)
+            if (pids[i] > 0)
+                kill(pids[i], SIGTERM);
+        if (wait_all(pids + 1, st + 1, workers, 3000) > 0)
+            for (int i = 1; i < total; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], SIGKILL);
+        wait_all(pids + 1, st + 1, workers, 3000);
+    }
+    free(sets);
+    return code;
+}

@@ -1,0 +1,755 @@
+/* switchyard-coordinator: admits workers, plans the mesh, drives the steps and collects
+ * checkpoints. A plain zmq_poll loop over the control ROUTER and a timer; each handler
+ * is named after the message it handles. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "blas_setup.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "ctrl.h"
+#include "data.h"
+#include "log.h"
+#include "mesh.h"
+#include "model.h"
+#include "model_io.h"
+#include "refcase.h"
+
+#define MAX_WORKERS 256
+
+enum phase { WAITING, ASSIGNING, TRAINING, SAVING, DONE };
+
+typedef struct {
+    char id[256];
+    char hb_id[300];
+    char host[128];
+    char endpoint[256];
+    double gflops;
+    unsigned cores, threads, pid;
+    double last_seen;
+    int rank;         /* -1 when not in the current mesh */
+    int ready;
+    int reported;
+    int saved;
+    int alive;
+} member;
+
+typedef struct {
+    sy_config cfg;
+    char *yaml;
+    void *zctx, *router;
+    member m[MAX_WORKERS];
+    int n;
+    int min_workers;
+    enum phase phase;
+    uint64_t epoch;
+    int64_t step, start_step;
+    char run_id[64];
+    sy_mesh mesh;
+    int world;
+    int rank_member[MAX_WORKERS];
+    /* step aggregation */
+    double loss, ce, aux, z, grad_norm, lr, t_compute, t_a2a, t_ar, t_opt, step_started, step_time;
+    uint64_t tokens, bytes_sent;
+    int64_t *load_wanted, *load_kept; /* [switch layers * E] over the run */
+    double log_t0;
+    int64_t log_tokens;
+    double log_loss, log_ce, log_aux, log_z;
+    int log_n;
+    FILE *runlog;
+    /* saving */
+    sy_ckpt_writer *writer;
+    int64_t save_step;
+    int save_expect;
+    /* refcheck */
+    const char *refcheck_dir, *out_dir;
+    sy_refcase rc;
+    int have_rc;
+    int code;
+    double t_start;
+} coord;
+
+static volatile sig_atomic_t g_signal;
+static void on_signal(int sig) { g_signal = sig; }
+
+/* ---------------------------------------------------------------- sending */
+
+static int send_to(coord *c, const member *mb, Switchyard__Envelope *env) {
+    if (sy_ctrl_send(c->router, mb->id, strlen(mb->id), env, NULL, 0)) {
+        sy_warn("cannot send to %s: %s", mb->id, sy_lasterr());
+        return -1;
+    }
+    return 0;
+}
+
+static void broadcast_shutdown(coord *c, const char *reason) {
+    Switchyard__Shutdown s = SWITCHYARD__SHUTDOWN__INIT;
+    s.reason = (char *)reason;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SHUTDOWN;
+    env.shutdown = &s;
+    for (int i = 0; i < c->n; i++)
+        if (c->m[i].alive) {
+            sy_ctrl_send(c->router, c->m[i].id, strlen(c->m[i].id), &env, NULL, 0);
+            sy_ctrl_send(c->router, c->m[i].hb_id, strlen(c->m[i].hb_id), &env, NULL, 0);
+        }
+}
+
+static void send_heartbeats(coord *c) {
+    Switchyard__Heartbeat h = SWITCHYARD__HEARTBEAT__INIT;
+    h.epoch = c->epoch;
+    h.step = c->step;
+    h.state = (uint32_t)c->phase;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_HEARTBEAT;
+    env.heartbeat = &h;
+    for (int i = 0; i < c->n; i++)
+        if (c->m[i].alive)
+            sy_ctrl_send(c->router, c->m[i].hb_id, strlen(c->m[i].hb_id), &env, NULL, 0);
+}
+
+/* ---------------------------------------------------------------- planning */
+
+static int start_epoch(coord *c) {
+    int W = 0;
+    double gf[MAX_WORKERS];
+    for (int i = 0; i < c->n; i++) {
+        c->m[i].rank = -1;
+        c->m[i].ready = c->m[i].reported = c->m[i].saved = 0;
+        if (c->m[i].alive) {
+            c->rank_member[W] = i;
+            gf[W] = c->m[i].gflops;
+            c->m[i].rank = W++;
+        }
+    }
+    const sy_model_cfg *mc = c->have_rc ? &c->rc.model : &c->cfg.model;
+    int B = c->have_rc ? c->rc.batch : c->cfg.train.batch_size;
+    sy_mesh_free(&c->mesh);
+    if (c->have_rc && B % W) {
+        sy_seterr("refcheck: the case's %d rows do not split evenly over %d workers", B, W);
+        return -1;
+    }
+    if (sy_mesh_plan(&c->mesh, W, mc->n_experts, B, c->have_rc ? NULL : gf, 1.5))
+        return -1;
+    c->world = W;
+    c->epoch++;
+    sy_info("epoch %" PRIu64 ": mesh of %d worker%s = %d data group%s x %d expert rank%s%s", c->epoch, W,
+            W == 1 ? "" : "s", c->mesh.dp, c->mesh.dp == 1 ? "" : "s", c->mesh.ep, c->mesh.ep == 1 ? "" : "s",
+            c->mesh.balanced ? " (shares follow measured speed)" : "");
+    uint32_t eb[MAX_WORKERS], ee[MAX_WORKERS], r0[MAX_WORKERS], nr[MAX_WORKERS];
+    char *peers[MAX_WORKERS];
+    for (int p = 0; p < c->mesh.ep; p++) {
+        eb[p] = (uint32_t)c->mesh.e_begin[p];
+        ee[p] = (uint32_t)c->mesh.e_end[p];
+    }
+    for (int r = 0; r < W; r++) {
+        r0[r] = (uint32_t)c->mesh.row0[r];
+        nr[r] = (uint32_t)c->mesh.nrows[r];
+        peers[r] = c->m[c->rank_member[r]].endpoint;
+    }
+    for (int r = 0; r < W; r++) {
+        member *mb = &c->m[c->rank_member[r]];
+        int p = sy_mesh_p(&c->mesh, r);
+        sy_info("  rank %d: %s (%s, %.1f GFLOP/s): rows %d..%d, experts %d..%d", r, mb->id, mb->endpoint, mb->gflops,
+                c->mesh.row0[r], c->mesh.row0[r] + c->mesh.nrows[r] - 1, c->mesh.e_begin[p], c->mesh.e_end[p] - 1);
+        Switchyard__Assignment a = SWITCHYARD__ASSIGNMENT__INIT;
+        a.run_id = c->run_id;
+        a.epoch = c->epoch;
+        a.rank = (uint32_t)r;
+        a.world = (uint32_t)W;
+        a.ep = (uint32_t)c->mesh.ep;
+        a.dp = (uint32_t)c->mesh.dp;
+        a.n_expert_begin = a.n_expert_end = (size_t)c->mesh.ep;
+        a.expert_begin = eb;
+        a.expert_end = ee;
+        a.n_row0 = a.n_nrows = a.n_peers = (size_t)W;
+        a.row0 = r0;
+        a.nrows = nr;
+        a.peers = peers;
+        a.config_yaml = c->yaml;
+        a.start_step = c->step;
+        a.global_batch = (uint32_t)B;
+        a.job = c->have_rc ? SWITCHYARD__JOB__JOB_REFCHECK : SWITCHYARD__JOB__JOB_TRAIN;
+        a.refcase_dir = c->have_rc ? (char *)c->refcheck_dir : "";
+        Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+        env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
+        env.assignment = &a;
+        send_to(c, mb, &env);
+    }
+    c->phase = ASSIGNING;
+    return 0;
+}
+
+static member *by_id(coord *c, const char *id) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->m[i].id, id) || !strcmp(c->m[i].hb_id, id))
+            return &c->m[i];
+    return NULL;
+}
+
+static int live_count(const coord *c) {
+    int k = 0;
+    for (int i = 0; i < c->n; i++)
+        k += c->m[i].alive;
+    return k;
+}
+
+/* ---------------------------------------------------------------- steps */
+
+static int switch_layers(const sy_model_cfg *mc) {
+    int k = 0;
+    for (int l = 0; l < mc->n_layers; l++)
+        k += sy_is_switch_layer(mc, l);
+    return k;
+}
+
+static void send_step(coord *c) {
+    const sy_train_cfg *tc = &c->cfg.train;
+    int64_t next = c->step + 1;
+    int save = !c->have_rc && (next == tc->steps || (c->cfg.checkpoint.every > 0 && next % c->cfg.checkpoint.every == 0));
+    Switchyard__StepCmd s = SWITCHYARD__STEP_CMD__INIT;
+    s.epoch = c->epoch;
+    s.step = c->step;
+    s.save_after = save;
+    s.grads = c->have_rc;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_STEP;
+    env.step = &s;
+    c->loss = c->ce = c->aux = c->z = c->t_compute = c->t_a2a = c->t_ar = c->t_opt = 0;
+    c->tokens = c->bytes_sent = 0;
+    for (int r = 0; r < c->world; r++) {
+        member *mb = &c->m[c->rank_member[r]];
+        mb->reported = mb->saved = 0;
+        send_to(c, mb, &env);
+    }
+    c->save_expect = save || c->have_rc;
+    if (c->save_expect) {
+        c->save_step = c->have_rc ? 0 : next;
+        const char *root = c->have_rc ? c->out_dir : c->cfg.checkpoint.dir;
+        sy_ckpt_writer_destroy(&c->writer);
+        if (!(c->writer = sy_ckpt_writer_new(root, c->save_step)))
+            sy_error("checkpoint: %s", sy_lasterr());
+    }
+    c->step_started = sy_now();
+    c->phase = TRAINING;
+}
+
+static void fmt_eta(char *out, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7)
+        snprintf(out, n, "?");
+    else if (s >= 3600)
+        snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else if (s >= 60)
+        snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else
+        snprintf(out, n, "%.0fs", s);
+}
+
+static void log_step(coord *c) {
+    const sy_train_cfg *tc = &c->cfg.train;
+    int64_t done = c->step + 1;
+    c->log_loss += c->loss;
+    c->log_ce += c->ce;
+    c->log_aux += c->aux;
+    c->log_z += c->z;
+    c->log_n++;
+    c->log_tokens += (int64_t)c->tokens;
+    if (done % tc->log_every && done != tc->steps && done != c->start_step + 1)
+        return;
+    double now = sy_now(), tps = c->log_tokens / (now - c->log_t0);
+    char eta[32];
+    fmt_eta(eta, sizeof eta, (tc->steps - done) * (double)tc->batch_size * tc->seq_len / tps);
+    double W = c->world;
+    sy_info("step %6" PRId64 "/%" PRId64 " | loss %.4f (ce %.4f aux %.3f z %.3f) | lr %.2e | |g| %.2f | %.0f tok/s | "
+            "step %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f) | ETA %s",
+            done, tc->steps, c->log_loss / c->log_n, c->log_ce / c->log_n, c->log_aux / c->log_n, c->log_z / c->log_n,
+            c->lr, c->grad_norm, tps, c->step_time * 1e3, c->t_compute / W * 1e3, c->t_a2a / W * 1e3,
+            c->t_ar / W * 1e3, eta);
+    if (c->runlog) {
+        fprintf(c->runlog,
+                "{\"run_id\":\"%s\",\"epoch\":%" PRIu64 ",\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,"
+                "\"z\":%.6f,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,\"compute_ms\":%.2f,"
+                "\"alltoall_ms\":%.2f,\"allreduce_ms\":%.2f,\"workers\":%d,\"time\":%.3f}\n",
+                c->run_id, c->epoch, done, c->log_loss / c->log_n, c->log_ce / c->log_n, c->log_aux / c->log_n,
+                c->log_z / c->log_n, c->lr, c->grad_norm, tps, c->step_time * 1e3, c->t_compute / W * 1e3,
+                c->t_a2a / W * 1e3, c->t_ar / W * 1e3, c->world, now - c->t_start);
+        fflush(c->runlog);
+    }
+    c->log_t0 = now;
+    c->log_tokens = 0;
+    c->log_loss = c->log_ce = c->log_aux = c->log_z = 0;
+    c->log_n = 0;
+}
+
+/* Validation loss of a saved checkpoint, in this process (eval mode, one group). */
+static double evaluate_checkpoint(coord *c, const char *dir) {
+    const sy_config *cfg = &c->cfg;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/val.bin", cfg->data.dir);
+    sy_tokens *val = sy_tokens_load(path);
+    if (!val)
+        return NAN;
+    int B = cfg->train.batch_size, T = cfg->train.seq_len;
+    sy_model *m = sy_model_new(&cfg->model, B, T, NULL);
+    sy_ckpt *ck = sy_ckpt_open(dir);
+    int32_t *buf = malloc((size_t)B * (T + 1) * sizeof(int32_t));
+    double sum = 0.0;
+    int n = 0;
+    if (m && ck && buf && !sy_model_io_load(ck, sy_model_layout(m), sy_model_params(m), NULL, NULL, NULL)) {
+        for (int i = 0; i < cfg->train.eval_batches; i++) {
+            if (sy_batch_eval(val, i, B, T, buf))
+                break;
+            sy_pass ps = {.B = B, .T = T, .groups = cfg->train.groups, .training = 0};
+            sy_losses l;
+            if (sy_model_forward(m, &ps, buf, &l))
+                break;
+            sum += l.ce;
+            n++;
+        }
+    }
+    free(buf);
+    sy_ckpt_close(&ck);
+    sy_model_destroy(&m);
+    sy_tokens_destroy(&val);
+    return n ? sum / n : NAN;
+}
+
+static void finish_save(coord *c) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%" PRId64, c->save_step);
+    sy_ckpt_writer_set(c->writer, SY_CKPT_KEY_RUN_ID, c->run_id);
+    sy_ckpt_writer_set(c->writer, SY_CKPT_KEY_DATA_POS, buf);
+    sy_ckpt_writer_set(c->writer, "adam_t", buf);
+    snprintf(buf, sizeof buf, "%d", c->world);
+    sy_ckpt_writer_set(c->writer, "workers", buf);
+    if (c->have_rc) {
+        char v[64];
+        snprintf(v, sizeof v, "%.17g", c->loss);
+        sy_ckpt_writer_set(c->writer, "loss_total", v);
+        snprintf(v, sizeof v, "%.17g", c->ce);
+        sy_ckpt_writer_set(c->writer, "loss_ce", v);
+        snprintf(v, sizeof v, "%.17g", c->aux);
+        sy_ckpt_writer_set(c->writer, "loss_aux", v);
+        snprintf(v, sizeof v, "%.17g", c->z);
+        sy_ckpt_writer_set(c->writer, "loss_z", v);
+    } else {
+        sy_ckpt_writer_set_config(c->writer, c->yaml, strlen(c->yaml));
+    }
+    double t0 = sy_now();
+    if (sy_ckpt_writer_commit(c->writer, c->have_rc ? 0 : c->cfg.checkpoint.keep)) {
+        sy_error("checkpoint step %" PRId64 ": %s", c->save_step, sy_lasterr());
+        c->code = 1;
+    } else {
+        uint64_t bytes;
+        double secs;
+        sy_ckpt_writer_stats(c->writer, &bytes, &secs);
+        sy_info("checkpoint %s: %.1f MB from %d worker%s, committed in %.2fs", sy_ckpt_writer_dir(c->writer),
+                bytes / 1e6, c->world, c->world == 1 ? "" : "s", sy_now() - t0);
+    }
+}
+
+static void step_complete(coord *c) {
+    c->step_time = sy_now() - c->step_started;
+    if (c->have_rc) {
+        finish_save(c);
+        sy_info("refcheck: loss %.9f (ce %.9f aux %.9f z %.9f) gathered from %d workers", c->loss, c->ce, c->aux, c->z,
+                c->world);
+        c->phase = DONE;
+        return;
+    }
+    log_step(c);
+    if (c->save_expect)
+        finish_save(c);
+    sy_ckpt_writer_destroy(&c->writer);
+    c->step++;
+    if (c->step >= c->cfg.train.steps) {
+        double secs = sy_now() - c->t_start;
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/step-%08" PRId64, c->cfg.checkpoint.dir, c->step);
+        double val = evaluate_checkpoint(c, dir);
+        sy_info("trained to step %" PRId64 " in %.1fs on %d worker%s; validation loss %.4f nats/byte; model saved "
+                "in %s",
+                c->step, secs, c->world, c->world == 1 ? "" : "s", val, dir);
+        const sy_model_cfg *mc = &c->cfg.model;
+        int E = mc->n_experts, li = 0;
+        printf("\nexpert load (share of routed choices / drop rate), training run:\n");
+        for (int l = 0; l < mc->n_layers; l++) {
+            if (!sy_is_switch_layer(mc, l))
+                continue;
+            int64_t tw = 0, tk = 0;
+            for (int e = 0; e < E; e++) {
+                tw += c->load_wanted[li * E + e];
+                tk += c->load_kept[li * E + e];
+            }
+            printf("layer %-3d", l);
+            for (int e = 0; e < E && e < 16; e++) {
+                int64_t w = c->load_wanted[li * E + e], k = c->load_kept[li * E + e];
+                printf("  e%d %4.1f%%/%4.1f%%", e, tw ? 100.0 * w / tw : 0.0, w ? 100.0 * (w - k) / w : 0.0);
+            }
+            printf("  drop %.2f%%\n", tw ? 100.0 * (tw - tk) / tw : 0.0);
+            li++;
+        }
+        fflush(stdout);
+        c->phase = DONE;
+        return;
+    }
+    send_step(c);
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static void on_register(coord *c, const char *id, const Switchyard__Register *r) {
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
+    char reason[256] = "";
+    if (r->protocol_version != SWITCHYARD__VERSION__PROTOCOL_VERSION)
+        snprintf(reason, sizeof reason, "protocol version %u, this coordinator speaks %d", r->protocol_version,
+                 SWITCHYARD__VERSION__PROTOCOL_VERSION);
+    else if (r->byte_order != 1)
+        snprintf(reason, sizeof reason, "big-endian workers are not supported (tensors travel little-endian)");
+    else if (!r->peer_endpoint || strncmp(r->peer_endpoint, "tcp://", 6))
+        snprintf(reason, sizeof reason, "no usable peer endpoint ('%s')", r->peer_endpoint ? r->peer_endpoint : "");
+    else if (c->n >= MAX_WORKERS && !by_id(c, id))
+        snprintf(reason, sizeof reason, "the run already has %d workers", MAX_WORKERS);
+    if (reason[0]) {
+        sy_warn("refusing worker %s: %s", id, reason);
+        no.reason = reason;
+        env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
+        env.refuse = &no;
+        sy_ctrl_send(c->router, id, strlen(id), &env, NULL, 0);
+        return;
+    }
+    member *mb = by_id(c, id);
+    if (!mb) {
+        mb = &c->m[c->n++];
+        memset(mb, 0, sizeof *mb);
+        snprintf(mb->id, sizeof mb->id, "%s", id);
+        snprintf(mb->hb_id, sizeof mb->hb_id, "%s/hb", id);
+        mb->rank = -1;
+    }
+    snprintf(mb->host, sizeof mb->host, "%s", r->host);
+    snprintf(mb->endpoint, sizeof mb->endpoint, "%s", r->peer_endpoint);
+    mb->gflops = r->gflops;
+    mb->cores = r->cores;
+    mb->threads = r->threads;
+    mb->pid = r->pid;
+    mb->last_seen = sy_now();
+    if (!mb->alive) {
+        mb->alive = 1;
+        sy_info("worker %s joined from %s (%u cores, %u threads, %.1f GFLOP/s); %d of %d needed", id, mb->endpoint,
+                mb->cores, mb->threads, mb->gflops, live_count(c), c->min_workers);
+    }
+}
+
+static void on_ready(coord *c, member *mb, const Switchyard__Ready *r) {
+    if (c->phase != ASSIGNING || r->epoch != c->epoch || mb->rank < 0)
+        return;
+    mb->ready = 1;
+    for (int i = 0; i < c->world; i++)
+        if (!c->m[c->rank_member[i]].ready)
+            return;
+    sy_info("all %d workers ready for epoch %" PRIu64 "; %s at step %" PRId64, c->world, c->epoch,
+            c->have_rc ? "refcheck" : "training", c->step);
+    c->log_t0 = sy_now();
+    send_step(c);
+}
+
+static int all_done(coord *c) {
+    for (int r = 0; r < c->world; r++) {
+        member *mb = &c->m[c->rank_member[r]];
+        if (!mb->reported || (c->save_expect && !mb->saved))
+            return 0;
+    }
+    return 1;
+}
+
+static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
+    if (c->phase != TRAINING || r->epoch != c->epoch || r->step != c->step || mb->rank != (int)r->rank) {
+        sy_warn("stale report from %s (epoch %" PRIu64 " step %" PRId64 ") ignored", mb->id, (uint64_t)r->epoch,
+                (int64_t)r->step);
+        return;
+    }
+    if (mb->reported)
+        return;
+    mb->reported = 1;
+    c->loss += r->loss;
+    c->ce += r->ce;
+    c->aux += r->aux;
+    c->z += r->z;
+    c->tokens += r->tokens;
+    c->grad_norm = r->grad_norm;
+    c->lr = r->lr;
+    c->t_compute += r->t_compute;
+    c->t_a2a += r->t_alltoall;
+    c->t_ar += r->t_allreduce;
+    c->t_opt += r->t_optimizer;
+    c->bytes_sent += r->bytes_sent;
+    const sy_model_cfg *mc = &c->cfg.model;
+    size_t n = (size_t)switch_layers(mc) * mc->n_experts;
+    if (c->load_wanted && r->n_expert_wanted == n && r->n_expert_kept == n)
+        for (size_t i = 0; i < n; i++) {
+            c->load_wanted[i] += r->expert_wanted[i];
+            c->load_kept[i] += r->expert_kept[i];
+        }
+    if (all_done(c))
+        step_complete(c);
+}
+
+static void on_shard(coord *c, member *mb, const Switchyard__TensorShard *t, const void *payload, size_t len) {
+    if (!c->writer || t->epoch != c->epoch) {
+        sy_warn("unexpected tensor %s from %s ignored", t->name, mb->id);
+        return;
+    }
+    sy_dtype dt;
+    if (sy_dtype_parse(t->dtype, &dt) < 0 || t->n_shape > SY_CKPT_MAX_DIMS || len != t->bytes) {
+        sy_error("tensor %s from %s: bad dtype '%s', shape or size (%zu bytes, header says %" PRIu64 ")", t->name,
+                 mb->id, t->dtype, len, (uint64_t)t->bytes);
+        c->code = 1;
+        return;
+    }
+    if (sy_ckpt_writer_add_crc(c->writer, t->name, dt, (int)t->n_shape, t->shape, payload, len, t->crc32c)) {
+        sy_error("tensor %s from %s: %s", t->name, mb->id, sy_lasterr());
+        c->code = 1;
+    }
+}
+
+static void on_save_done(coord *c, member *mb, const Switchyard__SaveDone *s) {
+    if (s->epoch != c->epoch)
+        return;
+    mb->saved = 1;
+    if (c->phase == TRAINING && all_done(c))
+        step_complete(c);
+}
+
+static void on_heartbeat(coord *c, member *mb) { mb->last_seen = sy_now(); }
+
+static void check_liveness(coord *c) {
+    double now = sy_now(), limit = c->cfg.cluster.timeout_ms / 1000.0;
+    for (int i = 0; i < c->n; i++) {
+        member *mb = &c->m[i];
+        if (!mb->alive || now - mb->last_seen <= limit)
+            continue;
+        mb->alive = 0;
+        sy_error("worker %s (rank %d) silent for %.1f s: declared dead", mb->id, mb->rank, now - mb->last_seen);
+        if (mb->rank >= 0 && c->phase != WAITING && c->phase != DONE) {
+            sy_error("a worker of the mesh died; this coordinator cannot re-plan a running mesh: stopping");
+            c->code = 1;
+            c->phase = DONE;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: switchyard-coordinator [CONFIG] [--bind EP] [--status EP] [--min-workers N]\n"
+            "                              [--set section.key=value ...] [--wire fp32|bf16] [--fresh]\n"
+            "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n");
+}
+
+int main(int argc, char **argv) {
+    static coord c;
+    c.code = 0;
+    sy_config_defaults(&c.cfg);
+    const char *path = NULL, *bind_ep = NULL, *wire = NULL;
+    int min_workers = -1, fresh = 0;
+    char **sets = calloc((size_t)argc + 1, sizeof(char *));
+    int nsets = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--bind") && i + 1 < argc)
+            bind_ep = argv[++i];
+        else if (!strcmp(argv[i], "--status") && i + 1 < argc)
+            i++; /* the status socket arrives with the monitoring work */
+        else if (!strcmp(argv[i], "--min-workers") && i + 1 < argc)
+            min_workers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc)
+            sets[nsets++] = argv[++i];
+        else if (!strcmp(argv[i], "--wire") && i + 1 < argc)
+            wire = argv[++i];
+        else if (!strcmp(argv[i], "--fresh"))
+            fresh = 1;
+        else if (!strcmp(argv[i], "--resume"))
+            fresh = 0;
+        else if (!strcmp(argv[i], "--refcheck") && i + 1 < argc)
+            c.refcheck_dir = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+            c.out_dir = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage();
+            return 0;
+        } else if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "switchyard-coordinator: unexpected argument '%s'\n", argv[i]);
+            usage();
+            return 2;
+        } else
+            path = argv[i];
+    }
+    (void)fresh;
+    if (sy_blas_setup(argc, argv, "coordinator")) {
+        fprintf(stderr, "switchyard-coordinator: %s\n", sy_lasterr());
+        return 2;
+    }
+    sy_blas_set_threads(1);
+    if ((path ? sy_config_load(&c.cfg, path) : sy_config_load_default(&c.cfg)))
+        goto bad;
+    for (int i = 0; i < nsets; i++)
+        if (sy_config_set(&c.cfg, sets[i]))
+            goto bad;
+    if (wire) {
+        char s[64];
+        snprintf(s, sizeof s, "wire.dtype=%s", wire);
+        if (sy_config_set(&c.cfg, s))
+            goto bad;
+    }
+    if (bind_ep) {
+        free(c.cfg.cluster.coordinator);
+        c.cfg.cluster.coordinator = strdup(bind_ep);
+    }
+    if (min_workers > 0) {
+        char s[64];
+        snprintf(s, sizeof s, "cluster.min_workers=%d", min_workers);
+        if (sy_config_set(&c.cfg, s))
+            goto bad;
+    }
+    if (sy_config_check(&c.cfg))
+        goto bad;
+    c.min_workers = c.cfg.cluster.min_workers;
+    if (c.refcheck_dir) {
+        if (!c.out_dir) {
+            sy_seterr("--refcheck needs --out DIR");
+            goto bad;
+        }
+        if (sy_refcase_load(&c.rc, c.refcheck_dir))
+            goto bad;
+        c.have_rc = 1;
+    }
+    c.yaml = sy_config_to_yaml(&c.cfg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(c.run_id, sizeof c.run_id, "%08lx-%04x", (unsigned long)ts.tv_sec, (unsigned)(getpid() & 0xffff));
+    size_t nl = (size_t)switch_layers(&c.cfg.model) * c.cfg.model.n_experts;
+    c.load_wanted = calloc(nl + 1, sizeof(int64_t));
+    c.load_kept = calloc(nl + 1, sizeof(int64_t));
+    c.zctx = zmq_ctx_new();
+    c.router = zmq_socket(c.zctx, ZMQ_ROUTER);
+    sy_sock_defaults(c.router, 1);
+    if (zmq_bind(c.router, c.cfg.cluster.coordinator)) {
+        sy_seterr("cannot bind the control socket at %s: %s", c.cfg.cluster.coordinator, zmq_strerror(errno));
+        goto bad;
+    }
+    if (!c.have_rc) {
+        mkdir(c.cfg.checkpoint.dir, 0755);
+        char p[4096];
+        snprintf(p, sizeof p, "%s/run_log.jsonl", c.cfg.checkpoint.dir);
+        c.runlog = fopen(p, "a");
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    c.t_start = sy_now();
+    sy_info("run %s: coordinator on %s, waiting for %d worker%s", c.run_id, c.cfg.cluster.coordinator, c.min_workers,
+            c.min_workers == 1 ? "" : "s");
+    double next_hb = 0.0;
+    while (c.phase != DONE && !g_signal) {
+        zmq_pollitem_t it = {c.router, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&it, 1, 50);
+        double now = sy_now();
+        if (now >= next_hb) {
+            send_heartbeats(&c);
+            next_hb = now + c.cfg.cluster.heartbeat_ms / 1000.0;
+        }
+        check_liveness(&c);
+        if (c.phase == WAITING && live_count(&c) >= c.min_workers) {
+            if (start_epoch(&c)) {
+                sy_error("%s", sy_lasterr());
+                c.code = 1;
+                break;
+            }
+        }
+        if (rc <= 0)
+            continue;
+        for (int k = 0; k < 64; k++) {
+            sy_ctrl_msg m;
+            int r = sy_ctrl_recv(c.router, 1, &m, ZMQ_DONTWAIT);
+            if (r == -1)
+                break;
+            if (r == -2) {
+                sy_warn("%s", sy_lasterr());
+                continue;
+            }
+            Switchyard__Envelope *e = m.env;
+            member *mb = by_id(&c, m.id);
+            if (mb)
+                mb->last_seen = sy_now();
+            if (e->msg_case == SWITCHYARD__ENVELOPE__MSG_REGISTER) {
+                on_register(&c, m.id, e->register_);
+            } else if (!mb) {
+                sy_debug("message %d from unknown peer '%s' ignored", (int)e->msg_case, m.id);
+            } else {
+                switch (e->msg_case) {
+                case SWITCHYARD__ENVELOPE__MSG_READY:
+                    on_ready(&c, mb, e->ready);
+                    break;
+                case SWITCHYARD__ENVELOPE__MSG_REPORT:
+                    on_report(&c, mb, e->report);
+                    break;
+                case SWITCHYARD__ENVELOPE__MSG_SHARD:
+                    on_shard(&c, mb, e->shard, m.payload, m.payload_len);
+                    break;
+                case SWITCHYARD__ENVELOPE__MSG_SAVE_DONE:
+                    on_save_done(&c, mb, e->save_done);
+                    break;
+                case SWITCHYARD__ENVELOPE__MSG_HEARTBEAT:
+                    on_heartbeat(&c, mb);
+                    break;
+                case SWITCHYARD__ENVELOPE__MSG_ERROR:
+                    sy_error("worker %s (rank %d): %s", mb->id, mb->rank, e->error->message);
+                    c.code = 1;
+                    c.phase = DONE;
+                    break;
+                default:
+                    sy_debug("unexpected message %d from %s", (int)e->msg_case, mb->id);
+                }
+            }
+            sy_ctrl_msg_free(&m);
+            if (c.phase == DONE)
+                break;
+        }
+    }
+    if (g_signal) {
+        sy_warn("signal %d: stopping the run at step %" PRId64, (int)g_signal, c.step);
+        c.code = 130;
+    }
+    broadcast_shutdown(&c, c.code ? "the run stopped" : "training finished");
+    /* give the shutdown messages a moment to leave (LINGER is 0) */
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    sy_ckpt_writer_destroy(&c.writer);
+    if (c.runlog)
+        fclose(c.runlog);
+    zmq_close(c.router);
+    zmq_ctx_term(c.zctx);
+    free(c.yaml);
+    free(sets);
+    sy_mesh_free(&c.mesh);
+    if (c.have_rc)
+        sy_refcase_free(&c.rc);
+    free(c.load_wanted);
+    free(c.load_kept);
+    sy_config_free(&c.cfg);
+    return c.code;
+bad:
+    fprintf(stderr, "switchyard-coordinator: %s\n", sy_lasterr());
+    free(sets);
+    sy_config_free(&c.cfg);
+    return 2;
+}

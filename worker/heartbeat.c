@@ -1,0 +1,136 @@
+#include "heartbeat.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "ctrl.h"
+#include "log.h"
+
+struct sy_heartbeat {
+    void *ctx;
+    char coordinator[256];
+    char id[300];
+    pthread_t th;
+    int started;
+    volatile int stop;
+    volatile int abort_flag;
+    volatile int lost;
+    volatile int shutdown;
+    volatile int interval_ms, timeout_ms;
+    volatile uint64_t epoch, abort_epoch;
+    volatile int64_t step;
+    volatile int state, rank;
+};
+
+static void *run(void *arg) {
+    sy_heartbeat *hb = arg;
+    void *s = zmq_socket(hb->ctx, ZMQ_DEALER);
+    if (!s)
+        return NULL;
+    sy_sock_defaults(s, 0);
+    zmq_setsockopt(s, ZMQ_ROUTING_ID, hb->id, strlen(hb->id));
+    zmq_connect(s, hb->coordinator);
+    double last_seen = sy_now(), next_send = 0.0;
+    while (!__atomic_load_n(&hb->stop, __ATOMIC_ACQUIRE)) {
+        double now = sy_now();
+        if (now >= next_send) {
+            Switchyard__Heartbeat h = SWITCHYARD__HEARTBEAT__INIT;
+            h.epoch = hb->epoch;
+            h.step = hb->step;
+            h.state = (uint32_t)hb->state;
+            h.rank = (uint32_t)hb->rank;
+            Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+            env.msg_case = SWITCHYARD__ENVELOPE__MSG_HEARTBEAT;
+            env.heartbeat = &h;
+            sy_ctrl_send(s, NULL, 0, &env, NULL, 0);
+            next_send = now + hb->interval_ms / 1000.0;
+        }
+        zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 50) > 0) {
+            sy_ctrl_msg m;
+            while (sy_ctrl_recv(s, 0, &m, ZMQ_DONTWAIT) != -1) {
+                if (!m.env)
+                    continue;
+                last_seen = sy_now();
+                if (hb->lost) {
+                    sy_info("coordinator is back");
+                    __atomic_store_n(&hb->lost, 0, __ATOMIC_RELEASE);
+                }
+                if (m.env->msg_case == SWITCHYARD__ENVELOPE__MSG_ABORT && m.env->abort->epoch >= hb->epoch) {
+                    sy_warn("abort from the coordinator (epoch %llu): %s", (unsigned long long)m.env->abort->epoch,
+                            m.env->abort->reason);
+                    __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE);
+                } else if (m.env->msg_case == SWITCHYARD__ENVELOPE__MSG_SHUTDOWN) {
+                    __atomic_store_n(&hb->shutdown, 1, __ATOMIC_RELEASE);
+                    __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE);
+                }
+                sy_ctrl_msg_free(&m);
+            }
+        }
+        if (!hb->lost && sy_now() - last_seen > hb->timeout_ms / 1000.0) {
+            sy_warn("no word from the coordinator for %.1f s: stopping the step in flight", sy_now() - last_seen);
+            __atomic_store_n(&hb->lost, 1, __ATOMIC_RELEASE);
+            __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE);
+        }
+    }
+    zmq_close(s);
+    return NULL;
+}
+
+sy_heartbeat *sy_heartbeat_start(void *zctx, const char *coordinator, const char *worker_id, int interval_ms,
+                                 int timeout_ms) {
+    sy_heartbeat *hb = calloc(1, sizeof *hb);
+    if (!hb) {
+        sy_seterr("heartbeat: out of memory");
+        return NULL;
+    }
+    hb->ctx = zctx;
+    snprintf(hb->coordinator, sizeof hb->coordinator, "%s", coordinator);
+    snprintf(hb->id, sizeof hb->id, "%s/hb", worker_id);
+    hb->interval_ms = interval_ms;
+    hb->timeout_ms = timeout_ms;
+    hb->rank = -1;
+    if (pthread_create(&hb->th, NULL, run, hb)) {
+        free(hb);
+        sy_seterr("heartbeat: cannot start its thread");
+        return NULL;
+    }
+    hb->started = 1;
+    return hb;
+}
+
+void sy_heartbeat_stop(sy_heartbeat **phb) {
+    sy_heartbeat *hb = phb ? *phb : NULL;
+    if (!hb)
+        return;
+    __atomic_store_n(&hb->stop, 1, __ATOMIC_RELEASE);
+    if (hb->started)
+        pthread_join(hb->th, NULL);
+    free(hb);
+    *phb = NULL;
+}
+
+void sy_heartbeat_set(sy_heartbeat *hb, uint64_t epoch, int64_t step, int state, int rank) {
+    hb->epoch = epoch;
+    hb->step = step;
+    hb->state = state;
+    hb->rank = rank;
+}
+
+const volatile int *sy_heartbeat_abort_flag(sy_heartbeat *hb) { return &hb->abort_flag; }
+
+void sy_heartbeat_clear_abort(sy_heartbeat *hb, uint64_t epoch) {
+    hb->epoch = epoch;
+    __atomic_store_n(&hb->abort_flag, 0, __ATOMIC_RELEASE);
+}
+
+int sy_heartbeat_coordinator_lost(sy_heartbeat *hb) { return __atomic_load_n(&hb->lost, __ATOMIC_ACQUIRE); }
+int sy_heartbeat_shutdown(sy_heartbeat *hb) { return __atomic_load_n(&hb->shutdown, __ATOMIC_ACQUIRE); }
+
+void sy_heartbeat_set_timing(sy_heartbeat *hb, int interval_ms, int timeout_ms) {
+    hb->interval_ms = interval_ms;
+    hb->timeout_ms = timeout_ms;
+}

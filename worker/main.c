@@ -1,0 +1,675 @@
+/* switchyard-worker: registers with the coordinator, takes its place in the mesh, and
+ * trains in lock-step with its peers: a plain poll loop over the control socket; the
+ * heavy lifting is sy_step_run over the peer collectives. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "blas_setup.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "crc32c.h"
+#include "ctrl.h"
+#include "data.h"
+#include "exchange.h"
+#include "heartbeat.h"
+#include "log.h"
+#include "mesh.h"
+#include "model.h"
+#include "peer.h"
+#include "refcase.h"
+#include "step.h"
+
+enum { ST_REGISTERING = 0, ST_SETUP = 1, ST_READY = 2, ST_STEP = 3, ST_SAVING = 4 };
+
+static volatile sig_atomic_t g_signal;
+static void on_signal(int sig) { g_signal = sig; }
+
+typedef struct {
+    /* process */
+    void *zctx, *ctrl;
+    sy_heartbeat *hb;
+    sy_peer *peer;
+    char id[128], coordinator[256];
+    double gflops;
+    int threads;
+    /* assignment */
+    int assigned;
+    uint64_t epoch;
+    int rank;
+    int job;
+    sy_config cfg;
+    int have_cfg;
+    sy_mesh mesh;
+    sy_model *model;
+    sy_experts *experts;
+    sy_exchange *exchange;
+    float *mom, *vel;
+    int32_t *batch;
+    sy_tokens *train;
+    sy_refcase rc;
+    int have_rc;
+    int *group_all, *group_data, *group_replicas;
+    int n_data, n_replicas;
+    int64_t last_step;
+    double last_step_time;
+} worker;
+
+/* ---------------------------------------------------------------- transport adaptors */
+
+static int a2a_fn(void *comm, uint32_t tag, void *const *send, const size_t *send_bytes, const void **recv,
+                  size_t *recv_bytes) {
+    worker *w = comm;
+    return sy_peer_alltoall(w->peer, w->group_data, w->n_data, w->last_step, tag, send, send_bytes, recv,
+                            recv_bytes);
+}
+
+static int allreduce_fn(void *comm, int group, float *data, size_t n, uint32_t tag) {
+    worker *w = comm;
+    const int *members = group == 0 ? w->group_all : w->group_replicas;
+    int cnt = group == 0 ? w->mesh.world : w->n_replicas;
+    return sy_peer_allreduce(w->peer, members, cnt, w->last_step, 0x10000u | tag, data, n,
+                             w->cfg.wire.dtype == SY_WIRE_BF16, (size_t)w->cfg.wire.chunk_bytes);
+}
+
+static double a2a_seconds(void *ctx) {
+    double s;
+    sy_exchange_stats(ctx, &s, NULL, 0);
+    return s;
+}
+
+/* ---------------------------------------------------------------- control helpers */
+
+static int send_env(worker *w, Switchyard__Envelope *env, const void *payload, size_t n) {
+    return sy_ctrl_send(w->ctrl, NULL, 0, env, payload, n);
+}
+
+static void send_error(worker *w, const char *msg) {
+    Switchyard__Error e = SWITCHYARD__ERROR__INIT;
+    e.epoch = w->epoch;
+    e.rank = (uint32_t)(w->rank < 0 ? 0 : w->rank);
+    e.message = (char *)msg;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
+    env.error = &e;
+    send_env(w, &env, NULL, 0);
+}
+
+static int send_tensor(worker *w, int64_t step, const char *name, const char *dtype, int ndim, const int64_t *shape,
+                       const void *data, size_t bytes) {
+    Switchyard__TensorShard t = SWITCHYARD__TENSOR_SHARD__INIT;
+    t.epoch = w->epoch;
+    t.step = step;
+    t.name = (char *)name;
+    t.dtype = (char *)dtype;
+    t.n_shape = (size_t)ndim;
+    t.shape = (int64_t *)shape;
+    t.bytes = bytes;
+    t.crc32c = sy_crc32c(0, data, bytes);
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SHARD;
+    env.shard = &t;
+    return send_env(w, &env, bytes ? data : "", bytes);
+}
+
+/* The address this machine uses to reach the coordinator (no packet is sent): the right
+ * one to advertise on multi-homed hosts, where the host name may resolve to 127.0.0.1. */
+static int local_addr_towards(const char *endpoint, char *out, size_t n) {
+    char host[256];
+    int port = 0;
+    if (sscanf(endpoint, "tcp://%255[^:]:%d", host, &port) != 2)
+        return -1;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host, ps, &hints, &res) || !res)
+        return -1;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0), rc = -1;
+    if (fd >= 0 && !connect(fd, res->ai_addr, res->ai_addrlen)) {
+        struct sockaddr_in a;
+        socklen_t l = sizeof a;
+        if (!getsockname(fd, (struct sockaddr *)&a, &l) && inet_ntop(AF_INET, &a.sin_addr, out, (socklen_t)n))
+            rc = 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- assignment */
+
+static void drop_assignment(worker *w) {
+    sy_exchange_destroy(&w->exchange);
+    sy_experts_destroy(&w->experts);
+    sy_model_destroy(&w->model);
+    free(w->mom);
+    free(w->vel);
+    free(w->batch);
+    free(w->group_all);
+    free(w->group_data);
+    free(w->group_replicas);
+    w->mom = w->vel = NULL;
+    w->batch = NULL;
+    w->group_all = w->group_data = w->group_replicas = NULL;
+    sy_mesh_free(&w->mesh);
+    if (w->have_rc)
+        sy_refcase_free(&w->rc);
+    w->have_rc = 0;
+    w->assigned = 0;
+}
+
+static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
+    drop_assignment(w);
+    w->epoch = a->epoch;
+    w->rank = (int)a->rank;
+    w->job = a->job;
+    char comp[32];
+    snprintf(comp, sizeof comp, "worker %u", a->rank);
+    sy_log_set_component(comp);
+    if (w->have_cfg)
+        sy_config_free(&w->cfg);
+    sy_config_defaults(&w->cfg);
+    w->have_cfg = 1;
+    if (sy_config_load_string(&w->cfg, a->config_yaml, strlen(a->config_yaml), "assignment config"))
+        return -1;
+    /* the mesh, exactly as the coordinator planned it */
+    sy_mesh *m = &w->mesh;
+    memset(m, 0, sizeof *m);
+    m->world = (int)a->world;
+    m->ep = (int)a->ep;
+    m->dp = (int)a->dp;
+    m->n_experts = w->cfg.model.n_experts;
+    m->global_batch = (int)a->global_batch;
+    if (m->world < 1 || m->ep < 1 || m->dp < 1 || m->ep * m->dp != m->world || a->n_expert_begin != a->ep ||
+        a->n_expert_end != a->ep || a->n_row0 != a->world || a->n_nrows != a->world || a->n_peers != a->world ||
+        w->rank >= m->world) {
+        sy_seterr("assignment: inconsistent mesh (world %u, ep %u, dp %u, rank %u)", a->world, a->ep, a->dp, a->rank);
+        return -1;
+    }
+    m->e_begin = calloc(a->ep, sizeof(int));
+    m->e_end = calloc(a->ep, sizeof(int));
+    m->row0 = calloc(a->world, sizeof(int));
+    m->nrows = calloc(a->world, sizeof(int));
+    w->group_all = calloc(a->world, sizeof(int));
+    w->group_data = calloc(a->world, sizeof(int));
+    w->group_replicas = calloc(a->world, sizeof(int));
+    if (!m->e_begin || !m->e_end || !m->row0 || !m->nrows || !w->group_all || !w->group_data || !w->group_replicas) {
+        sy_seterr("assignment: out of memory");
+        return -1;
+    }
+    for (int p = 0; p < m->ep; p++) {
+        m->e_begin[p] = (int)a->expert_begin[p];
+        m->e_end[p] = (int)a->expert_end[p];
+    }
+    for (int r = 0; r < m->world; r++) {
+        m->row0[r] = (int)a->row0[r];
+        m->nrows[r] = (int)a->nrows[r];
+        w->group_all[r] = r;
+    }
+    int d = sy_mesh_d(m, w->rank), p = sy_mesh_p(m, w->rank);
+    w->n_data = m->ep;
+    for (int q = 0; q < m->ep; q++)
+        w->group_data[q] = d * m->ep + q;
+    w->n_replicas = m->dp;
+    for (int dd = 0; dd < m->dp; dd++)
+        w->group_replicas[dd] = dd * m->ep + p;
+
+    const sy_model_cfg *mc = &w->cfg.model;
+    int T = w->cfg.train.seq_len;
+    const int32_t *tokens = NULL;
+    if (w->job == SWITCHYARD__JOB__JOB_REFCHECK) {
+        if (sy_refcase_load(&w->rc, a->refcase_dir))
+            return -1;
+        w->have_rc = 1;
+        mc = &w->rc.model;
+        w->cfg.model = w->rc.model;
+        w->cfg.model.router_jitter = w->cfg.model.expert_dropout = w->cfg.model.dropout = 0.0f;
+        mc = &w->cfg.model;
+        T = w->rc.seq;
+        w->cfg.train.seq_len = T;
+        tokens = w->rc.tokens;
+    }
+    unsigned char held[4096] = {0};
+    if (mc->n_experts > 4096) {
+        sy_seterr("assignment: more than 4096 experts");
+        return -1;
+    }
+    for (int e = m->e_begin[p]; e < m->e_end[p]; e++)
+        held[e] = 1;
+    int rows = m->nrows[w->rank];
+    if (!(w->model = sy_model_new(mc, rows, T, held)))
+        return -1;
+    int group_rows = 0;
+    for (int q = 0; q < m->ep; q++)
+        group_rows += m->nrows[d * m->ep + q];
+    int max_in = group_rows * T * mc->top_k;
+    if (!(w->experts = sy_experts_new(mc, sy_model_weights(w->model), sy_model_grad_views(w->model), max_in)))
+        return -1;
+    if (!(w->exchange = sy_exchange_new(mc, m, w->rank, w->experts, a2a_fn, w, w->cfg.wire.dtype == SY_WIRE_BF16,
+                                        max_in, rows * T * mc->top_k)))
+        return -1;
+    sy_expert_exchange iface = sy_exchange_interface(w->exchange);
+    sy_model_set_exchange(w->model, &iface);
+    const sy_layout *lay = sy_model_layout(w->model);
+    w->mom = calloc(lay->total, sizeof(float));
+    w->vel = calloc(lay->total, sizeof(float));
+    w->batch = malloc((size_t)rows * (T + 1) * sizeof(int32_t));
+    if (!w->mom || !w->vel || !w->batch) {
+        sy_seterr("assignment: out of memory");
+        return -1;
+    }
+    if (tokens) {
+        memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
+        for (int i = 0; i < lay->n_params; i++) {
+            const sy_ref_param *r = sy_refcase_param(&w->rc, lay->params[i].name);
+            if (!r || r->numel != lay->params[i].numel) {
+                sy_seterr("%s: no parameter %s of the model's shape", a->refcase_dir, lay->params[i].name);
+                return -1;
+            }
+            memcpy(sy_model_params(w->model) + lay->params[i].offset, r->value, r->numel * sizeof(float));
+        }
+    } else {
+        sy_model_init_weights(w->model, w->cfg.train.seed);
+        if (!w->train) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
+            if (!(w->train = sy_tokens_load(path))) {
+                sy_err_prefix("training data on this worker (run `switchyard prepare` here)");
+                return -1;
+            }
+        }
+    }
+    sy_heartbeat_set_timing(w->hb, w->cfg.cluster.heartbeat_ms, w->cfg.cluster.timeout_ms);
+    sy_heartbeat_clear_abort(w->hb, w->epoch);
+    char **eps = a->peers;
+    if (sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, w->cfg.cluster.timeout_ms,
+                      sy_heartbeat_abort_flag(w->hb)))
+        return -1;
+    w->assigned = 1;
+    w->last_step = a->start_step - 1;
+    sy_info("rank %d of %d (data group %d, expert index %d: experts %d..%d), rows %d..%d, epoch %" PRIu64, w->rank,
+            m->world, d, p, m->e_begin[p], m->e_end[p] - 1, m->row0[w->rank], m->row0[w->rank] + rows - 1, w->epoch);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- steps */
+
+static int save_state(worker *w, int64_t step) {
+    const sy_layout *lay = sy_model_layout(w->model);
+    int d = sy_mesh_d(&w->mesh, w->rank);
+    int n = 0;
+    char name[SY_CKPT_MAX_NAME];
+    for (int i = 0; i < lay->n_params; i++) {
+        const sy_param *p = &lay->params[i];
+        /* dense weights once (rank 0), each expert by its owner in data group 0 */
+        if (p->expert < 0 ? w->rank != 0 : d != 0)
+            continue;
+        int64_t shape[2] = {p->shape[0], p->shape[1]};
+        const float *arenas[3] = {sy_model_params(w->model), w->mom, w->vel};
+        const char *prefix[3] = {"", "adam.m/", "adam.v/"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
+            if (send_tensor(w, step, name, "f32", p->ndim, shape, arenas[k] + p->offset, p->numel * sizeof(float)))
+                return -1;
+            n++;
+        }
+    }
+    Switchyard__SaveDone sd = SWITCHYARD__SAVE_DONE__INIT;
+    sd.epoch = w->epoch;
+    sd.step = step;
+    sd.rank = (uint32_t)w->rank;
+    sd.tensors = (uint32_t)n;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SAVE_DONE;
+    env.save_done = &sd;
+    return send_env(w, &env, NULL, 0);
+}
+
+/* Refcheck: one forward/backward on this rank's rows of the case; gradients and routing
+ * go to the coordinator. */
+static int refcheck_step(worker *w, sy_step_result *res) {
+    const sy_mesh *m = &w->mesh;
+    int rows = m->nrows[w->rank], T = w->rc.seq;
+    w->last_step = 0;
+    sy_pass ps = {.B = rows,
+                  .T = T,
+                  .groups = 1,
+                  .ce_denom = (double)m->global_batch * T,
+                  .group_denom = m->world,
+                  .training = 1,
+                  .token0 = (int64_t)m->row0[w->rank] * T};
+    memset(res, 0, sizeof *res);
+    sy_model_zero_grad(w->model);
+    if (sy_model_forward(w->model, &ps, w->batch, &res->loss) || sy_model_backward(w->model))
+        return -1;
+    const sy_layout *lay = sy_model_layout(w->model);
+    if (allreduce_fn(w, 0, sy_model_grads(w->model), lay->dense_total, 0))
+        return -1;
+    if (m->dp > 1 && allreduce_fn(w, 1, sy_model_grads(w->model) + lay->dense_total, lay->total - lay->dense_total, 1))
+        return -1;
+    res->tokens = (int64_t)rows * T;
+    return 0;
+}
+
+static int send_refcheck_grads(worker *w) {
+    const sy_layout *lay = sy_model_layout(w->model);
+    int d = sy_mesh_d(&w->mesh, w->rank), n = 0;
+    char name[SY_CKPT_MAX_NAME];
+    for (int i = 0; i < lay->n_params; i++) {
+        const sy_param *p = &lay->params[i];
+        if (p->expert < 0 ? w->rank != 0 : d != 0)
+            continue;
+        int64_t shape[2] = {p->shape[0], p->shape[1]};
+        snprintf(name, sizeof name, "grad/%s", p->name);
+        if (send_tensor(w, 0, name, "f32", p->ndim, shape, sy_model_grads(w->model) + p->offset,
+                        p->numel * sizeof(float)))
+            return -1;
+        n++;
+    }
+    for (int l = 0; l < w->cfg.model.n_layers; l++) {
+        int k;
+        const int *r = sy_model_routing(w->model, l, &k);
+        if (!r)
+            continue;
+        int64_t shape[2] = {(int64_t)w->mesh.nrows[w->rank] * w->rc.seq, k};
+        snprintf(name, sizeof name, "route.%d/%d", l, w->rank);
+        if (send_tensor(w, 0, name, "i32", 2, shape, r, (size_t)shape[0] * k * sizeof(int32_t)))
+            return -1;
+        n++;
+    }
+    Switchyard__SaveDone sd = SWITCHYARD__SAVE_DONE__INIT;
+    sd.epoch = w->epoch;
+    sd.rank = (uint32_t)w->rank;
+    sd.tensors = (uint32_t)n;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SAVE_DONE;
+    env.save_done = &sd;
+    return send_env(w, &env, NULL, 0);
+}
+
+static int on_step(worker *w, const Switchyard__StepCmd *c) {
+    if (!w->assigned || c->epoch != w->epoch) {
+        sy_warn("ignoring a step command for epoch %" PRIu64 " (this worker is at epoch %" PRIu64 ")",
+                (uint64_t)c->epoch, w->epoch);
+        return 0;
+    }
+    sy_heartbeat_set(w->hb, w->epoch, c->step, ST_STEP, w->rank);
+    sy_step_result res;
+    int rc;
+    double t0 = sy_now();
+    sy_peer_bytes_sent(w->peer, 1);
+    if (w->job == SWITCHYARD__JOB__JOB_REFCHECK) {
+        rc = refcheck_step(w, &res);
+    } else {
+        w->last_step = c->step;
+        rc = sy_step_run(w->model, &w->cfg, &w->mesh, w->rank, w->train, w->batch, w->mom, w->vel, c->step,
+                         allreduce_fn, w, a2a_seconds, w->exchange, &res);
+    }
+    if (rc) {
+        if (rc == SY_PEER_ABORTED || *sy_heartbeat_abort_flag(w->hb)) {
+            sy_warn("step %" PRId64 " aborted: %s", c->step, sy_lasterr());
+            return 0; /* the coordinator re-assigns */
+        }
+        char msg[1200];
+        snprintf(msg, sizeof msg, "step %" PRId64 ": %s", c->step, sy_lasterr());
+        sy_error("%s", msg);
+        send_error(w, msg);
+        return 0;
+    }
+    w->last_step_time = sy_now() - t0;
+    Switchyard__StepReport r = SWITCHYARD__STEP_REPORT__INIT;
+    r.epoch = w->epoch;
+    r.step = c->step;
+    r.rank = (uint32_t)w->rank;
+    r.loss = res.loss.total;
+    r.ce = res.loss.ce;
+    r.aux = res.loss.aux;
+    r.z = res.loss.z;
+    r.tokens = (uint64_t)res.tokens;
+    r.grad_norm = res.grad_norm;
+    r.lr = res.lr;
+    r.t_compute = res.t.compute;
+    r.t_alltoall = res.t.alltoall;
+    r.t_allreduce = res.t.allreduce;
+    r.t_optimizer = res.t.optimizer;
+    r.bytes_sent = sy_peer_bytes_sent(w->peer, 0);
+    const sy_model_cfg *mc = &w->cfg.model;
+    uint32_t wanted[4096], kept[4096];
+    size_t nl = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        if (!sy_is_switch_layer(mc, l) || (nl + 1) * mc->n_experts > 4096)
+            continue;
+        int wa[4096], ke[4096];
+        sy_model_expert_load(w->model, l, wa, ke);
+        for (int e = 0; e < mc->n_experts; e++) {
+            wanted[nl * mc->n_experts + e] = (uint32_t)wa[e];
+            kept[nl * mc->n_experts + e] = (uint32_t)ke[e];
+        }
+        nl++;
+    }
+    r.n_expert_wanted = r.n_expert_kept = nl * mc->n_experts;
+    r.expert_wanted = wanted;
+    r.expert_kept = kept;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_REPORT;
+    env.report = &r;
+    if (send_env(w, &env, NULL, 0))
+        return -1;
+    if (c->grads)
+        return send_refcheck_grads(w);
+    if (c->save_after)
+        return save_state(w, c->step + 1);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- main loop */
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--port N] [--threads N]\n"
+            "  Registers with the coordinator and trains. Data endpoint: tcp://ADDR:PORT (ADDR defaults to the\n"
+            "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n");
+}
+
+static int send_register(worker *w) {
+    Switchyard__Register r = SWITCHYARD__REGISTER__INIT;
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    struct sysinfo si;
+    sysinfo(&si);
+    r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
+    r.worker_id = w->id;
+    r.host = host;
+    r.peer_endpoint = (char *)sy_peer_endpoint(w->peer);
+    r.cores = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    r.memory_bytes = (uint64_t)si.totalram * si.mem_unit;
+    r.gflops = w->gflops;
+    uint16_t one = 1;
+    r.byte_order = *(uint8_t *)&one == 1 ? 1 : 2;
+    r.pid = (uint32_t)getpid();
+    r.threads = (uint32_t)w->threads;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_REGISTER;
+    env.register_ = &r;
+    return send_env(w, &env, NULL, 0);
+}
+
+int main(int argc, char **argv) {
+    const char *coordinator = NULL, *advertise = NULL, *threads = NULL;
+    int port = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--coordinator") && i + 1 < argc)
+            coordinator = argv[++i];
+        else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
+            advertise = argv[++i];
+        else if (!strcmp(argv[i], "--port") && i + 1 < argc)
+            port = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage();
+            return 0;
+        } else {
+            fprintf(stderr, "switchyard-worker: unexpected argument '%s'\n", argv[i]);
+            usage();
+            return 2;
+        }
+    }
+    if (!coordinator) {
+        usage();
+        return 2;
+    }
+    if (threads && !getenv("SWITCHYARD_BLAS_REEXEC"))
+        setenv("SWITCHYARD_THREADS", threads, 1);
+    if (sy_blas_setup(argc, argv, "worker")) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        return 2;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    worker w = {.rank = -1, .threads = sy_blas_threads()};
+    snprintf(w.coordinator, sizeof w.coordinator, "%s", coordinator);
+    char host[128] = "worker";
+    gethostname(host, sizeof host - 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(w.id, sizeof w.id, "%s:%d:%lx", host, (int)getpid(), (unsigned long)(ts.tv_nsec ^ ts.tv_sec));
+    w.gflops = sy_sgemm_probe(0.2);
+    char addr[64];
+    if (!advertise) {
+        if (local_addr_towards(coordinator, addr, sizeof addr)) {
+            fprintf(stderr, "switchyard-worker: cannot tell which address reaches %s; give --advertise ADDR\n",
+                    coordinator);
+            return 2;
+        }
+        advertise = addr;
+    }
+    int code = 1;
+    w.zctx = zmq_ctx_new();
+    char bind_ep[300];
+    if (port > 0)
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", advertise, port);
+    else
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", advertise);
+    if (!(w.peer = sy_peer_new(w.zctx, bind_ep))) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        goto out;
+    }
+    w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
+    sy_sock_defaults(w.ctrl, 0);
+    zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
+    if (zmq_connect(w.ctrl, coordinator)) {
+        fprintf(stderr, "switchyard-worker: cannot connect to %s: %s\n", coordinator, zmq_strerror(errno));
+        goto out;
+    }
+    if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
+        goto out;
+    sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
+            sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
+    double next_register = 0.0, backoff = 1.0;
+    int registered = 0;
+    while (!g_signal) {
+        if (sy_heartbeat_shutdown(w.hb)) {
+            sy_info("shutdown requested by the coordinator");
+            code = 0;
+            break;
+        }
+        if (!w.assigned && !registered && sy_now() >= next_register) {
+            send_register(&w);
+            next_register = sy_now() + backoff;
+            backoff = backoff * 2 > 8 ? 8 : backoff * 2;
+        }
+        if (w.assigned && sy_heartbeat_coordinator_lost(w.hb)) {
+            sy_warn("lost the coordinator: dropping the assignment and registering again");
+            drop_assignment(&w);
+            registered = 0;
+            backoff = 1.0;
+            next_register = 0.0;
+        }
+        zmq_pollitem_t it = {w.ctrl, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) <= 0)
+            continue;
+        sy_ctrl_msg m;
+        int rc = sy_ctrl_recv(w.ctrl, 0, &m, ZMQ_DONTWAIT);
+        if (rc == -1)
+            continue;
+        if (rc == -2) {
+            sy_warn("%s", sy_lasterr());
+            continue;
+        }
+        Switchyard__Envelope *e = m.env;
+        switch (e->msg_case) {
+        case SWITCHYARD__ENVELOPE__MSG_REFUSE:
+            sy_error("the coordinator refused this worker: %s", e->refuse->reason);
+            sy_ctrl_msg_free(&m);
+            code = 3;
+            goto out;
+        case SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT: {
+            registered = 1;
+            sy_heartbeat_set(w.hb, e->assignment->epoch, e->assignment->start_step, ST_SETUP,
+                             (int)e->assignment->rank);
+            if (apply_assignment(&w, e->assignment)) {
+                char msg[1200];
+                snprintf(msg, sizeof msg, "assignment for epoch %" PRIu64 ": %s", (uint64_t)e->assignment->epoch,
+                         sy_lasterr());
+                sy_error("%s", msg);
+                w.epoch = e->assignment->epoch;
+                send_error(&w, msg);
+                drop_assignment(&w);
+                break;
+            }
+            Switchyard__Ready r = SWITCHYARD__READY__INIT;
+            r.epoch = w.epoch;
+            r.rank = (uint32_t)w.rank;
+            Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+            env.msg_case = SWITCHYARD__ENVELOPE__MSG_READY;
+            env.ready = &r;
+            send_env(&w, &env, NULL, 0);
+            sy_heartbeat_set(w.hb, w.epoch, w.last_step, ST_READY, w.rank);
+            break;
+        }
+        case SWITCHYARD__ENVELOPE__MSG_STEP:
+            on_step(&w, e->step);
+            sy_heartbeat_set(w.hb, w.epoch, e->step->step + 1, ST_READY, w.rank);
+            break;
+        case SWITCHYARD__ENVELOPE__MSG_SHUTDOWN:
+            sy_info("shutdown: %s", e->shutdown->reason);
+            code = 0;
+            sy_ctrl_msg_free(&m);
+            goto out;
+        case SWITCHYARD__ENVELOPE__MSG_ABORT:
+            sy_warn("abort (epoch %" PRIu64 "): %s", (uint64_t)e->abort->epoch, e->abort->reason);
+            break;
+        default:
+            sy_warn("ignoring an unexpected control message (%d)", (int)e->msg_case);
+        }
+        sy_ctrl_msg_free(&m);
+    }
+    if (g_signal) {
+        sy_info("signal %d: leaving", (int)g_signal);
+        code = 0;
+    }
+out:
+    drop_assignment(&w);
+    sy_heartbeat_stop(&w.hb);
+    sy_peer_destroy(&w.peer);
+    if (w.ctrl)
+        zmq_close(w.ctrl);
+    if (w.have_cfg)
+        sy_config_free(&w.cfg);
+    sy_tokens_destroy(&w.train);
+    zmq_ctx_term(w.zctx);
+    return code;
+}
