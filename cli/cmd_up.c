@@ -33,7 +33,7 @@ static void usage(void) {
 }
 
 /* A TCP port on 127.0.0.1 that is free right now. */
-static int free_port(void) {
+int sy_free_tcp_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return -1;
@@ -141,9 +141,9 @@ int cmd_up(int argc, char **argv) {
         free(sets);
         return 2;
     }
-    int cport = free_port(), sport = free_port();
+    int cport = sy_free_tcp_port(), sport = sy_free_tcp_port();
     while (sport == cport && sport > 0)
-        sport = free_port();
+        sport = sy_free_tcp_port();
     if (cport <= 0 || sport <= 0) {
         fprintf(stderr, "up: no free TCP port on 127.0.0.1\n");
         free(sets);
