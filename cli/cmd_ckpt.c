@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <stdlib.h>
 
+#include <math.h>
+#include <stdlib.h>
+
 #include "checkpoint.h"
 #include "commands.h"
 #include "log.h"
@@ -16,6 +19,10 @@ static void usage(FILE *f) {
             "usage: switchyard ckpt inspect DIR   metadata and tensor table of a checkpoint,\n"
             "                                     or the checkpoints under a root directory\n"
             "       switchyard ckpt verify DIR    check every checksum; exit 1 if any is bad\n"
+            "       switchyard ckpt diff A B [--tol X] [--prefix P]\n"
+            "                                     relative difference |a-b|/|b| of every f32 tensor named in\n"
+            "                                     both (optionally only names starting with P); exit 1 if a\n"
+            "                                     tensor differs by more than X (default 1e-5) or is missing\n"
             "DIR is a checkpoint (ROOT/step-NNNNNNNN, holding a manifest) or a ROOT.\n");
 }
 
@@ -174,7 +181,83 @@ static int verify_root(const char *root) {
     return bad ? 1 : 0;
 }
 
+/* Compares the f32 tensors of two checkpoints by name. */
+static int diff_checkpoints(const char *a_dir, const char *b_dir, double tol, const char *prefix) {
+    sy_ckpt *a = sy_ckpt_open(a_dir), *b = a ? sy_ckpt_open(b_dir) : NULL;
+    if (!a || !b) {
+        fprintf(stderr, "switchyard ckpt diff: %s\n", sy_lasterr());
+        sy_ckpt_close(&a);
+        return 2;
+    }
+    int bad = 0, compared = 0;
+    double worst = 0.0;
+    const char *worst_name = "";
+    float *x = NULL, *y = NULL;
+    for (int i = 0; i < sy_ckpt_count(b); i++) {
+        const sy_ckpt_tensor *tb = sy_ckpt_tensor_at(b, i);
+        if (tb->dtype != SY_DT_F32 || (prefix && strncmp(tb->name, prefix, strlen(prefix))))
+            continue;
+        const sy_ckpt_tensor *ta = sy_ckpt_find(a, tb->name);
+        if (!ta || ta->bytes != tb->bytes) {
+            printf("%-40s %s\n", tb->name, ta ? "sizes differ" : "missing in the first checkpoint");
+            bad++;
+            continue;
+        }
+        float *nx = realloc(x, tb->bytes ? tb->bytes : 4), *ny = realloc(y, tb->bytes ? tb->bytes : 4);
+        if (!nx || !ny) {
+            free(nx ? nx : x);
+            free(ny ? ny : y);
+            sy_ckpt_close(&a);
+            sy_ckpt_close(&b);
+            return 2;
+        }
+        x = nx;
+        y = ny;
+        if (sy_ckpt_read(a, tb->name, x, tb->bytes) || sy_ckpt_read(b, tb->name, y, tb->bytes)) {
+            printf("%-40s unreadable: %s\n", tb->name, sy_lasterr());
+            bad++;
+            continue;
+        }
+        double dn = 0, rn = 0;
+        for (size_t j = 0; j < tb->bytes / 4; j++) {
+            dn += ((double)x[j] - y[j]) * ((double)x[j] - y[j]);
+            rn += (double)y[j] * y[j];
+        }
+        double e = rn > 0 ? sqrt(dn / rn) : sqrt(dn);
+        compared++;
+        if (e > worst || !worst_name[0]) {
+            worst = e;
+            worst_name = tb->name;
+        }
+        if (!(e <= tol)) {
+            printf("%-40s rel.diff %.3e  over %.1e\n", tb->name, e, tol);
+            bad++;
+        }
+    }
+    free(x);
+    free(y);
+    printf("compared %d tensors: worst %s %.3e; %d over tolerance %.1e\n", compared, worst_name, worst, bad, tol);
+    sy_ckpt_close(&a);
+    sy_ckpt_close(&b);
+    return bad || !compared ? 1 : 0;
+}
+
 int cmd_ckpt(int argc, char **argv) {
+    if (argc >= 4 && !strcmp(argv[1], "diff")) {
+        double tol = 1e-5;
+        const char *prefix = NULL;
+        for (int i = 4; i < argc; i++) {
+            if (!strcmp(argv[i], "--tol") && i + 1 < argc)
+                tol = strtod(argv[++i], NULL);
+            else if (!strcmp(argv[i], "--prefix") && i + 1 < argc)
+                prefix = argv[++i];
+            else {
+                fprintf(stderr, "switchyard ckpt diff: unexpected argument '%s'\n", argv[i]);
+                return 2;
+            }
+        }
+        return diff_checkpoints(argv[2], argv[3], tol, prefix);
+    }
     if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
                       !strcmp(argv[1], "help"))) {
         usage(stdout);

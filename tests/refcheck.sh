@@ -13,6 +13,17 @@ for dir in "$refcases"/*/; do
     cat /tmp/refcheck.$$.out; fail=$((fail + 1))
   fi
 done
+# the same cases through N real worker processes (N = the case's groups)
+for dir in "$refcases"/*/; do
+  [ -f "$dir/manifest.yaml" ] || continue
+  g=$(sed -n 's/^ *groups: *\([0-9]*\).*/\1/p' "$dir/manifest.yaml" | head -1)
+  n=$((n + 1))
+  if timeout 120 "$bin/switchyard" refcheck "$dir" --workers "$g" --quiet > /tmp/refcheck.$$.out 2>&1; then
+    echo "$(tail -1 /tmp/refcheck.$$.out) [$g workers]"
+  else
+    cat /tmp/refcheck.$$.out; fail=$((fail + 1))
+  fi
+done
 rm -f /tmp/refcheck.$$.out
 # a broken case must fail, with the file named
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
