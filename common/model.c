@@ -445,7 +445,7 @@ static void draw_dropout(float *mask, const sy_pass *ps, int layer, int what, co
     float keep = 1.0f / (1.0f - p);
     for (int i = 0; i < n; i++) {
         uint64_t t = tok ? (uint64_t)tok[i] : (uint64_t)(tok0 + i);
-        uint64_t base = sy_hash4(ps->seed, (uint64_t)ps->step, ((uint64_t)layer << 8) | what, t);
+        uint64_t base = sy_hash4(ps->seed, (uint64_t)ps->step, ((uint64_t)layer << 40) | (uint64_t)what, t);
         for (int j = 0; j < width; j++)
             mask[(size_t)i * width + j] = sy_u01(sy_mix64(base + j)) < p ? 0.0f : keep;
     }
@@ -531,8 +531,6 @@ int sy_experts_forward(void *ctx, const sy_pass *pass, int layer, const int *cou
         return -1;
     }
     int use_mask = pass->training && c->expert_dropout > 0;
-    if (use_mask)
-        draw_dropout(x->mask[layer], pass, layer, DRAW_EXPERT, tok, 0, rows, F, c->expert_dropout);
     size_t r0 = 0;
     for (int e = 0; e < E; e++) {
         int n = counts[e];
@@ -543,6 +541,10 @@ int sy_experts_forward(void *ctx, const sy_pass *pass, int layer, const int *cou
             sy_seterr("experts: layer %d expert %d is not held here but %d rows came for it", layer, e, n);
             return -1;
         }
+        /* keyed by (token, expert): with top-k the copies of a token draw apart */
+        if (use_mask)
+            draw_dropout(x->mask[layer] + r0 * F, pass, layer, DRAW_EXPERT | (e + 1) << 3, tok + r0, 0, n, F,
+                         c->expert_dropout);
         sy_ffn_forward(out + r0 * C, x->h[layer] + r0 * F, in + r0 * C, w1, w2,
                        use_mask ? x->mask[layer] + r0 * F : NULL, n, C, F);
         r0 += n;

@@ -5,9 +5,10 @@
 float sy_lr_at(const sy_train_cfg *tc, int64_t step) {
     if (tc->warmup_steps > 0 && step < tc->warmup_steps)
         return tc->lr * (float)(step + 1) / (float)tc->warmup_steps;
-    if (tc->schedule == SY_SCHED_CONSTANT || tc->steps <= tc->warmup_steps)
+    /* the decay ends at the last step the run takes, steps - 1 */
+    if (tc->schedule == SY_SCHED_CONSTANT || tc->steps - 1 <= tc->warmup_steps)
         return tc->lr;
-    double frac = (double)(step - tc->warmup_steps) / (double)(tc->steps - tc->warmup_steps);
+    double frac = (double)(step - tc->warmup_steps) / (double)(tc->steps - 1 - tc->warmup_steps);
     if (frac > 1.0)
         frac = 1.0;
     double w = tc->schedule == SY_SCHED_COSINE ? 0.5 * (1.0 + cos(M_PI * frac)) : 1.0 - frac;

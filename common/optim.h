@@ -9,8 +9,8 @@
 #include "config.h"
 #include "model.h"
 
-/* Learning rate at step (0-based): linear warmup to lr over warmup_steps, then decay to
- * min_lr at `steps` (cosine or linear) or constant. */
+/* Learning rate at step (0-based): linear warmup to lr over warmup_steps, then decay
+ * (cosine or linear) to min_lr at the last step, steps - 1; or constant. */
 float sy_lr_at(const sy_train_cfg *tc, int64_t step);
 
 /* Sum of squares of a gradient array (double accumulation). */

@@ -25,12 +25,15 @@ int sy_router_capacity(double capacity_factor, int n, int E) {
 void sy_router_forward(sy_route *r, const float *x, const float *w, int n, int C, int E, int k, int capacity,
                        double *aux, double *z) {
     sy_matmul_forward(r->logits, x, w, n, C, E, 0.0f);
-    memcpy(r->probs, r->logits, (size_t)n * E * sizeof(float));
+    if (n > 0)
+        memcpy(r->probs, r->logits, (size_t)n * E * sizeof(float));
     memset(r->kept, 0, (size_t)E * sizeof(int));
     memset(r->wanted, 0, (size_t)E * sizeof(int));
     double zsum = 0.0;
     int order[64];
     int *ord = E <= 64 ? order : malloc((size_t)E * sizeof(int));
+    if (!ord)
+        abort(); /* a few hundred bytes: out of memory here is not recoverable */
     for (int t = 0; t < n; t++) {
         float *p = r->probs + (size_t)t * E;
         r->lse[t] = sy_softmax_row(p, E);
@@ -92,6 +95,8 @@ void sy_router_backward(float *dlogits, const sy_route *r, const float *dgate, i
     /* d aux / d p[t,i] = E f_i / n, the same for every token */
     float daux[256];
     float *da = E <= 256 ? daux : malloc((size_t)E * sizeof(float));
+    if (!da)
+        abort();
     for (int e = 0; e < E; e++)
         da[e] = 0.0f;
     for (int t = 0; t < n; t++)
