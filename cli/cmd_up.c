@@ -173,6 +173,10 @@ int cmd_up(int argc, char **argv) {
         cargv[c++] = "--wire";
         cargv[c++] = (char *)wire;
     }
+    /* workers sharing this machine measure each other's load, not their speed: equal
+     * shares unless the user asks otherwise (a later --set wins) */
+    cargv[c++] = "--set";
+    cargv[c++] = "cluster.balance_by_speed=false";
     for (int i = 0; i < nsets && c < 60; i++) {
         cargv[c++] = "--set";
         cargv[c++] = sets[i];

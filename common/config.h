@@ -49,6 +49,7 @@ typedef struct {
     int heartbeat_ms;
     int timeout_ms;          /* silence after which a peer is dead */
     int join_at_once;        /* 1: admit a joining worker at once; 0: at the next checkpoint */
+    int balance_by_speed;    /* 1: batch rows and experts follow measured GFLOP/s when workers differ by > 2x */
 } sy_cluster_cfg;
 
 typedef struct {

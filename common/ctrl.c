@@ -16,8 +16,21 @@ void sy_sock_defaults(void *sock, int router) {
     }
 }
 
+static int ctrl_send(void *sock, const char *id, size_t id_len, const Switchyard__Envelope *env, const void *payload,
+                     size_t payload_len, int flags);
+
 int sy_ctrl_send(void *sock, const char *id, size_t id_len, const Switchyard__Envelope *env, const void *payload,
                  size_t payload_len) {
+    return ctrl_send(sock, id, id_len, env, payload, payload_len, id ? ZMQ_DONTWAIT : 0);
+}
+
+int sy_ctrl_send_blocking(void *sock, const char *id, size_t id_len, const Switchyard__Envelope *env,
+                          const void *payload, size_t payload_len) {
+    return ctrl_send(sock, id, id_len, env, payload, payload_len, 0);
+}
+
+static int ctrl_send(void *sock, const char *id, size_t id_len, const Switchyard__Envelope *env, const void *payload,
+                     size_t payload_len, int flags) {
     size_t n = switchyard__envelope__get_packed_size(env);
     uint8_t stackbuf[512];
     uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
@@ -26,7 +39,6 @@ int sy_ctrl_send(void *sock, const char *id, size_t id_len, const Switchyard__En
         return -1;
     }
     switchyard__envelope__pack(env, buf);
-    int flags = id ? ZMQ_DONTWAIT : 0;
     int rc = 0;
     if (id && zmq_send(sock, id, id_len, ZMQ_SNDMORE | flags) < 0)
         rc = -1;

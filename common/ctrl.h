@@ -25,6 +25,11 @@ typedef struct {
  * Returns 0 or -1 with a message. */
 int sy_ctrl_send(void *sock, const char *id, size_t id_len, const Switchyard__Envelope *env, const void *payload,
                  size_t payload_len);
+/* As sy_ctrl_send, but on a ROUTER waits while the peer's queue is full instead of
+ * failing: for streams that must arrive whole (a checkpoint's tensors). */
+int sy_ctrl_send_blocking(void *sock, const char *id, size_t id_len, const Switchyard__Envelope *env,
+                          const void *payload, size_t payload_len);
+
 /* Receives one message (the socket must be readable or flags ZMQ_DONTWAIT gives -1 with
  * errno EAGAIN). router: 1 when the socket is a ROUTER. Malformed messages (bad frame
  * count, undecodable or oversize envelope) return -2 with a message; the socket stays

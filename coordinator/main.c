@@ -70,16 +70,27 @@ typedef struct {
     sy_ckpt_writer *writer;
     int64_t save_step;
     int save_expect;
+    int step_is_save_only;
     /* refcheck */
     const char *refcheck_dir, *out_dir;
     sy_refcase rc;
     int have_rc;
     int code;
     double t_start;
+    /* elasticity */
+    char last_ckpt[4096];      /* newest complete checkpoint of this run ("" = none: start from the seed) */
+    int64_t last_ckpt_step;
+    int failures;              /* recoveries since the last step that completed */
+    int64_t failed_at;
+    int stop_requested;        /* a signal: save, then stop */
+    double recover_started;    /* when the last recovery began (0 = none in progress) */
 } coord;
 
 static volatile sig_atomic_t g_signal;
 static void on_signal(int sig) { g_signal = sig; }
+
+static void recover(coord *c, const char *reason);
+static int standby_count(const coord *c);
 
 /* ---------------------------------------------------------------- sending */
 
@@ -119,6 +130,72 @@ static void send_heartbeats(coord *c) {
 
 /* ---------------------------------------------------------------- planning */
 
+/* Sends rank r what it holds of the last checkpoint: every replicated tensor, and its
+ * experts' tensors (parameters and AdamW moments), then a SaveDone marking the end. */
+static int send_state(coord *c, const member *mb, int r) {
+    sy_ckpt *ck = sy_ckpt_open(c->last_ckpt);
+    if (!ck)
+        return -1;
+    int p = sy_mesh_p(&c->mesh, r), sent = 0, rc = 0;
+    void *buf = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < sy_ckpt_count(ck) && !rc; i++) {
+        const sy_ckpt_tensor *t = sy_ckpt_tensor_at(ck, i);
+        const char *name = t->name;
+        if (!strncmp(name, "adam.m/", 7) || !strncmp(name, "adam.v/", 7))
+            name += 7;
+        const char *ex = strstr(name, ".experts.");
+        if (ex) {
+            int e = atoi(ex + 9);
+            if (e < c->mesh.e_begin[p] || e >= c->mesh.e_end[p])
+                continue;
+        }
+        if (t->bytes > cap) {
+            free(buf);
+            cap = t->bytes;
+            if (!(buf = malloc(cap))) {
+                sy_seterr("out of memory");
+                rc = -1;
+                break;
+            }
+        }
+        if (sy_ckpt_read(ck, t->name, buf, t->bytes)) {
+            rc = -1;
+            break;
+        }
+        Switchyard__TensorShard ts = SWITCHYARD__TENSOR_SHARD__INIT;
+        ts.epoch = c->epoch;
+        ts.step = c->last_ckpt_step;
+        ts.name = t->name;
+        ts.dtype = (char *)sy_dtype_name(t->dtype);
+        ts.n_shape = (size_t)t->ndim;
+        ts.shape = (int64_t *)t->shape;
+        ts.bytes = t->bytes;
+        ts.crc32c = t->crc;
+        Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+        env.msg_case = SWITCHYARD__ENVELOPE__MSG_SHARD;
+        env.shard = &ts;
+        /* a blocking send: the state must arrive whole (a full queue waits, never drops) */
+        if (sy_ctrl_send_blocking(c->router, mb->id, strlen(mb->id), &env, buf, t->bytes)) {
+            rc = -1;
+            break;
+        }
+        sent++;
+    }
+    free(buf);
+    sy_ckpt_close(&ck);
+    if (rc)
+        return -1;
+    Switchyard__SaveDone sd = SWITCHYARD__SAVE_DONE__INIT;
+    sd.epoch = c->epoch;
+    sd.step = c->last_ckpt_step;
+    sd.tensors = (uint32_t)sent;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SAVE_DONE;
+    env.save_done = &sd;
+    return sy_ctrl_send_blocking(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
+}
+
 static int start_epoch(coord *c) {
     int W = 0;
     double gf[MAX_WORKERS];
@@ -138,10 +215,13 @@ static int start_epoch(coord *c) {
         sy_seterr("refcheck: the case's %d rows do not split evenly over %d workers", B, W);
         return -1;
     }
-    if (sy_mesh_plan(&c->mesh, W, mc->n_experts, B, c->have_rc ? NULL : gf, 1.5))
+    /* probes of workers sharing one machine are noisy: only a clear (2x) difference counts */
+    int by_speed = !c->have_rc && c->cfg.cluster.balance_by_speed;
+    if (sy_mesh_plan(&c->mesh, W, mc->n_experts, B, by_speed ? gf : NULL, 2.0))
         return -1;
     c->world = W;
     c->epoch++;
+    c->step = c->last_ckpt[0] ? c->last_ckpt_step : 0;
     sy_info("epoch %" PRIu64 ": mesh of %d worker%s = %d data group%s x %d expert rank%s%s", c->epoch, W,
             W == 1 ? "" : "s", c->mesh.dp, c->mesh.dp == 1 ? "" : "s", c->mesh.ep, c->mesh.ep == 1 ? "" : "s",
             c->mesh.balanced ? " (shares follow measured speed)" : "");
@@ -180,10 +260,15 @@ static int start_epoch(coord *c) {
         a.global_batch = (uint32_t)B;
         a.job = c->have_rc ? SWITCHYARD__JOB__JOB_REFCHECK : SWITCHYARD__JOB__JOB_TRAIN;
         a.refcase_dir = c->have_rc ? (char *)c->refcheck_dir : "";
+        a.state_follows = c->last_ckpt[0] != 0;
         Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
         env.assignment = &a;
         send_to(c, mb, &env);
+        if (a.state_follows && send_state(c, mb, r)) {
+            sy_err_prefix("sending the state of %s to rank %d", c->last_ckpt, r);
+            return -1;
+        }
     }
     c->phase = ASSIGNING;
     return 0;
@@ -239,8 +324,37 @@ static void send_step(coord *c) {
         if (!(c->writer = sy_ckpt_writer_new(root, c->save_step)))
             sy_error("checkpoint: %s", sy_lasterr());
     }
+    c->step_is_save_only = 0;
     c->step_started = sy_now();
     c->phase = TRAINING;
+}
+
+/* Asks every rank for its state as it is now (no step): used to stop cleanly. */
+static void send_save_only(coord *c) {
+    Switchyard__StepCmd s = SWITCHYARD__STEP_CMD__INIT;
+    s.epoch = c->epoch;
+    s.step = c->step;
+    s.save_only = 1;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_STEP;
+    env.step = &s;
+    sy_ckpt_writer_destroy(&c->writer);
+    c->save_step = c->step;
+    if (!(c->writer = sy_ckpt_writer_new(c->cfg.checkpoint.dir, c->step))) {
+        sy_error("checkpoint: %s", sy_lasterr());
+        c->phase = DONE;
+        return;
+    }
+    for (int r = 0; r < c->world; r++) {
+        member *mb = &c->m[c->rank_member[r]];
+        mb->reported = 1; /* no step report comes */
+        mb->saved = 0;
+        send_to(c, mb, &env);
+    }
+    c->save_expect = 1;
+    c->step_is_save_only = 1;
+    c->phase = TRAINING;
+    sy_info("saving the state at step %" PRId64 " before stopping", c->step);
 }
 
 static void fmt_eta(char *out, size_t n, double s) {
@@ -352,8 +466,13 @@ static void finish_save(coord *c) {
         uint64_t bytes;
         double secs;
         sy_ckpt_writer_stats(c->writer, &bytes, &secs);
-        sy_info("checkpoint %s: %.1f MB from %d worker%s, committed in %.2fs", sy_ckpt_writer_dir(c->writer),
-                bytes / 1e6, c->world, c->world == 1 ? "" : "s", sy_now() - t0);
+        sy_info("checkpoint %s: %.1f MB from %d worker%s, committed in %.2fs (%.0f MB/s)",
+                sy_ckpt_writer_dir(c->writer), bytes / 1e6, c->world, c->world == 1 ? "" : "s", sy_now() - t0,
+                bytes / 1e6 / (secs > 0 ? secs : 1e-9));
+        if (!c->have_rc) {
+            snprintf(c->last_ckpt, sizeof c->last_ckpt, "%s", sy_ckpt_writer_dir(c->writer));
+            c->last_ckpt_step = c->save_step;
+        }
     }
 }
 
@@ -366,11 +485,39 @@ static void step_complete(coord *c) {
         c->phase = DONE;
         return;
     }
+    if (c->recover_started) {
+        sy_info("recovered: first step after the restart done %.2f s after the failure",
+                sy_now() - c->recover_started);
+        c->recover_started = 0;
+    }
+    if (c->step_is_save_only) {
+        finish_save(c);
+        sy_ckpt_writer_destroy(&c->writer);
+        c->phase = DONE;
+        return;
+    }
     log_step(c);
-    if (c->save_expect)
+    int saved = c->save_expect;
+    if (saved)
         finish_save(c);
     sy_ckpt_writer_destroy(&c->writer);
     c->step++;
+    if (c->step > c->failed_at)
+        c->failures = 0;
+    if (c->stop_requested && c->step < c->cfg.train.steps) {
+        if (saved) {
+            c->phase = DONE;
+            return;
+        }
+        send_save_only(c);
+        return;
+    }
+    if (saved && standby_count(c) > 0 && c->step < c->cfg.train.steps) {
+        sy_info("checkpoint boundary: admitting %d waiting worker%s", standby_count(c),
+                standby_count(c) == 1 ? "" : "s");
+        c->phase = WAITING; /* the main loop re-plans with everyone alive */
+        return;
+    }
     if (c->step >= c->cfg.train.steps) {
         double secs = sy_now() - c->t_start;
         char dir[4096];
@@ -447,7 +594,25 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
         mb->alive = 1;
         sy_info("worker %s joined from %s (%u cores, %u threads, %.1f GFLOP/s); %d of %d needed", id, mb->endpoint,
                 mb->cores, mb->threads, mb->gflops, live_count(c), c->min_workers);
+        if (c->phase == ASSIGNING || c->phase == TRAINING) {
+            if (c->cfg.cluster.join_at_once)
+                recover(c, "a worker joined (join_at_once)");
+            else
+                sy_info("worker %s waits for the next checkpoint to join the mesh", id);
+        }
+    } else if (mb->rank >= 0 && (c->phase == ASSIGNING || c->phase == TRAINING)) {
+        /* a mesh member registering again has dropped its assignment */
+        char why[400];
+        snprintf(why, sizeof why, "rank %d (%s) registered again", mb->rank, id);
+        recover(c, why);
     }
+}
+
+static int standby_count(const coord *c) {
+    int k = 0;
+    for (int i = 0; i < c->n; i++)
+        k += c->m[i].alive && c->m[i].rank < 0;
+    return k;
 }
 
 static void on_ready(coord *c, member *mb, const Switchyard__Ready *r) {
@@ -532,6 +697,54 @@ static void on_save_done(coord *c, member *mb, const Switchyard__SaveDone *s) {
 
 static void on_heartbeat(coord *c, member *mb) { mb->last_seen = sy_now(); }
 
+static void broadcast_abort(coord *c, const char *reason) {
+    Switchyard__Abort a = SWITCHYARD__ABORT__INIT;
+    a.epoch = c->epoch;
+    a.reason = (char *)reason;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_ABORT;
+    env.abort = &a;
+    for (int i = 0; i < c->n; i++)
+        if (c->m[i].alive) {
+            sy_ctrl_send(c->router, c->m[i].hb_id, strlen(c->m[i].hb_id), &env, NULL, 0);
+            sy_ctrl_send(c->router, c->m[i].id, strlen(c->m[i].id), &env, NULL, 0);
+        }
+}
+
+/* The mesh changed or a step failed: drop the epoch in flight everywhere and go on from
+ * the last complete checkpoint with the workers that are alive. */
+static void recover(coord *c, const char *reason) {
+    if (c->have_rc) {
+        sy_error("refcheck: %s", reason);
+        c->code = 1;
+        c->phase = DONE;
+        return;
+    }
+    if (c->step == c->failed_at) {
+        if (++c->failures >= 5) {
+            sy_error("step %" PRId64 " failed %d times in a row (%s): giving up", c->step, c->failures, reason);
+            c->code = 1;
+            c->phase = DONE;
+            return;
+        }
+    } else {
+        c->failed_at = c->step;
+        c->failures = 1;
+    }
+    if (!c->recover_started)
+        c->recover_started = sy_now();
+    broadcast_abort(c, reason);
+    if (c->writer)
+        sy_ckpt_writer_destroy(&c->writer); /* a half-collected checkpoint is thrown away */
+    c->save_expect = 0;
+    int live = live_count(c);
+    sy_warn("recovering (%s): %d worker%s alive, resuming from %s", reason, live, live == 1 ? "" : "s",
+            c->last_ckpt[0] ? c->last_ckpt : "the start (no checkpoint yet)");
+    c->phase = WAITING;
+    if (live < c->min_workers)
+        sy_warn("waiting for workers: %d of %d needed", live, c->min_workers);
+}
+
 static void check_liveness(coord *c) {
     double now = sy_now(), limit = c->cfg.cluster.timeout_ms / 1000.0;
     for (int i = 0; i < c->n; i++) {
@@ -541,9 +754,9 @@ static void check_liveness(coord *c) {
         mb->alive = 0;
         sy_error("worker %s (rank %d) silent for %.1f s: declared dead", mb->id, mb->rank, now - mb->last_seen);
         if (mb->rank >= 0 && c->phase != WAITING && c->phase != DONE) {
-            sy_error("a worker of the mesh died; this coordinator cannot re-plan a running mesh: stopping");
-            c->code = 1;
-            c->phase = DONE;
+            char why[400];
+            snprintf(why, sizeof why, "rank %d (%s) died", mb->rank, mb->id);
+            recover(c, why);
         }
     }
 }
@@ -636,7 +849,13 @@ int main(int argc, char **argv) {
     c.yaml = sy_config_to_yaml(&c.cfg);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(c.run_id, sizeof c.run_id, "%08lx-%04x", (unsigned long)ts.tv_sec, (unsigned)(getpid() & 0xffff));
+    /* epochs grow across coordinator restarts too, so no worker mistakes an old epoch's
+     * buffers for the new one's */
+    c.epoch = ((uint64_t)ts.tv_sec << 16);
+    c.step = c.last_ckpt[0] ? c.last_ckpt_step : 0;
+    c.failed_at = -1;
+    if (!c.run_id[0])
+        snprintf(c.run_id, sizeof c.run_id, "%08lx-%04x", (unsigned long)ts.tv_sec, (unsigned)(getpid() & 0xffff));
     size_t nl = (size_t)switch_layers(&c.cfg.model) * c.cfg.model.n_experts;
     c.load_wanted = calloc(nl + 1, sizeof(int64_t));
     c.load_kept = calloc(nl + 1, sizeof(int64_t));
@@ -647,6 +866,27 @@ int main(int argc, char **argv) {
         sy_seterr("cannot bind the control socket at %s: %s", c.cfg.cluster.coordinator, zmq_strerror(errno));
         goto bad;
     }
+    if (!c.have_rc && !fresh) {
+        int found = sy_ckpt_latest(c.cfg.checkpoint.dir, c.last_ckpt, sizeof c.last_ckpt, &c.last_ckpt_step);
+        if (found < 0)
+            goto bad;
+        if (found == 0) {
+            sy_ckpt *ck = sy_ckpt_open(c.last_ckpt);
+            const char *rid = ck ? sy_ckpt_get(ck, SY_CKPT_KEY_RUN_ID) : NULL;
+            if (rid)
+                snprintf(c.run_id, sizeof c.run_id, "%s", rid);
+            sy_ckpt_close(&ck);
+            sy_info("resuming from %s (step %" PRId64 ")", c.last_ckpt, c.last_ckpt_step);
+            if (c.last_ckpt_step >= c.cfg.train.steps) {
+                sy_info("that run is complete (%" PRId64 " steps); --fresh starts over", c.cfg.train.steps);
+                c.code = 0;
+                goto done_early;
+            }
+        } else {
+            c.last_ckpt[0] = 0;
+        }
+    }
+    c.step = c.last_ckpt[0] ? c.last_ckpt_step : 0;
     if (!c.have_rc) {
         mkdir(c.cfg.checkpoint.dir, 0755);
         char p[4096];
@@ -659,7 +899,23 @@ int main(int argc, char **argv) {
     sy_info("run %s: coordinator on %s, waiting for %d worker%s", c.run_id, c.cfg.cluster.coordinator, c.min_workers,
             c.min_workers == 1 ? "" : "s");
     double next_hb = 0.0;
-    while (c.phase != DONE && !g_signal) {
+    int signals_seen = 0;
+    while (c.phase != DONE) {
+        if (g_signal && !signals_seen) {
+            signals_seen = 1;
+            if (c.phase == TRAINING && !c.have_rc) {
+                sy_warn("signal %d: finishing step %" PRId64 ", saving a checkpoint, then stopping (again to stop "
+                        "at once)",
+                        (int)g_signal, c.step);
+                c.stop_requested = 1;
+                c.code = 130;
+                g_signal = 0;
+            } else {
+                break;
+            }
+        } else if (g_signal) {
+            break;
+        }
         zmq_pollitem_t it = {c.router, 0, ZMQ_POLLIN, 0};
         int rc = zmq_poll(&it, 1, 50);
         double now = sy_now();
@@ -713,8 +969,8 @@ int main(int argc, char **argv) {
                     break;
                 case SWITCHYARD__ENVELOPE__MSG_ERROR:
                     sy_error("worker %s (rank %d): %s", mb->id, mb->rank, e->error->message);
-                    c.code = 1;
-                    c.phase = DONE;
+                    if (e->error->epoch == c.epoch && c.phase != WAITING && c.phase != DONE)
+                        recover(&c, "a worker failed its step");
                     break;
                 default:
                     sy_debug("unexpected message %d from %s", (int)e->msg_case, mb->id);
@@ -729,6 +985,8 @@ int main(int argc, char **argv) {
         sy_warn("signal %d: stopping the run at step %" PRId64, (int)g_signal, c.step);
         c.code = 130;
     }
+    if (c.stop_requested && c.code == 0)
+        c.code = 130;
     broadcast_shutdown(&c, c.code ? "the run stopped" : "training finished");
     /* give the shutdown messages a moment to leave (LINGER is 0) */
     struct timespec pause = {0, 200 * 1000000L};
@@ -745,6 +1003,13 @@ int main(int argc, char **argv) {
         sy_refcase_free(&c.rc);
     free(c.load_wanted);
     free(c.load_kept);
+    sy_config_free(&c.cfg);
+    return c.code;
+done_early:
+    zmq_close(c.router);
+    zmq_ctx_term(c.zctx);
+    free(c.yaml);
+    free(sets);
     sy_config_free(&c.cfg);
     return c.code;
 bad:

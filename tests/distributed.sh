@@ -18,6 +18,7 @@ routing: {groups: $W, capacity_factor: 1.0}
 train: {steps: 6, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 2, eval_batches: 1, threads: 1}
 data: {dir: $tmp/data}
 checkpoint: {dir: $tmp/single$W, every: 3}
+cluster: {balance_by_speed: false}   # equal shares: worker k holds group k's rows
 YAML
   "$bin/switchyard" train "$tmp/eq$W.yaml" > "$tmp/single$W.log" 2>&1
   check "single process with $W groups trains" '[ -d "$tmp/single$W/step-00000006" ]'

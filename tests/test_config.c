@@ -109,6 +109,7 @@ static void assert_config_equal(const sy_config *a, const sy_config *b) {
     assert_int_equal(a->cluster.heartbeat_ms, b->cluster.heartbeat_ms);
     assert_int_equal(a->cluster.timeout_ms, b->cluster.timeout_ms);
     assert_int_equal(a->cluster.join_at_once, b->cluster.join_at_once);
+    assert_int_equal(a->cluster.balance_by_speed, b->cluster.balance_by_speed);
     assert_int_equal(a->wire.dtype, b->wire.dtype);
     assert_int_equal(a->wire.chunk_bytes, b->wire.chunk_bytes);
 }
@@ -161,6 +162,7 @@ static void assert_documented_defaults(const sy_config *c) {
     assert_int_equal(c->cluster.heartbeat_ms, 1000);
     assert_int_equal(c->cluster.timeout_ms, 5000);
     assert_int_equal(c->cluster.join_at_once, 0);
+    assert_int_equal(c->cluster.balance_by_speed, 1);
     assert_int_equal(c->wire.dtype, SY_WIRE_FP32);
     assert_int_equal(c->wire.chunk_bytes, 1048576);
 }

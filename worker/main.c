@@ -63,19 +63,45 @@ typedef struct {
     int n_data, n_replicas;
     int64_t last_step;
     double last_step_time;
+    int state_pending;      /* the assignment's weights are still arriving as TensorShards */
+    int state_tensors;
 } worker;
+
+/* ---------------------------------------------------------------- fault drills
+ * SWITCHYARD_FAULT="kill@STEP:WHERE" makes this worker SIGKILL itself at step STEP, at
+ * WHERE = alltoall (inside the first all-to-all), allreduce (before the gradient
+ * all-reduce), save (halfway through sending its checkpoint shards) or start (before the
+ * step). Used by the drills in tests/; it does nothing unless set. */
+static int64_t g_fault_step = -1;
+static char g_fault_where[32];
+
+static void fault_init(void) {
+    const char *f = getenv("SWITCHYARD_FAULT");
+    long long st;
+    if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
+        g_fault_step = st;
+}
+
+static void fault_point(int64_t step, const char *where) {
+    if (g_fault_step >= 0 && step == g_fault_step && !strcmp(where, g_fault_where)) {
+        sy_warn("fault drill: killing this worker at step %lld (%s)", (long long)step, where);
+        raise(SIGKILL);
+    }
+}
 
 /* ---------------------------------------------------------------- transport adaptors */
 
 static int a2a_fn(void *comm, uint32_t tag, void *const *send, const size_t *send_bytes, const void **recv,
                   size_t *recv_bytes) {
     worker *w = comm;
+    fault_point(w->last_step, "alltoall");
     return sy_peer_alltoall(w->peer, w->group_data, w->n_data, w->last_step, tag, send, send_bytes, recv,
                             recv_bytes);
 }
 
 static int allreduce_fn(void *comm, int group, float *data, size_t n, uint32_t tag) {
     worker *w = comm;
+    fault_point(w->last_step, "allreduce");
     const int *members = group == 0 ? w->group_all : w->group_replicas;
     int cnt = group == 0 ? w->mesh.world : w->n_replicas;
     return sy_peer_allreduce(w->peer, members, cnt, w->last_step, 0x10000u | tag, data, n,
@@ -280,7 +306,11 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
             memcpy(sy_model_params(w->model) + lay->params[i].offset, r->value, r->numel * sizeof(float));
         }
     } else {
+        /* weights from the seed (identical on every worker), unless a checkpoint's
+         * tensors follow the assignment */
         sy_model_init_weights(w->model, w->cfg.train.seed);
+        w->state_pending = a->state_follows;
+        w->state_tensors = 0;
         if (!w->train) {
             char path[4096];
             snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
@@ -322,7 +352,8 @@ static int save_state(worker *w, int64_t step) {
             snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
             if (send_tensor(w, step, name, "f32", p->ndim, shape, arenas[k] + p->offset, p->numel * sizeof(float)))
                 return -1;
-            n++;
+            if (++n == lay->n_params)
+                fault_point(step - 1, "save");
         }
     }
     Switchyard__SaveDone sd = SWITCHYARD__SAVE_DONE__INIT;
@@ -398,13 +429,47 @@ static int send_refcheck_grads(worker *w) {
     return send_env(w, &env, NULL, 0);
 }
 
+/* A tensor of the state this assignment starts from: copy it into the arena it names. */
+static int on_state_shard(worker *w, const Switchyard__TensorShard *t, const void *payload, size_t len) {
+    if (!w->assigned || !w->state_pending || t->epoch != w->epoch) {
+        sy_warn("ignoring tensor %s (no state expected for epoch %" PRIu64 ")", t->name, (uint64_t)t->epoch);
+        return 0;
+    }
+    const sy_layout *lay = sy_model_layout(w->model);
+    const char *name = t->name;
+    float *arena = sy_model_params(w->model);
+    if (!strncmp(name, "adam.m/", 7)) {
+        arena = w->mom;
+        name += 7;
+    } else if (!strncmp(name, "adam.v/", 7)) {
+        arena = w->vel;
+        name += 7;
+    }
+    int i = sy_layout_find(lay, name);
+    if (i < 0)
+        return 0; /* not held here */
+    const sy_param *p = &lay->params[i];
+    if (strcmp(t->dtype, "f32") || len != p->numel * sizeof(float) || len != t->bytes ||
+        sy_crc32c(0, payload, len) != t->crc32c) {
+        sy_seterr("state tensor %s: %zu bytes of %s with crc %08x, expected f32 [%zu] and a matching crc", t->name, len,
+                  t->dtype, t->crc32c, p->numel);
+        return -1;
+    }
+    memcpy(arena + p->offset, payload, len);
+    w->state_tensors++;
+    return 0;
+}
+
 static int on_step(worker *w, const Switchyard__StepCmd *c) {
+    if (w->assigned && c->epoch == w->epoch && c->save_only)
+        return save_state(w, c->step);
     if (!w->assigned || c->epoch != w->epoch) {
         sy_warn("ignoring a step command for epoch %" PRIu64 " (this worker is at epoch %" PRIu64 ")",
                 (uint64_t)c->epoch, w->epoch);
         return 0;
     }
     sy_heartbeat_set(w->hb, w->epoch, c->step, ST_STEP, w->rank);
+    fault_point(c->step, "start");
     sy_step_result res;
     int rc;
     double t0 = sy_now();
@@ -482,6 +547,17 @@ static void usage(void) {
             "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n");
 }
 
+static void send_ready(worker *w) {
+    Switchyard__Ready r = SWITCHYARD__READY__INIT;
+    r.epoch = w->epoch;
+    r.rank = (uint32_t)w->rank;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_READY;
+    env.ready = &r;
+    send_env(w, &env, NULL, 0);
+    sy_heartbeat_set(w->hb, w->epoch, w->last_step, ST_READY, w->rank);
+}
+
 static int send_register(worker *w) {
     Switchyard__Register r = SWITCHYARD__REGISTER__INIT;
     char host[256] = "?";
@@ -547,6 +623,7 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_REALTIME, &ts);
     snprintf(w.id, sizeof w.id, "%s:%d:%lx", host, (int)getpid(), (unsigned long)(ts.tv_nsec ^ ts.tv_sec));
     w.gflops = sy_sgemm_probe(0.2);
+    fault_init();
     char addr[64];
     if (!advertise) {
         if (local_addr_towards(coordinator, addr, sizeof addr)) {
@@ -586,13 +663,15 @@ int main(int argc, char **argv) {
             code = 0;
             break;
         }
-        if (!w.assigned && !registered && sy_now() >= next_register) {
+        /* until assigned, (re-)register with back-off: the coordinator may be starting
+         * or restarting; registering twice is harmless */
+        if (!w.assigned && sy_now() >= next_register) {
             send_register(&w);
             next_register = sy_now() + backoff;
             backoff = backoff * 2 > 8 ? 8 : backoff * 2;
         }
-        if (w.assigned && sy_heartbeat_coordinator_lost(w.hb)) {
-            sy_warn("lost the coordinator: dropping the assignment and registering again");
+        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered)) {
+            sy_warn("lost the coordinator: dropping the assignment, registering again");
             drop_assignment(&w);
             registered = 0;
             backoff = 1.0;
@@ -630,16 +709,27 @@ int main(int argc, char **argv) {
                 drop_assignment(&w);
                 break;
             }
-            Switchyard__Ready r = SWITCHYARD__READY__INIT;
-            r.epoch = w.epoch;
-            r.rank = (uint32_t)w.rank;
-            Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
-            env.msg_case = SWITCHYARD__ENVELOPE__MSG_READY;
-            env.ready = &r;
-            send_env(&w, &env, NULL, 0);
-            sy_heartbeat_set(w.hb, w.epoch, w.last_step, ST_READY, w.rank);
+            if (!w.state_pending)
+                send_ready(&w);
             break;
         }
+        case SWITCHYARD__ENVELOPE__MSG_SHARD:
+            if (on_state_shard(&w, e->shard, m.payload, m.payload_len)) {
+                char msg[1200];
+                snprintf(msg, sizeof msg, "loading state: %s", sy_lasterr());
+                sy_error("%s", msg);
+                send_error(&w, msg);
+                drop_assignment(&w);
+            }
+            break;
+        case SWITCHYARD__ENVELOPE__MSG_SAVE_DONE: /* the end of the state after an assignment */
+            if (w.assigned && w.state_pending && e->save_done->epoch == w.epoch) {
+                w.state_pending = 0;
+                sy_info("state of step %" PRId64 " loaded (%d tensors)", (int64_t)e->save_done->step,
+                        w.state_tensors);
+                send_ready(&w);
+            }
+            break;
         case SWITCHYARD__ENVELOPE__MSG_STEP:
             on_step(&w, e->step);
             sy_heartbeat_set(w.hb, w.epoch, e->step->step + 1, ST_READY, w.rank);
