@@ -90,6 +90,12 @@ static volatile sig_atomic_t g_signal;
 static void on_signal(int sig) { g_signal = sig; }
 
 static void recover(coord *c, const char *reason);
+
+/* Fault drill: SWITCHYARD_FAULT="kill@STEP:save" kills the coordinator halfway through
+ * collecting checkpoint STEP (some tensors written to the temporary directory, no
+ * commit). Used by tests/elastic.sh; nothing happens unless it is set. */
+static int64_t g_fault_step = -1;
+static int g_fault_shards;
 static int standby_count(const coord *c);
 
 /* ---------------------------------------------------------------- sending */
@@ -486,7 +492,8 @@ static void step_complete(coord *c) {
         return;
     }
     if (c->recover_started) {
-        sy_info("recovered: first step after the restart done %.2f s after the failure",
+        sy_info("recovered: first step after the restart done %.2f s after the failure (the dead worker's last "
+                "heartbeat, or the failed step)",
                 sy_now() - c->recover_started);
         c->recover_started = 0;
     }
@@ -681,6 +688,10 @@ static void on_shard(coord *c, member *mb, const Switchyard__TensorShard *t, con
         c->code = 1;
         return;
     }
+    if (g_fault_step >= 0 && c->save_step == g_fault_step && ++g_fault_shards == 10) {
+        sy_warn("fault drill: killing the coordinator while checkpoint %" PRId64 " is half written", c->save_step);
+        raise(SIGKILL);
+    }
     if (sy_ckpt_writer_add_crc(c->writer, t->name, dt, (int)t->n_shape, t->shape, payload, len, t->crc32c)) {
         sy_error("tensor %s from %s: %s", t->name, mb->id, sy_lasterr());
         c->code = 1;
@@ -756,6 +767,8 @@ static void check_liveness(coord *c) {
         if (mb->rank >= 0 && c->phase != WAITING && c->phase != DONE) {
             char why[400];
             snprintf(why, sizeof why, "rank %d (%s) died", mb->rank, mb->id);
+            if (!c->recover_started)
+                c->recover_started = mb->last_seen; /* death: when it was last heard */
             recover(c, why);
         }
     }
@@ -807,7 +820,12 @@ int main(int argc, char **argv) {
         } else
             path = argv[i];
     }
-    (void)fresh;
+    {
+        const char *f = getenv("SWITCHYARD_FAULT");
+        long long st;
+        if (f && sscanf(f, "kill@%lld:save", &st) == 1)
+            g_fault_step = st;
+    }
     if (sy_blas_setup(argc, argv, "coordinator")) {
         fprintf(stderr, "switchyard-coordinator: %s\n", sy_lasterr());
         return 2;
