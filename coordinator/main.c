@@ -2,6 +2,7 @@
  * checkpoints. A plain zmq_poll loop over the control ROUTER and a timer; each handler
  * is named after the message it handles. */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -24,67 +25,7 @@
 #include "model_io.h"
 #include "refcase.h"
 
-#define MAX_WORKERS 256
-
-enum phase { WAITING, ASSIGNING, TRAINING, SAVING, DONE };
-
-typedef struct {
-    char id[256];
-    char hb_id[300];
-    char host[128];
-    char endpoint[256];
-    double gflops;
-    unsigned cores, threads, pid;
-    double last_seen;
-    int rank;         /* -1 when not in the current mesh */
-    int ready;
-    int reported;
-    int saved;
-    int alive;
-} member;
-
-typedef struct {
-    sy_config cfg;
-    char *yaml;
-    void *zctx, *router;
-    member m[MAX_WORKERS];
-    int n;
-    int min_workers;
-    enum phase phase;
-    uint64_t epoch;
-    int64_t step, start_step;
-    char run_id[64];
-    sy_mesh mesh;
-    int world;
-    int rank_member[MAX_WORKERS];
-    /* step aggregation */
-    double loss, ce, aux, z, grad_norm, lr, t_compute, t_a2a, t_ar, t_opt, step_started, step_time;
-    uint64_t tokens, bytes_sent;
-    int64_t *load_wanted, *load_kept; /* [switch layers * E] over the run */
-    double log_t0;
-    int64_t log_tokens;
-    double log_loss, log_ce, log_aux, log_z;
-    int log_n;
-    FILE *runlog;
-    /* saving */
-    sy_ckpt_writer *writer;
-    int64_t save_step;
-    int save_expect;
-    int step_is_save_only;
-    /* refcheck */
-    const char *refcheck_dir, *out_dir;
-    sy_refcase rc;
-    int have_rc;
-    int code;
-    double t_start;
-    /* elasticity */
-    char last_ckpt[4096];      /* newest complete checkpoint of this run ("" = none: start from the seed) */
-    int64_t last_ckpt_step;
-    int failures;              /* recoveries since the last step that completed */
-    int64_t failed_at;
-    int stop_requested;        /* a signal: save, then stop */
-    double recover_started;    /* when the last recovery began (0 = none in progress) */
-} coord;
+#include "coord.h"
 
 static volatile sig_atomic_t g_signal;
 static void on_signal(int sig) { g_signal = sig; }
@@ -377,6 +318,26 @@ static void fmt_eta(char *out, size_t n, double s) {
 static void log_step(coord *c) {
     const sy_train_cfg *tc = &c->cfg.train;
     int64_t done = c->step + 1;
+    double Wd = c->world > 0 ? c->world : 1;
+    c->last_loss = c->loss;
+    c->last_ce = c->ce;
+    c->last_aux = c->aux;
+    c->last_z = c->z;
+    c->last_step_time = c->step_time;
+    c->last_tps = c->step_time > 0 ? c->tokens / c->step_time : 0;
+    c->last_compute = c->t_compute / Wd;
+    c->last_a2a = c->t_a2a / Wd;
+    c->last_ar = c->t_ar / Wd;
+    if (c->runlog) {
+        fprintf(c->runlog,
+                "{\"run_id\":\"%s\",\"epoch\":%" PRIu64 ",\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,"
+                "\"aux\":%.6f,\"z\":%.6f,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
+                "\"compute_ms\":%.2f,\"alltoall_ms\":%.2f,\"allreduce_ms\":%.2f,\"workers\":%d,\"time\":%.3f}\n",
+                c->run_id, c->epoch, done, c->loss, c->ce, c->aux, c->z, c->lr, c->grad_norm, c->last_tps,
+                c->step_time * 1e3, c->last_compute * 1e3, c->last_a2a * 1e3, c->last_ar * 1e3, c->world,
+                sy_now() - c->t_start);
+        fflush(c->runlog);
+    }
     c->log_loss += c->loss;
     c->log_ce += c->ce;
     c->log_aux += c->aux;
@@ -394,16 +355,6 @@ static void log_step(coord *c) {
             done, tc->steps, c->log_loss / c->log_n, c->log_ce / c->log_n, c->log_aux / c->log_n, c->log_z / c->log_n,
             c->lr, c->grad_norm, tps, c->step_time * 1e3, c->t_compute / W * 1e3, c->t_a2a / W * 1e3,
             c->t_ar / W * 1e3, eta);
-    if (c->runlog) {
-        fprintf(c->runlog,
-                "{\"run_id\":\"%s\",\"epoch\":%" PRIu64 ",\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,"
-                "\"z\":%.6f,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,\"compute_ms\":%.2f,"
-                "\"alltoall_ms\":%.2f,\"allreduce_ms\":%.2f,\"workers\":%d,\"time\":%.3f}\n",
-                c->run_id, c->epoch, done, c->log_loss / c->log_n, c->log_ce / c->log_n, c->log_aux / c->log_n,
-                c->log_z / c->log_n, c->lr, c->grad_norm, tps, c->step_time * 1e3, c->t_compute / W * 1e3,
-                c->t_a2a / W * 1e3, c->t_ar / W * 1e3, c->world, now - c->t_start);
-        fflush(c->runlog);
-    }
     c->log_t0 = now;
     c->log_tokens = 0;
     c->log_loss = c->log_ce = c->log_aux = c->log_z = 0;
@@ -443,6 +394,41 @@ static double evaluate_checkpoint(coord *c, const char *dir) {
     return n ? sum / n : NAN;
 }
 
+static void *eval_main(void *arg) {
+    coord *c = arg;
+    c->eval_result = evaluate_checkpoint(c, c->eval_dir);
+    __atomic_store_n(&c->eval_done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Validation of a committed checkpoint, in a thread so no step waits for it. */
+static void eval_start(coord *c, const char *dir, int64_t step) {
+    if (c->eval_running || c->have_rc)
+        return;
+    snprintf(c->eval_dir, sizeof c->eval_dir, "%s", dir);
+    c->eval_step = step;
+    c->eval_done = 0;
+    if (!pthread_create(&c->eval_thread, NULL, eval_main, c))
+        c->eval_running = 1;
+}
+
+static void eval_poll(coord *c) {
+    if (!c->eval_running || !__atomic_load_n(&c->eval_done, __ATOMIC_ACQUIRE))
+        return;
+    pthread_join(c->eval_thread, NULL);
+    c->eval_running = 0;
+    if (isnan(c->eval_result))
+        return;
+    c->val_loss = c->eval_result;
+    c->val_step = c->eval_step;
+    sy_info("validation loss %.4f nats/byte at step %" PRId64, c->val_loss, c->val_step);
+    if (c->runlog) {
+        fprintf(c->runlog, "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"val_ce\":%.6f,\"workers\":%d,\"time\":%.3f}\n",
+                c->run_id, c->val_step, c->val_loss, c->world, sy_now() - c->t_start);
+        fflush(c->runlog);
+    }
+}
+
 static void finish_save(coord *c) {
     char buf[64];
     snprintf(buf, sizeof buf, "%" PRId64, c->save_step);
@@ -478,6 +464,11 @@ static void finish_save(coord *c) {
         if (!c->have_rc) {
             snprintf(c->last_ckpt, sizeof c->last_ckpt, "%s", sy_ckpt_writer_dir(c->writer));
             c->last_ckpt_step = c->save_step;
+            c->ckpt_time = sy_now();
+            sy_coord_event(c, "checkpoint step %lld (%.1f MB)", (long long)c->save_step, bytes / 1e6);
+            /* validation runs on committed checkpoints (the last one synchronously, at the end) */
+            if (c->cfg.train.eval_every > 0 && c->save_step < c->cfg.train.steps)
+                eval_start(c, c->last_ckpt, c->save_step);
         }
     }
 }
@@ -495,6 +486,7 @@ static void step_complete(coord *c) {
         sy_info("recovered: first step after the restart done %.2f s after the failure (the dead worker's last "
                 "heartbeat, or the failed step)",
                 sy_now() - c->recover_started);
+        sy_coord_event(c, "recovered on %d workers in %.2f s", c->world, sy_now() - c->recover_started);
         c->recover_started = 0;
     }
     if (c->step_is_save_only) {
@@ -530,6 +522,9 @@ static void step_complete(coord *c) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/step-%08" PRId64, c->cfg.checkpoint.dir, c->step);
         double val = evaluate_checkpoint(c, dir);
+        c->val_loss = val;
+        c->val_step = c->step;
+        sy_coord_event(c, "done: step %lld, validation loss %.4f", (long long)c->step, val);
         sy_info("trained to step %" PRId64 " in %.1fs on %d worker%s; validation loss %.4f nats/byte; model saved "
                 "in %s",
                 c->step, secs, c->world, c->world == 1 ? "" : "s", val, dir);
@@ -601,6 +596,7 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
         mb->alive = 1;
         sy_info("worker %s joined from %s (%u cores, %u threads, %.1f GFLOP/s); %d of %d needed", id, mb->endpoint,
                 mb->cores, mb->threads, mb->gflops, live_count(c), c->min_workers);
+        sy_coord_event(c, "worker %s joined (%s)", id, mb->host);
         if (c->phase == ASSIGNING || c->phase == TRAINING) {
             if (c->cfg.cluster.join_at_once)
                 recover(c, "a worker joined (join_at_once)");
@@ -644,6 +640,10 @@ static int all_done(coord *c) {
     return 1;
 }
 
+static size_t n_lang_slots(const coord *c) {
+    return (size_t)switch_layers(&c->cfg.model) * c->cfg.model.n_experts * c->n_langs;
+}
+
 static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
     if (c->phase != TRAINING || r->epoch != c->epoch || r->step != c->step || mb->rank != (int)r->rank) {
         sy_warn("stale report from %s (epoch %" PRIu64 " step %" PRId64 ") ignored", mb->id, (uint64_t)r->epoch,
@@ -653,6 +653,10 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
     if (mb->reported)
         return;
     mb->reported = 1;
+    mb->step_time = r->t_compute + r->t_alltoall + r->t_allreduce + r->t_optimizer;
+    if (c->load_lang && (int)r->languages == c->n_langs && r->n_expert_lang == n_lang_slots(c))
+        for (size_t i = 0; i < r->n_expert_lang; i++)
+            c->load_lang[i] += r->expert_lang[i];
     c->loss += r->loss;
     c->ce += r->ce;
     c->aux += r->aux;
@@ -751,6 +755,7 @@ static void recover(coord *c, const char *reason) {
     int live = live_count(c);
     sy_warn("recovering (%s): %d worker%s alive, resuming from %s", reason, live, live == 1 ? "" : "s",
             c->last_ckpt[0] ? c->last_ckpt : "the start (no checkpoint yet)");
+    sy_coord_event(c, "recovering: %s; back to step %lld", reason, (long long)(c->last_ckpt[0] ? c->last_ckpt_step : 0));
     c->phase = WAITING;
     if (live < c->min_workers)
         sy_warn("waiting for workers: %d of %d needed", live, c->min_workers);
@@ -764,6 +769,7 @@ static void check_liveness(coord *c) {
             continue;
         mb->alive = 0;
         sy_error("worker %s (rank %d) silent for %.1f s: declared dead", mb->id, mb->rank, now - mb->last_seen);
+        sy_coord_event(c, "rank %d (%s) died", mb->rank, mb->id);
         if (mb->rank >= 0 && c->phase != WAITING && c->phase != DONE) {
             char why[400];
             snprintf(why, sizeof why, "rank %d (%s) died", mb->rank, mb->id);
@@ -787,7 +793,7 @@ int main(int argc, char **argv) {
     static coord c;
     c.code = 0;
     sy_config_defaults(&c.cfg);
-    const char *path = NULL, *bind_ep = NULL, *wire = NULL;
+    const char *path = NULL, *bind_ep = NULL, *wire = NULL, *status_ep = NULL;
     int min_workers = -1, fresh = 0;
     char **sets = calloc((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
@@ -795,7 +801,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--bind") && i + 1 < argc)
             bind_ep = argv[++i];
         else if (!strcmp(argv[i], "--status") && i + 1 < argc)
-            i++; /* the status socket arrives with the monitoring work */
+            status_ep = argv[++i];
         else if (!strcmp(argv[i], "--min-workers") && i + 1 < argc)
             min_workers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--set") && i + 1 < argc)
@@ -846,6 +852,10 @@ int main(int argc, char **argv) {
         free(c.cfg.cluster.coordinator);
         c.cfg.cluster.coordinator = strdup(bind_ep);
     }
+    if (status_ep) {
+        free(c.cfg.cluster.status);
+        c.cfg.cluster.status = strdup(status_ep);
+    }
     if (min_workers > 0) {
         char s[64];
         snprintf(s, sizeof s, "cluster.min_workers=%d", min_workers);
@@ -884,6 +894,23 @@ int main(int argc, char **argv) {
         sy_seterr("cannot bind the control socket at %s: %s", c.cfg.cluster.coordinator, zmq_strerror(errno));
         goto bad;
     }
+    c.val_loss = NAN;
+    c.val_step = -1;
+    if (!c.have_rc && sy_status_bind(&c, c.cfg.cluster.status))
+        goto bad;
+    if (!c.have_rc) {
+        /* language names for the per-expert breakdown, from the data's own table */
+        char vp[4096];
+        snprintf(vp, sizeof vp, "%s/val.bin", c.cfg.data.dir);
+        sy_tokens *vt = sy_tokens_load(vp);
+        if (vt) {
+            c.n_langs = vt->n_langs < 16 ? vt->n_langs : 16;
+            for (int g = 0; g < c.n_langs; g++)
+                snprintf(c.langs[g], sizeof c.langs[g], "%s", vt->lang_names[g]);
+            sy_tokens_destroy(&vt);
+            c.load_lang = calloc(nl * c.n_langs + 1, sizeof(int64_t));
+        }
+    }
     if (!c.have_rc && !fresh) {
         int found = sy_ckpt_latest(c.cfg.checkpoint.dir, c.last_ckpt, sizeof c.last_ckpt, &c.last_ckpt_step);
         if (found < 0)
@@ -895,6 +922,8 @@ int main(int argc, char **argv) {
                 snprintf(c.run_id, sizeof c.run_id, "%s", rid);
             sy_ckpt_close(&ck);
             sy_info("resuming from %s (step %" PRId64 ")", c.last_ckpt, c.last_ckpt_step);
+            sy_coord_event(&c, "resumed from %s", c.last_ckpt);
+            c.ckpt_time = sy_now();
             if (c.last_ckpt_step >= c.cfg.train.steps) {
                 sy_info("that run is complete (%" PRId64 " steps); --fresh starts over", c.cfg.train.steps);
                 c.code = 0;
@@ -934,9 +963,12 @@ int main(int argc, char **argv) {
         } else if (g_signal) {
             break;
         }
-        zmq_pollitem_t it = {c.router, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&it, 1, 50);
+        zmq_pollitem_t its[2] = {{c.router, 0, ZMQ_POLLIN, 0}, {c.status, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(its, c.status ? 2 : 1, 50);
         double now = sy_now();
+        if (c.status && (its[1].revents & ZMQ_POLLIN))
+            sy_status_serve(&c);
+        eval_poll(&c);
         if (now >= next_hb) {
             send_heartbeats(&c);
             next_hb = now + c.cfg.cluster.heartbeat_ms / 1000.0;
@@ -949,7 +981,7 @@ int main(int argc, char **argv) {
                 break;
             }
         }
-        if (rc <= 0)
+        if (rc <= 0 || !(its[0].revents & ZMQ_POLLIN))
             continue;
         for (int k = 0; k < 64; k++) {
             sy_ctrl_msg m;
@@ -1010,8 +1042,12 @@ int main(int argc, char **argv) {
     struct timespec pause = {0, 200 * 1000000L};
     nanosleep(&pause, NULL);
     sy_ckpt_writer_destroy(&c.writer);
+    if (c.eval_running)
+        pthread_join(c.eval_thread, NULL);
     if (c.runlog)
         fclose(c.runlog);
+    sy_status_close(&c);
+    free(c.load_lang);
     zmq_close(c.router);
     zmq_ctx_term(c.zctx);
     free(c.yaml);
@@ -1024,6 +1060,7 @@ int main(int argc, char **argv) {
     sy_config_free(&c.cfg);
     return c.code;
 done_early:
+    sy_status_close(&c);
     zmq_close(c.router);
     zmq_ctx_term(c.zctx);
     free(c.yaml);

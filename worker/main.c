@@ -56,6 +56,7 @@ typedef struct {
     sy_exchange *exchange;
     float *mom, *vel;
     int32_t *batch;
+    int16_t *lang;
     sy_tokens *train;
     sy_refcase rc;
     int have_rc;
@@ -182,6 +183,8 @@ static void drop_assignment(worker *w) {
     free(w->mom);
     free(w->vel);
     free(w->batch);
+    free(w->lang);
+    w->lang = NULL;
     free(w->group_all);
     free(w->group_data);
     free(w->group_replicas);
@@ -291,7 +294,8 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
     w->mom = calloc(lay->total, sizeof(float));
     w->vel = calloc(lay->total, sizeof(float));
     w->batch = malloc((size_t)rows * (T + 1) * sizeof(int32_t));
-    if (!w->mom || !w->vel || !w->batch) {
+    w->lang = malloc((size_t)rows * T * sizeof(int16_t));
+    if (!w->mom || !w->vel || !w->batch || !w->lang) {
         sy_seterr("assignment: out of memory");
         return -1;
     }
@@ -482,7 +486,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
-        rc = sy_step_run(w->model, &w->cfg, &w->mesh, w->rank, w->train, w->batch, w->mom, w->vel, c->step,
+        rc = sy_step_run(w->model, &w->cfg, &w->mesh, w->rank, w->train, w->batch, w->lang, w->mom, w->vel, c->step,
                          allreduce_fn, w, a2a_seconds, w->exchange, &res);
     }
     if (rc) {
@@ -530,10 +534,35 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.n_expert_wanted = r.n_expert_kept = nl * mc->n_experts;
     r.expert_wanted = wanted;
     r.expert_kept = kept;
+    /* kept tokens of each expert by the language of the document they come from */
+    int NL = w->train && w->job != SWITCHYARD__JOB__JOB_REFCHECK ? w->train->n_langs : 0;
+    uint32_t *bylang = NULL;
+    if (NL > 0 && nl > 0 && (bylang = calloc(nl * mc->n_experts * NL, sizeof(uint32_t)))) {
+        int N = w->mesh.nrows[w->rank] * w->cfg.train.seq_len, li = 0;
+        for (int l = 0; l < mc->n_layers; l++) {
+            int k;
+            const int *route = sy_model_routing(w->model, l, &k);
+            if (!route)
+                continue;
+            for (int t = 0; t < N; t++)
+                for (int j = 0; j < k; j++) {
+                    int e = route[(size_t)t * k + j];
+                    int g = w->lang[t];
+                    if (e >= 0 && g >= 0 && g < NL)
+                        bylang[((size_t)li * mc->n_experts + e) * NL + g]++;
+                }
+            li++;
+        }
+        r.n_expert_lang = nl * mc->n_experts * NL;
+        r.expert_lang = bylang;
+        r.languages = (uint32_t)NL;
+    }
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REPORT;
     env.report = &r;
-    if (send_env(w, &env, NULL, 0))
+    int src = send_env(w, &env, NULL, 0);
+    free(bylang);
+    if (src)
         return -1;
     if (c->grads)
         return send_refcheck_grads(w);

@@ -7,13 +7,13 @@
 #include "optim.h"
 
 int sy_step_run(sy_model *m, const sy_config *cfg, const sy_mesh *mesh, int rank, const sy_tokens *train,
-                int32_t *batch, float *mom, float *vel, int64_t step, sy_allreduce_fn allreduce, void *comm,
+                int32_t *batch, int16_t *lang, float *mom, float *vel, int64_t step, sy_allreduce_fn allreduce, void *comm,
                 double (*a2a_seconds)(void *), void *a2a_ctx, sy_step_result *out) {
     const sy_train_cfg *tc = &cfg->train;
     int rows = mesh->nrows[rank], row0 = mesh->row0[rank], T = tc->seq_len;
     memset(out, 0, sizeof *out);
     double t0 = sy_now(), a0 = a2a_seconds ? a2a_seconds(a2a_ctx) : 0.0;
-    if (sy_batch_fill(train, tc->seed, step, row0, rows, T, batch, NULL))
+    if (sy_batch_fill(train, tc->seed, step, row0, rows, T, batch, lang))
         return -1;
     sy_pass ps = {.B = rows,
                   .T = T,

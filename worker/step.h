@@ -28,11 +28,12 @@ typedef struct {
     int64_t tokens;        /* tokens computed here */
 } sy_step_result;
 
-/* Runs step `step` (0-based). batch: [nrows, T+1] scratch; m, v: optimizer moments;
+/* Runs step `step` (0-based). batch: [nrows, T+1] scratch; lang: [nrows, T] language of
+ * each input token, filled here (may be NULL); m, v: optimizer moments;
  * a2a_seconds: time the exchange spent in its transport during this step (the caller
  * reads it from the exchange; it is subtracted from compute). */
 int sy_step_run(sy_model *m, const sy_config *cfg, const sy_mesh *mesh, int rank, const sy_tokens *train,
-                int32_t *batch, float *mom, float *vel, int64_t step, sy_allreduce_fn allreduce, void *comm,
+                int32_t *batch, int16_t *lang, float *mom, float *vel, int64_t step, sy_allreduce_fn allreduce, void *comm,
                 double (*a2a_seconds)(void *), void *a2a_ctx, sy_step_result *out);
 
 #endif
