@@ -235,6 +235,7 @@ struct sy_model {
     int have_forward;
     sy_experts *local;
     sy_expert_exchange ex;
+    sy_model_times times;
 };
 
 /* Bump allocator over the activation arena; the first pass only counts. */
@@ -593,6 +594,7 @@ static int switch_forward(sy_model *m, int l, const sy_pass *ps, float *out, dou
             a->xr[i] = a->ln2[i] * a->jit[i];
         xr = a->xr;
     }
+    double t_router = sy_now();
     double cf = sy_capacity_factor_decimal(ps->training ? c->capacity_factor : c->eval_capacity_factor);
     int cap = sy_router_capacity(cf, n, E);
     double aux = 0.0, z = 0.0;
@@ -635,10 +637,13 @@ static int switch_forward(sy_model *m, int l, const sy_pass *ps, float *out, dou
     if (st != start)
         free(st);
     a->rows = rows;
+    double t_ex = sy_now();
+    m->times.router += t_ex - t_router;
     if (m->ex.forward(m->ex.ctx, ps, l, a->counts, a->xs, a->tok, a->ys)) {
         sy_err_prefix("layer %d experts", l);
         return -1;
     }
+    m->times.experts += sy_now() - t_ex;
     memset(out, 0, (size_t)N * C * sizeof(float));
     for (int i = 0; i < N * k; i++)
         if (a->row_of[i] >= 0)
@@ -666,6 +671,7 @@ int sy_model_forward(sy_model *m, const sy_pass *ps, const int32_t *tokens, sy_l
         return -1;
     }
     size_t N = (size_t)B * T;
+    double t_start = sy_now();
     for (int b = 0; b < B; b++)
         for (int t = 0; t <= T; t++) {
             int32_t x = tokens[(size_t)b * (T + 1) + t];
@@ -730,6 +736,7 @@ int sy_model_forward(sy_model *m, const sy_pass *ps, const int32_t *tokens, sy_l
     out->z = z / gd;
     out->total = out->ce + c->aux_loss_coef * out->aux + c->z_loss_coef * out->z;
     m->have_forward = 1;
+    m->times.forward += sy_now() - t_start;
     return 0;
 }
 
@@ -757,10 +764,13 @@ static int switch_backward(sy_model *m, int l, const sy_pass *ps, const float *d
         }
         m->dgate[i] = (float)dot;
     }
+    double t_ex = sy_now();
     if (m->ex.backward(m->ex.ctx, ps, l, a->counts, m->dys, m->dxs)) {
         sy_err_prefix("layer %d experts backward", l);
         return -1;
     }
+    double t_router = sy_now();
+    m->times.experts += t_router - t_ex;
     for (int i = 0; i < N * k; i++)
         if (a->row_of[i] >= 0)
             sy_axpy(dln2 + (size_t)(i / k) * C, m->dxs + (size_t)a->row_of[i] * C, 1.0f, C);
@@ -782,6 +792,7 @@ static int switch_backward(sy_model *m, int l, const sy_pass *ps, const float *d
     } else {
         sy_matmul_backward(dln2, gw->router, m->dlogits_r, a->ln2, lw->router, N, C, E);
     }
+    m->times.router += sy_now() - t_router;
     return 0;
 }
 
@@ -796,6 +807,7 @@ int sy_model_backward(sy_model *m) {
     int N = B * T;
     size_t NC = (size_t)N * C;
     int drop = ps->training && c->dropout > 0;
+    double t_start = sy_now();
     double cd = ps->ce_denom > 0 ? ps->ce_denom : (double)N;
     /* logits become dlogits in place */
     sy_crossentropy(m->logits, m->logits, m->targets, N, V, (float)(1.0 / cd));
@@ -841,6 +853,7 @@ int sy_model_backward(sy_model *m) {
         }
     }
     m->have_forward = 0;
+    m->times.backward += sy_now() - t_start;
     return 0;
 }
 
@@ -865,6 +878,15 @@ void sy_model_expert_load(const sy_model *m, int layer, int *wanted, int *kept) 
             kept[e] += a->kept[(size_t)g * E + e];
         }
 }
+
+void sy_model_timers(sy_model *m, sy_model_times *out, int reset) {
+    if (out)
+        *out = m->times;
+    if (reset)
+        memset(&m->times, 0, sizeof m->times);
+}
+
+size_t sy_model_activation_bytes(const sy_model *m) { return m->act_floats * sizeof(float); }
 
 double sy_model_flops_per_token(const sy_model_cfg *c, int T) {
     double C = c->d_model, F = c->d_ff, E = c->n_experts, V = c->vocab;

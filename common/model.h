@@ -127,6 +127,16 @@ const int *sy_model_routing(const sy_model *m, int layer, int *k);
 /* Per-expert counts of the last forward in switch layer l: choices made and kept. */
 void sy_model_expert_load(const sy_model *m, int layer, int *wanted, int *kept);
 
+/* Seconds spent in phases since the last reset (forward and backward in total, and the
+ * routing math and expert compute inside them). */
+typedef struct {
+    double forward, backward, router, experts;
+} sy_model_times;
+void sy_model_timers(sy_model *m, sy_model_times *out, int reset);
+
+/* Bytes of the activation arena (sized once for max_B x T). */
+size_t sy_model_activation_bytes(const sy_model *m);
+
 /* Model FLOPs per token for a forward+backward pass (matmuls and attention, 3x forward). */
 double sy_model_flops_per_token(const sy_model_cfg *cfg, int T);
 
