@@ -8,5 +8,6 @@ int cmd_refcheck(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_up(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const subcommand commands[] = {
     {"train", cmd_train, "train a model in one process: switchyard train [CONFIG] [--set key=value ...]"},
     {"up", cmd_up, "a local cluster: coordinator + N workers on loopback: switchyard up [CONFIG] --workers N"},
     {"refcheck", cmd_refcheck, "check the maths against a PyTorch reference case: switchyard refcheck DIR"},
+    {"bench", cmd_bench, "throughput and time by phase: switchyard bench [CONFIG]; bench allreduce|alltoall"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint: switchyard ckpt inspect|verify DIR"},
 };
 

@@ -75,9 +75,14 @@ static void release_held(sy_peer *p) {
 static void close_push(sy_peer *p) {
     if (!p->push)
         return;
+    /* a rank that finishes first must still deliver its last messages: give them a
+     * bounded second to leave (LINGER 0 would drop them, the default would wait forever) */
+    int linger = 1000;
     for (int r = 0; r < p->world; r++)
-        if (p->push[r])
+        if (p->push[r]) {
+            zmq_setsockopt(p->push[r], ZMQ_LINGER, &linger, sizeof linger);
             zmq_close(p->push[r]);
+        }
     free(p->push);
     p->push = NULL;
 }
@@ -217,8 +222,15 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
         }
         if (rc <= 0) {
             if (sy_now() > deadline) {
-                sy_seterr("peer: no data from rank %d within %.1f s (step %" PRId64 ")", src, p->timeout_ms / 1000.0,
-                          step);
+                char q[256] = "";
+                size_t o = 0;
+                for (int i = 0; i < p->n_pending && i < 6 && o < sizeof q - 64; i++)
+                    o += (size_t)snprintf(q + o, sizeof q - o, " [src %u step %" PRId64 " op %u tag %x chunk %u]",
+                                          p->pending[i].h->src, (int64_t)p->pending[i].h->step, p->pending[i].h->op,
+                                          p->pending[i].h->tag, p->pending[i].h->chunk);
+                sy_seterr("peer: no data from rank %d within %.1f s (step %" PRId64 " op %d tag %x chunk %u; %d "
+                          "queued:%s)",
+                          src, p->timeout_ms / 1000.0, step, op, tag, chunk, p->n_pending, q);
                 return -1;
             }
             continue;
