@@ -179,6 +179,8 @@ static int bench_model(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- collectives */
 
+static size_t g_chunk = 1 << 20;
+
 static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int bf16, int iters, int wfd) {
     void *ctx = zmq_ctx_new();
     sy_peer *p = sy_peer_new(ctx, eps[rank]);
@@ -209,7 +211,7 @@ static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int
         sy_peer_barrier(p, members, world, it + 10, 7);
         double t0 = sy_now();
         if (op == 0)
-            rc = sy_peer_allreduce(p, members, world, it + 10, 1, data, n, bf16, 1 << 20);
+            rc = sy_peer_allreduce(p, members, world, it + 10, 1, data, n, bf16, g_chunk);
         else
             rc = sy_peer_alltoall(p, members, world, it + 10, 2, send, sb, recv, rb);
         if (it >= 0)
@@ -249,6 +251,8 @@ static int bench_collective(int argc, char **argv) {
             workers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
             iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc)
+            g_chunk = (size_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--wire") && i + 1 < argc) {
             const char *w = argv[++i];
             if (strcmp(w, "bf16") && strcmp(w, "fp32")) {

@@ -1,6 +1,7 @@
 #include "peer.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,11 @@ struct sy_peer {
 };
 
 sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
+    /* ZeroMQ allocates every received frame; with glibc's default, megabyte frames are
+     * mmap'd and unmapped each time, and every page faults in again. Keep them on the
+     * heap so freed frames are reused. */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     sy_peer *p = calloc(1, sizeof *p);
     if (!p) {
         sy_seterr("peer: out of memory");
@@ -50,6 +56,8 @@ sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
     if (!p->pull)
         goto fail;
     sy_sock_defaults(p->pull, 0);
+    int buf = 4 << 20; /* kernel socket buffers sized for megabyte chunks */
+    zmq_setsockopt(p->pull, ZMQ_RCVBUF, &buf, sizeof buf);
     int hwm = 0; /* unlimited queue on receive: senders pace themselves by the protocol */
     zmq_setsockopt(p->pull, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (zmq_bind(p->pull, bind_ep)) {
@@ -138,8 +146,9 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
             return -1;
         }
         sy_sock_defaults(p->push[r], 0);
-        int hwm = 0;
+        int hwm = 0, buf = 4 << 20;
         zmq_setsockopt(p->push[r], ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt(p->push[r], ZMQ_SNDBUF, &buf, sizeof buf);
         if (zmq_connect(p->push[r], endpoints[r])) {
             sy_seterr("peer: cannot connect to rank %d at %s: %s", r, endpoints[r], zmq_strerror(errno));
             return -1;
@@ -157,8 +166,25 @@ uint64_t sy_peer_bytes_sent(sy_peer *p, int reset) {
 
 /* ---------------------------------------------------------------- messages */
 
+static void no_free(void *data, void *hint) {
+    (void)data;
+    (void)hint;
+}
+
+/* zero_copy: the payload is handed to ZeroMQ without a copy; the caller guarantees the
+ * bytes stay unchanged until the receiver has them (the ring all-reduce's data
+ * dependencies do: a rank only overwrites a segment it sent after receiving something the
+ * peer could only send once it had that segment). */
+static int send_msg_zc(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, uint32_t chunk, int dtype,
+                       const void *data, size_t bytes, int zero_copy);
+
 static int send_msg(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, uint32_t chunk, int dtype,
                     const void *data, size_t bytes) {
+    return send_msg_zc(p, dst, step, op, tag, chunk, dtype, data, bytes, 0);
+}
+
+static int send_msg_zc(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, uint32_t chunk, int dtype,
+                       const void *data, size_t bytes, int zero_copy) {
     Switchyard__DataHeader h = SWITCHYARD__DATA_HEADER__INIT;
     h.epoch = p->epoch;
     h.step = step;
@@ -172,7 +198,17 @@ static int send_msg(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, uin
     uint8_t hb[128];
     size_t hn = switchyard__data_header__pack(&h, hb);
     void *s = p->push[dst];
-    if (zmq_send(s, hb, hn, ZMQ_SNDMORE) < 0 || zmq_send(s, data, bytes, 0) < 0) {
+    int rc = zmq_send(s, hb, hn, ZMQ_SNDMORE) < 0;
+    if (!rc && zero_copy && bytes > 0) {
+        zmq_msg_t m;
+        zmq_msg_init_data(&m, (void *)data, bytes, no_free, NULL);
+        rc = zmq_msg_send(&m, s, 0) < 0;
+        if (rc)
+            zmq_msg_close(&m);
+    } else if (!rc) {
+        rc = zmq_send(s, data, bytes, 0) < 0;
+    }
+    if (rc) {
         sy_seterr("peer: send to rank %d failed: %s", dst, zmq_strerror(errno));
         return -1;
     }
@@ -398,7 +434,7 @@ static int send_segment(sy_peer *p, int dst, int64_t step, uint32_t tag, const f
             sy_f32_to_bf16((uint16_t *)p->scratch, data + o, n);
             rc = send_msg(p, dst, step, OP_ALLREDUCE, tag, c, DT_BF16, p->scratch, n * 2);
         } else {
-            rc = send_msg(p, dst, step, OP_ALLREDUCE, tag, c, DT_F32, data + o, n * 4);
+            rc = send_msg_zc(p, dst, step, OP_ALLREDUCE, tag, c, DT_F32, data + o, n * 4, 1);
         }
         if (rc)
             return -1;
@@ -406,6 +442,23 @@ static int send_segment(sy_peer *p, int dst, int64_t step, uint32_t tag, const f
             break;
     }
     return 0;
+}
+
+/* dst[i] += src[i]; src is a received frame (malloc'd, so float-aligned in practice;
+ * an odd address takes the byte-wise path) */
+static void add_f32(float *restrict dst, const void *src, size_t n) {
+    if (((uintptr_t)src & 3) == 0) {
+        const float *restrict s = src;
+        for (size_t i = 0; i < n; i++)
+            dst[i] += s[i];
+        return;
+    }
+    const uint8_t *b = src;
+    for (size_t i = 0; i < n; i++) {
+        float t;
+        memcpy(&t, b + 4 * i, 4);
+        dst[i] += t;
+    }
 }
 
 /* receives a segment from src; add = 1 accumulates, 0 overwrites */
@@ -426,17 +479,10 @@ static int recv_segment(sy_peer *p, int src, int64_t step, uint32_t tag, float *
                 sy_bf16_add_to_f32(data + o, src_bytes, n);
             else
                 sy_bf16_to_f32(data + o, src_bytes, n);
+        } else if (add) {
+            add_f32(data + o, src_bytes, n);
         } else {
-            float tmp;
-            const uint8_t *b = src_bytes;
-            if (add) {
-                for (size_t i = 0; i < n; i++) {
-                    memcpy(&tmp, b + 4 * i, 4);
-                    data[o + i] += tmp;
-                }
-            } else {
-                memcpy(data + o, b, n * 4);
-            }
+            memcpy(data + o, src_bytes, n * 4);
         }
         zmq_msg_close(&m);
         if (len == 0)

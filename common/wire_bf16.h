@@ -23,13 +23,29 @@ static inline float sy_bf16_to_f32_one(uint16_t h) {
     return f;
 }
 
-static inline void sy_f32_to_bf16(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        dst[i] = sy_bf16_from_f32(src[i]);
+/* branch-free so the loop vectorises: NaN keeps its sign and gets a quiet bit */
+static inline void sy_f32_to_bf16(uint16_t *restrict dst, const float *restrict src, size_t n) {
+    const uint32_t *u = (const uint32_t *)src;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = u[i];
+        uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+        uint32_t q = (x >> 16) | 0x40u;
+        /* all-ones where x is NaN; a signed compare, which SSE2 has */
+        uint32_t nan = (uint32_t) - (int32_t)((int32_t)(x & 0x7fffffffu) > 0x7f800000);
+        dst[i] = (uint16_t)(r ^ ((r ^ q) & nan));
+    }
 }
 
 /* src may be unaligned (a received frame) */
-static inline void sy_bf16_to_f32(float *dst, const void *src, size_t n) {
+static inline void sy_bf16_to_f32(float *restrict dst, const void *src, size_t n) {
+    if (((uintptr_t)src & 1) == 0) {
+        const uint16_t *restrict h = src;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)h[i] << 16;
+            memcpy(&dst[i], &u, 4);
+        }
+        return;
+    }
     const uint8_t *b = src;
     for (size_t i = 0; i < n; i++) {
         uint16_t h;
@@ -38,7 +54,17 @@ static inline void sy_bf16_to_f32(float *dst, const void *src, size_t n) {
     }
 }
 
-static inline void sy_bf16_add_to_f32(float *dst, const void *src, size_t n) {
+static inline void sy_bf16_add_to_f32(float *restrict dst, const void *src, size_t n) {
+    if (((uintptr_t)src & 1) == 0) {
+        const uint16_t *restrict h = src;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)h[i] << 16;
+            float f;
+            memcpy(&f, &u, 4);
+            dst[i] += f;
+        }
+        return;
+    }
     const uint8_t *b = src;
     for (size_t i = 0; i < n; i++) {
         uint16_t h;
@@ -49,8 +75,14 @@ static inline void sy_bf16_add_to_f32(float *dst, const void *src, size_t n) {
 
 /* x = bf16(x), in place */
 static inline void sy_bf16_round_f32(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        x[i] = sy_bf16_to_f32_one(sy_bf16_from_f32(x[i]));
+    uint32_t *u = (uint32_t *)x;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = u[i];
+        uint32_t r = ((v + 0x7fffu + ((v >> 16) & 1u)) >> 16) << 16;
+        uint32_t q = ((v >> 16) | 0x40u) << 16;
+        uint32_t nan = (uint32_t) - (int32_t)((int32_t)(v & 0x7fffffffu) > 0x7f800000);
+        u[i] = r ^ ((r ^ q) & nan);
+    }
 }
 
 #endif
