@@ -219,10 +219,8 @@ int cmd_train(int argc, char **argv) {
         sy_model_init_weights(m, tc->seed);
         step = 0;
     }
-    if (mkdir(cfg.checkpoint.dir, 0755) && errno != EEXIST) {
-        sy_seterr("%s: cannot create: %s", cfg.checkpoint.dir, strerror(errno));
+    if (sy_ckpt_make_root(cfg.checkpoint.dir))
         goto fail;
-    }
     snprintf(p, sizeof p, "%s/train_log.jsonl", cfg.checkpoint.dir);
     log = fopen(p, "a");
     if (!log)

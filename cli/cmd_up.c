@@ -228,7 +228,7 @@ int cmd_up(int argc, char **argv) {
         sy_error("up: the coordinator died of signal %d", WTERMSIG(st[0]));
     }
     /* the coordinator is gone: workers were told to shut down; give them a moment */
-    if (wait_all(pids + 1, st + 1, workers, 5000) > 0) {
+    if (wait_all(pids + 1, st + 1, workers, 1500) > 0) {
         for (int i = 1; i < total; i++)
             if (pids[i] > 0)
                 kill(pids[i], SIGTERM);

@@ -313,7 +313,7 @@ static int fsync_dir(const char *path) {
     return rc;
 }
 
-static int mkdir_p(const char *path) {
+int sy_ckpt_make_root(const char *path) {
     char p[PATH_MAX];
     if (path_fmt(p, "%s", path) < 0)
         return -1;
@@ -418,7 +418,7 @@ sy_ckpt_writer *sy_ckpt_writer_new(const char *root, int64_t step) {
         return NULL;
     }
     w->step = step;
-    if (path_fmt(w->root, "%s", root) < 0 || mkdir_p(root) < 0 ||
+    if (path_fmt(w->root, "%s", root) < 0 || sy_ckpt_make_root(root) < 0 ||
         path_fmt(w->final, "%s/step-%08" PRId64, root, step) < 0)
         goto fail;
     for (int attempt = 0;; attempt++) {

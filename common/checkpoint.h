@@ -70,6 +70,9 @@ typedef struct {
 
 /* ---- writing ---- */
 
+/* Creates a checkpoint root (and its parents) if missing. Returns 0 or -1. */
+int sy_ckpt_make_root(const char *root);
+
 typedef struct sy_ckpt_writer sy_ckpt_writer;
 
 /* Starts checkpoint `step` (>= 0) under root (created if missing) in a fresh temporary

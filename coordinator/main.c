@@ -935,10 +935,12 @@ int main(int argc, char **argv) {
     }
     c.step = c.last_ckpt[0] ? c.last_ckpt_step : 0;
     if (!c.have_rc) {
-        mkdir(c.cfg.checkpoint.dir, 0755);
+        if (sy_ckpt_make_root(c.cfg.checkpoint.dir))
+            goto bad;
         char p[4096];
         snprintf(p, sizeof p, "%s/run_log.jsonl", c.cfg.checkpoint.dir);
-        c.runlog = fopen(p, "a");
+        if (!(c.runlog = fopen(p, "a")))
+            sy_warn("%s: cannot open the run log: %s", p, strerror(errno));
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
