@@ -1,0 +1,294 @@
+/* The peer collectives (common/peer.c) over real ZeroMQ tcp sockets, one thread per
+ * rank: all-reduce and all-to-all against serial references computed here (sizes 0, 1,
+ * odd, large; 2-4 ranks), bf16 wire ending bit-identical on every rank, and rejection of
+ * messages with another epoch, an old step or a wrong size without corrupting results. */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "peer.h"
+#include "switchyard.pb-c.h"
+
+#define MAXR 4
+
+typedef struct {
+    void *ctx;
+    int world;
+    sy_peer *peer[MAXR];
+    char *eps[MAXR];
+    volatile int abort_flag;
+} world_t;
+
+static void world_open(world_t *w, int n, int timeout_ms) {
+    memset(w, 0, sizeof *w);
+    w->ctx = zmq_ctx_new();
+    w->world = n;
+    for (int r = 0; r < n; r++) {
+        w->peer[r] = sy_peer_new(w->ctx, "tcp://127.0.0.1:*");
+        assert_non_null(w->peer[r]);
+        w->eps[r] = strdup(sy_peer_endpoint(w->peer[r]));
+    }
+    for (int r = 0; r < n; r++)
+        assert_int_equal(sy_peer_setup(w->peer[r], 7, r, n, w->eps, timeout_ms, &w->abort_flag), 0);
+}
+
+static void world_close(world_t *w) {
+    for (int r = 0; r < w->world; r++) {
+        sy_peer_destroy(&w->peer[r]);
+        free(w->eps[r]);
+    }
+    zmq_ctx_term(w->ctx);
+}
+
+typedef struct {
+    world_t *w;
+    int rank;
+    float *data;
+    size_t n;
+    int bf16;
+    int rc;
+    int op; /* 0 allreduce, 1 alltoall */
+    /* all-to-all */
+    size_t *send_counts; /* [world] floats to each */
+    float **send;
+    float **recv_copy;
+    size_t *recv_counts;
+} job;
+
+static void *run(void *arg) {
+    job *j = arg;
+    int members[MAXR];
+    for (int i = 0; i < j->w->world; i++)
+        members[i] = i;
+    if (j->op == 0) {
+        j->rc = sy_peer_allreduce(j->w->peer[j->rank], members, j->w->world, 3, 1, j->data, j->n, j->bf16, 4096);
+    } else {
+        void *send[MAXR];
+        size_t sb[MAXR], rb[MAXR];
+        const void *recv[MAXR];
+        for (int q = 0; q < j->w->world; q++) {
+            send[q] = j->send[q];
+            sb[q] = j->send_counts[q] * 4;
+        }
+        j->rc = sy_peer_alltoall(j->w->peer[j->rank], members, j->w->world, 3, 2, send, sb, recv, rb);
+        for (int q = 0; q < j->w->world && !j->rc; q++) {
+            j->recv_counts[q] = rb[q] / 4;
+            j->recv_copy[q] = malloc(rb[q] + 4);
+            memcpy(j->recv_copy[q], recv[q], rb[q]);
+        }
+    }
+    return NULL;
+}
+
+static float value(int rank, size_t i) { return (float)((int)((i * 2654435761u + rank * 97u) % 2001) - 1000) / 37.0f; }
+
+static void check_allreduce(int n_ranks, size_t n, int bf16) {
+    world_t w;
+    world_open(&w, n_ranks, 10000);
+    job jobs[MAXR];
+    pthread_t th[MAXR];
+    for (int r = 0; r < n_ranks; r++) {
+        jobs[r] = (job){.w = &w, .rank = r, .n = n, .bf16 = bf16, .op = 0};
+        jobs[r].data = malloc(n * 4 + 4);
+        for (size_t i = 0; i < n; i++)
+            jobs[r].data[i] = value(r, i);
+        pthread_create(&th[r], NULL, run, &jobs[r]);
+    }
+    for (int r = 0; r < n_ranks; r++)
+        pthread_join(th[r], NULL);
+    double worst = 0;
+    for (int r = 0; r < n_ranks; r++) {
+        assert_int_equal(jobs[r].rc, 0);
+        for (size_t i = 0; i < n; i++) {
+            double want = 0;
+            for (int q = 0; q < n_ranks; q++)
+                want += value(q, i);
+            double err = fabs(jobs[r].data[i] - want);
+            /* fp32: a few ulps of the partial sums; bf16: each hop rounds to 8 bits of mantissa */
+            double tol = bf16 ? (fabs(want) + 30.0) * n_ranks * 1.0 / 128 : 1e-4 * (fabs(want) + 1);
+            if (err > worst)
+                worst = err;
+            if (err > tol)
+                fail_msg("rank %d element %zu: %g, want %g (%s, %d ranks)", r, i, jobs[r].data[i], want,
+                         bf16 ? "bf16" : "fp32", n_ranks);
+        }
+        if (bf16 && r > 0)
+            assert_memory_equal(jobs[r].data, jobs[0].data, n * 4); /* bit-identical on every rank */
+    }
+    for (int r = 0; r < n_ranks; r++)
+        free(jobs[r].data);
+    world_close(&w);
+}
+
+static void test_allreduce_sizes(void **s) {
+    size_t sizes[] = {0, 1, 3, 1001, 4096 * 3 + 17, 1 << 20};
+    for (int nr = 2; nr <= 4; nr++)
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+            check_allreduce(nr, sizes[k], 0);
+}
+
+static void test_allreduce_bf16(void **s) {
+    check_allreduce(2, 100003, 1);
+    check_allreduce(3, 4097, 1);
+    check_allreduce(4, 1, 1);
+}
+
+static void test_alltoall_uneven(void **s) {
+    for (int nr = 2; nr <= 4; nr++) {
+        world_t w;
+        world_open(&w, nr, 10000);
+        job jobs[MAXR];
+        pthread_t th[MAXR];
+        for (int r = 0; r < nr; r++) {
+            jobs[r] = (job){.w = &w, .rank = r, .op = 1};
+            jobs[r].send_counts = calloc(MAXR, sizeof(size_t));
+            jobs[r].recv_counts = calloc(MAXR, sizeof(size_t));
+            jobs[r].send = calloc(MAXR, sizeof(float *));
+            jobs[r].recv_copy = calloc(MAXR, sizeof(float *));
+            for (int q = 0; q < nr; q++) {
+                size_t cnt = (size_t)((r * 7 + q * 3) % 5) * 331; /* includes empty buffers */
+                jobs[r].send_counts[q] = cnt;
+                jobs[r].send[q] = malloc(cnt * 4 + 4);
+                for (size_t i = 0; i < cnt; i++)
+                    jobs[r].send[q][i] = (float)(r * 1000000 + q * 10000 + (int)i);
+            }
+            pthread_create(&th[r], NULL, run, &jobs[r]);
+        }
+        for (int r = 0; r < nr; r++)
+            pthread_join(th[r], NULL);
+        for (int r = 0; r < nr; r++) {
+            assert_int_equal(jobs[r].rc, 0);
+            for (int q = 0; q < nr; q++) {
+                size_t want = (size_t)((q * 7 + r * 3) % 5) * 331;
+                assert_int_equal(jobs[r].recv_counts[q], want);
+                for (size_t i = 0; i < want; i++)
+                    assert_true(jobs[r].recv_copy[q][i] == (float)(q * 1000000 + r * 10000 + (int)i));
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            for (int q = 0; q < nr; q++) {
+                free(jobs[r].send[q]);
+                free(jobs[r].recv_copy[q]);
+            }
+            free(jobs[r].send);
+            free(jobs[r].recv_copy);
+            free(jobs[r].send_counts);
+            free(jobs[r].recv_counts);
+        }
+        world_close(&w);
+    }
+}
+
+/* A rogue sender: raw PUSH to rank 0's endpoint with a forged header. */
+static void forge(void *ctx, const char *ep, uint64_t epoch, int64_t step, uint32_t op, uint32_t tag, uint32_t chunk,
+                  uint32_t src, uint32_t dtype, const void *data, size_t bytes) {
+    void *s = zmq_socket(ctx, ZMQ_PUSH);
+    int linger = 2000;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    Switchyard__DataHeader h = SWITCHYARD__DATA_HEADER__INIT;
+    h.epoch = epoch;
+    h.step = step;
+    h.op = op;
+    h.tag = tag;
+    h.chunk = chunk;
+    h.src = src;
+    h.dst = 0;
+    h.dtype = dtype;
+    h.bytes = bytes;
+    uint8_t hb[128];
+    size_t hn = switchyard__data_header__pack(&h, hb);
+    zmq_send(s, hb, hn, ZMQ_SNDMORE);
+    zmq_send(s, data, bytes, 0);
+    zmq_close(s);
+}
+
+/* Messages from another epoch and for a finished step are dropped; the all-reduce still
+ * gives the right sum. A message of the right op and step but the wrong size fails the
+ * operation instead of being summed. */
+static void test_rejects_stale_and_misshapen(void **s) {
+    world_t w;
+    world_open(&w, 2, 3000);
+    float junk[8] = {1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f};
+    /* ring all-reduce of 8 floats on 2 ranks: rank 0 receives segment 1 (4 floats) at
+     * tag (1<<8)|0, chunk 0 from rank 1 first */
+    forge(w.ctx, w.eps[0], 6 /* old epoch */, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
+    forge(w.ctx, w.eps[0], 7, 2 /* finished step */, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    job jobs[2];
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) {
+        jobs[r] = (job){.w = &w, .rank = r, .n = 8, .op = 0};
+        jobs[r].data = malloc(8 * 4);
+        for (int i = 0; i < 8; i++)
+            jobs[r].data[i] = (float)(r + 1) * (i + 1);
+        pthread_create(&th[r], NULL, run, &jobs[r]);
+    }
+    for (int r = 0; r < 2; r++)
+        pthread_join(th[r], NULL);
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(jobs[r].rc, 0);
+        for (int i = 0; i < 8; i++)
+            assert_true(jobs[r].data[i] == 3.0f * (i + 1));
+        free(jobs[r].data);
+    }
+    world_close(&w);
+
+    /* a well-addressed message with the wrong size: the operation fails, naming it */
+    world_open(&w, 2, 2000);
+    forge(w.ctx, w.eps[0], 7, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 12);
+    nanosleep(&pause, NULL);
+    int members[2] = {0, 1};
+    float d[8] = {0};
+    int rc = sy_peer_allreduce(w.peer[0], members, 2, 3, 1, d, 8, 0, 4096);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(sy_lasterr(), "rejected"));
+    for (int i = 0; i < 4; i++)
+        assert_true(d[4 + i] == 0.0f); /* nothing was summed into the received segment */
+    world_close(&w);
+}
+
+/* A peer that never answers: the wait ends at the deadline with the rank named, and
+ * the abort flag ends it sooner. */
+static void test_dead_peer_deadline_and_abort(void **s) {
+    world_t w;
+    world_open(&w, 2, 500);
+    int members[2] = {0, 1};
+    float d[4] = {0};
+    double t0 = sy_now();
+    int rc = sy_peer_allreduce(w.peer[0], members, 2, 3, 1, d, 4, 0, 4096);
+    double took = sy_now() - t0;
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(sy_lasterr(), "rank 1"));
+    assert_true(took >= 0.45 && took < 3.0);
+    world_close(&w);
+    world_open(&w, 2, 60000);
+    w.abort_flag = 1;
+    t0 = sy_now();
+    rc = sy_peer_allreduce(w.peer[0], members, 2, 3, 1, d, 4, 0, 4096);
+    assert_int_equal(rc, SY_PEER_ABORTED);
+    assert_true(sy_now() - t0 < 1.0);
+    world_close(&w);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_allreduce_sizes),
+        cmocka_unit_test(test_allreduce_bf16),
+        cmocka_unit_test(test_alltoall_uneven),
+        cmocka_unit_test(test_rejects_stale_and_misshapen),
+        cmocka_unit_test(test_dead_peer_deadline_and_abort),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
