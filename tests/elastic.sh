@@ -42,7 +42,7 @@ wait_for() { # wait_for PATTERN FILE SECONDS
   for _ in $(seq 1 $((${3} * 10))); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
 }
 finish() { # wait for the coordinator to exit, with a bound
-  for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 ${SY_TEST_WAIT:-1200}); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$cpid" 2>/dev/null && { echo "coordinator still running: killed"; kill -9 "$cpid"; }
   wait "$cpid" 2>/dev/null; rc=$?
   sleep 0.3

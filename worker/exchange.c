@@ -198,15 +198,18 @@ static int ex_forward(void *ctx, const sy_pass *ps, int layer, const int *counts
                       recv_bytes[s], s, mine);
             return -1;
         }
-        const int32_t *cnt = recv[s];
+        /* a received frame may sit at any address (small ones live inside the message) */
+        const uint8_t *cb = recv[s];
         size_t rows = 0;
         for (int j = 0; j < mine; j++) {
-            if (cnt[j] < 0) {
-                sy_seterr("layer %d dispatch: negative count %d from group index %d", layer, cnt[j], s);
+            int32_t cnt;
+            memcpy(&cnt, cb + 4 * (size_t)j, 4);
+            if (cnt < 0) {
+                sy_seterr("layer %d dispatch: negative count %d from group index %d", layer, cnt, s);
                 return -1;
             }
-            sc[s * mine + j] = cnt[j];
-            rows += (size_t)cnt[j];
+            sc[s * mine + j] = cnt;
+            rows += (size_t)cnt;
         }
         if (recv_bytes[s] != hdr + rows * 8 + rows * rb) {
             sy_seterr("layer %d dispatch: %zu bytes from group index %d, expected %zu for %zu rows", layer,
