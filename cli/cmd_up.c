@@ -185,9 +185,14 @@ int cmd_up(int argc, char **argv) {
 
     pid_t pids[1 + MAX_LOCAL_WORKERS];
     int st[1 + MAX_LOCAL_WORKERS] = {0};
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
+    /* no SA_RESTART: the signal must interrupt the blocking waitpid below */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     sy_info("up: coordinator on %s (status %s), %d worker%s with %s thread%s each", ctrl, status, workers,
             workers == 1 ? "" : "s", threads, strcmp(threads, "1") ? "s" : "");
     pids[0] = spawn(cargv);
