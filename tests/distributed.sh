@@ -55,6 +55,20 @@ p=$(cat "$tmp/port")
 rc=$?
 kill $holder 2>/dev/null
 check "coordinator on a busy port fails clearly (rc $rc)" '[ $rc -ne 0 ] && grep -q "cannot bind the control socket at tcp://127.0.0.1:$p" "$tmp/busy.log"'
+# Ctrl-C on `up`: the step in flight finishes, a checkpoint is saved, everything stops
+"$bin/switchyard" up "$tmp/eq2.yaml" --workers 2 --set train.steps=100000 --set checkpoint.dir="$tmp/intr" > "$tmp/intr.log" 2>&1 &
+up=$!
+for _ in $(seq 1 300); do grep -q "training at step" "$tmp/intr.log" && break; sleep 0.1; done
+sleep 1
+kill -INT $up
+for _ in $(seq 1 300); do kill -0 $up 2>/dev/null || break; sleep 0.1; done
+wait $up; rc=$?
+check "Ctrl-C: up exits 130 (rc $rc)" '[ $rc -eq 130 ]'
+check "Ctrl-C: a checkpoint was saved and verifies" 'd=$(ls -d "$tmp"/intr/step-* | tail -1); [ -n "$d" ] && "$bin/switchyard" ckpt verify "$d" > /dev/null'
+ports=$(grep -oE 'tcp://127\.0\.0\.1:[0-9]+' "$tmp/intr.log" | sed 's/.*://' | sort -u)
+for p in $ports; do
+  check "Ctrl-C: port $p is free again" '! ss -ltn "sport = :$p" | grep -q LISTEN'
+done
 [ $fail -eq 0 ] || { for f in "$tmp"/dist*.log; do echo "--- $f"; tail -20 "$f"; done; }
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
