@@ -33,16 +33,6 @@ static void usage(void) {
             "  verifies; --fresh starts over.\n");
 }
 
-static void fmt_duration(char *out, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7)
-        snprintf(out, n, "?");
-    else if (s >= 3600)
-        snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
-    else if (s >= 60)
-        snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
-    else
-        snprintf(out, n, "%.0fs", s);
-}
 
 /* Mean cross-entropy (nats/token) over `batches` validation batches, eval mode. */
 static double evaluate(sy_model *m, const sy_tokens *val, const sy_config *cfg, int32_t *buf, int batches) {
@@ -290,7 +280,7 @@ int cmd_train(int argc, char **argv) {
         if (step % tc->log_every == 0 || last || step == first_step + 1) {
             double now = sy_now(), tps = tokens_since / (now - t_log);
             char eta[32];
-            fmt_duration(eta, sizeof eta, (tc->steps - step) * (double)B * T / tps);
+            sy_fmt_duration(eta, sizeof eta, (tc->steps - step) * (double)B * T / tps);
             char vbuf[32] = "";
             if (!isnan(val_loss))
                 snprintf(vbuf, sizeof vbuf, " | val %.4f", val_loss);

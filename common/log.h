@@ -4,6 +4,7 @@
 #define SY_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum { SY_LOG_DEBUG = 0, SY_LOG_INFO = 1, SY_LOG_WARN = 2, SY_LOG_ERROR = 3 } sy_log_level;
 
@@ -26,6 +27,9 @@ void sy_seterr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *sy_lasterr(void);
 /* Prepends "prefix: " to the current error message (adds context on the way up). */
 void sy_err_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "2h05m", "3m12s", "45s" ("?" for a negative or absurd value): for ETAs. */
+void sy_fmt_duration(char *out, size_t n, double seconds);
 
 /* Monotonic clock in seconds. */
 double sy_now(void);

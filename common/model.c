@@ -580,6 +580,15 @@ int sy_experts_backward(void *ctx, const sy_pass *pass, int layer, const int *co
 
 /* ---------------------------------------------------------------- forward */
 
+/* The routing buffers of group g (n tokens) inside a layer's all-groups arrays. */
+static sy_route group_route(const layer_acts *a, int g, int n, int E, int k) {
+    size_t t0 = (size_t)g * n;
+    sy_route r = {a->route.logits + t0 * E, a->route.probs + t0 * E, a->route.lse + t0,
+                  a->route.choice + t0 * k,  a->route.gate + t0 * k,  a->route.argmax + t0,
+                  a->kept + (size_t)g * E,  a->wanted + (size_t)g * E};
+    return r;
+}
+
 /* Routes each group, runs the experts through the exchange, combines by gate.
  * out[N,C] = switch output; *aux_out, *z_out = sums over groups of aux_g and z_g. */
 static int switch_forward(sy_model *m, int l, const sy_pass *ps, float *out, double *aux_out, double *z_out) {
@@ -600,9 +609,7 @@ static int switch_forward(sy_model *m, int l, const sy_pass *ps, float *out, dou
     double aux = 0.0, z = 0.0;
     for (int g = 0; g < G; g++) {
         size_t t0 = (size_t)g * n;
-        sy_route r = {a->route.logits + t0 * E, a->route.probs + t0 * E, a->route.lse + t0,
-                      a->route.choice + t0 * k,  a->route.gate + t0 * k,  a->route.argmax + t0,
-                      a->kept + (size_t)g * E,  a->wanted + (size_t)g * E};
+        sy_route r = group_route(a, g, n, E, k);
         double ga, gz;
         sy_router_forward(&r, xr + t0 * C, lw->router, n, C, E, k, cap, &ga, &gz);
         aux += ga;
@@ -778,9 +785,7 @@ static int switch_backward(sy_model *m, int l, const sy_pass *ps, const float *d
     float aux_scale = (float)(c->aux_loss_coef / gd), z_scale = (float)(c->z_loss_coef / gd);
     for (int g = 0; g < G; g++) {
         size_t t0 = (size_t)g * n;
-        sy_route r = {a->route.logits + t0 * E, a->route.probs + t0 * E, a->route.lse + t0,
-                      a->route.choice + t0 * k,  a->route.gate + t0 * k,  a->route.argmax + t0,
-                      a->kept + (size_t)g * E,  a->wanted + (size_t)g * E};
+        sy_route r = group_route(a, g, n, E, k);
         sy_router_backward(m->dlogits_r + t0 * E, &r, m->dgate + t0 * k, n, E, k, aux_scale, z_scale);
     }
     if (ps->training && c->router_jitter > 0) {

@@ -304,16 +304,6 @@ static void send_save_only(coord *c) {
     sy_info("saving the state at step %" PRId64 " before stopping", c->step);
 }
 
-static void fmt_eta(char *out, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7)
-        snprintf(out, n, "?");
-    else if (s >= 3600)
-        snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
-    else if (s >= 60)
-        snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
-    else
-        snprintf(out, n, "%.0fs", s);
-}
 
 static void log_step(coord *c) {
     const sy_train_cfg *tc = &c->cfg.train;
@@ -348,7 +338,7 @@ static void log_step(coord *c) {
         return;
     double now = sy_now(), tps = c->log_tokens / (now - c->log_t0);
     char eta[32];
-    fmt_eta(eta, sizeof eta, (tc->steps - done) * (double)tc->batch_size * tc->seq_len / tps);
+    sy_fmt_duration(eta, sizeof eta, (tc->steps - done) * (double)tc->batch_size * tc->seq_len / tps);
     double W = c->world;
     sy_info("step %6" PRId64 "/%" PRId64 " | loss %.4f (ce %.4f aux %.3f z %.3f) | lr %.2e | |g| %.2f | %.0f tok/s | "
             "step %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f) | ETA %s",

@@ -165,6 +165,51 @@ static size_t row_offset(const int *counts, int e) {
     return r;
 }
 
+/* Rows that came back from each owner q (its experts' slice of this rank's expert-major
+ * packing) go to their place in out. */
+static int unpack_from_owners(sy_exchange *x, int layer, const char *phase, const int *counts, const void **recv,
+                              const size_t *recv_bytes, float *out) {
+    const sy_mesh *m = x->mesh;
+    size_t rb = row_bytes(x);
+    for (int q = 0; q < x->P; q++) {
+        size_t off = row_offset(counts, m->e_begin[q]), rows = row_offset(counts, m->e_end[q]) - off;
+        if (recv_bytes[q] != rows * rb) {
+            sy_seterr("layer %d %s: %zu bytes from group index %d, expected %zu", layer, phase, recv_bytes[q], q,
+                      rows * rb);
+            return -1;
+        }
+        get_rows(x, out + off * x->cfg.d_model, recv[q], rows);
+    }
+    return 0;
+}
+
+/* Packs x->out_rows (this owner's experts' results, expert-major then by source) into
+ * one reply per source, each in the order that source sent its rows. */
+static int pack_for_sources(sy_exchange *x, int layer, const int *in_counts, size_t *bytes) {
+    const int *sc = x->src_counts[layer];
+    int mine = x->me - x->mb, C = x->cfg.d_model;
+    size_t rb = row_bytes(x);
+    for (int s = 0; s < x->P; s++) {
+        size_t rows_s = 0;
+        for (int j = 0; j < mine; j++)
+            rows_s += sc[s * mine + j];
+        if (reserve(x, s, rows_s * rb > 0 ? rows_s * rb : 1))
+            return -1;
+        size_t w = 0, base = 0;
+        for (int j = 0; j < mine; j++) {
+            size_t before_s = 0;
+            for (int ss = 0; ss < s; ss++)
+                before_s += sc[ss * mine + j];
+            size_t n = sc[s * mine + j];
+            put_rows(x, x->send[s] + w * rb, x->out_rows + (base + before_s) * C, n);
+            w += n;
+            base += in_counts[x->mb + j];
+        }
+        bytes[s] = rows_s * rb;
+    }
+    return 0;
+}
+
 static int ex_forward(void *ctx, const sy_pass *ps, int layer, const int *counts, const float *xrows,
                       const int64_t *tok, float *y) {
     sy_exchange *x = ctx;
@@ -252,36 +297,11 @@ static int ex_forward(void *ctx, const sy_pass *ps, int layer, const int *counts
     if (sy_experts_forward(x->experts, ps, layer, in_counts, in, itok, x->out_rows))
         return -1;
     /* combine: each source gets its rows' outputs back in the order it sent them */
-    for (int s = 0; s < x->P; s++) {
-        size_t rows_s = 0;
-        for (int j = 0; j < mine; j++)
-            rows_s += sc[s * mine + j];
-        if (reserve(x, s, rows_s * rb > 0 ? rows_s * rb : 1))
-            return -1;
-        size_t w = 0, base = 0;
-        for (int j = 0; j < mine; j++) {
-            size_t before_s = 0;
-            for (int ss = 0; ss < s; ss++)
-                before_s += sc[ss * mine + j];
-            size_t n = sc[s * mine + j];
-            put_rows(x, x->send[s] + w * rb, x->out_rows + (base + before_s) * C, n);
-            w += n;
-            base += in_counts[x->mb + j];
-        }
-        bytes[s] = rows_s * rb;
-    }
+    if (pack_for_sources(x, layer, in_counts, bytes))
+        return -1;
     if (run_a2a(x, layer, PH_FWD_COMBINE, bytes, recv, recv_bytes))
         return -1;
-    for (int q = 0; q < x->P; q++) {
-        size_t off = row_offset(counts, m->e_begin[q]), rows = row_offset(counts, m->e_end[q]) - off;
-        if (recv_bytes[q] != rows * rb) {
-            sy_seterr("layer %d combine: %zu bytes from group index %d, expected %zu", layer, recv_bytes[q], q,
-                      rows * rb);
-            return -1;
-        }
-        get_rows(x, y + off * C, recv[q], rows);
-    }
-    return 0;
+    return unpack_from_owners(x, layer, "combine", counts, recv, recv_bytes, y);
 }
 
 static int ex_backward(void *ctx, const sy_pass *ps, int layer, const int *counts, const float *dy, float *dx) {
@@ -329,36 +349,11 @@ static int ex_backward(void *ctx, const sy_pass *ps, int layer, const int *count
         }
     if (sy_experts_backward(x->experts, ps, layer, in_counts, x->dy_rows, x->out_rows))
         return -1;
-    for (int s = 0; s < x->P; s++) {
-        size_t rows_s = 0;
-        for (int j = 0; j < mine; j++)
-            rows_s += sc[s * mine + j];
-        if (reserve(x, s, rows_s * rb > 0 ? rows_s * rb : 1))
-            return -1;
-        size_t w = 0, base = 0;
-        for (int j = 0; j < mine; j++) {
-            size_t before_s = 0;
-            for (int ss = 0; ss < s; ss++)
-                before_s += sc[ss * mine + j];
-            size_t n = sc[s * mine + j];
-            put_rows(x, x->send[s] + w * rb, x->out_rows + (base + before_s) * C, n);
-            w += n;
-            base += in_counts[x->mb + j];
-        }
-        bytes[s] = rows_s * rb;
-    }
+    if (pack_for_sources(x, layer, in_counts, bytes))
+        return -1;
     if (run_a2a(x, layer, PH_BWD_COMBINE, bytes, recv, recv_bytes))
         return -1;
-    for (int q = 0; q < x->P; q++) {
-        size_t off = row_offset(counts, m->e_begin[q]), rows = row_offset(counts, m->e_end[q]) - off;
-        if (recv_bytes[q] != rows * rb) {
-            sy_seterr("layer %d backward combine: %zu bytes from group index %d, expected %zu", layer,
-                      recv_bytes[q], q, rows * rb);
-            return -1;
-        }
-        get_rows(x, dx + off * C, recv[q], rows);
-    }
-    return 0;
+    return unpack_from_owners(x, layer, "backward combine", counts, recv, recv_bytes, dx);
 }
 
 sy_expert_exchange sy_exchange_interface(sy_exchange *x) {
