@@ -8,7 +8,7 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "wire_bf16.h"
+#include "bf16.h"
 #include "ctrl.h"
 #include "log.h"
 #include "switchyard.pb-c.h"
@@ -431,7 +431,7 @@ static int send_segment(sy_peer *p, int dst, int64_t step, uint32_t tag, const f
         if (bf16) {
             if (reserve_scratch(p, n * 2 + 2))
                 return -1;
-            sy_f32_to_bf16((uint16_t *)p->scratch, data + o, n);
+            sy_bf16_pack_n(p->scratch, data + o, n);
             rc = send_msg(p, dst, step, OP_ALLREDUCE, tag, c, DT_BF16, p->scratch, n * 2);
         } else {
             rc = send_msg_zc(p, dst, step, OP_ALLREDUCE, tag, c, DT_F32, data + o, n * 4, 1);
@@ -476,9 +476,9 @@ static int recv_segment(sy_peer *p, int src, int64_t step, uint32_t tag, float *
         const void *src_bytes = zmq_msg_data(&m);
         if (bf16) {
             if (add)
-                sy_bf16_add_to_f32(data + o, src_bytes, n);
+                sy_bf16_accumulate_n(data + o, src_bytes, n);
             else
-                sy_bf16_to_f32(data + o, src_bytes, n);
+                sy_bf16_unpack_n(data + o, src_bytes, n);
         } else if (add) {
             add_f32(data + o, src_bytes, n);
         } else {
@@ -516,8 +516,11 @@ int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint3
             return rc;
     }
     int own = (me + 1) % n;
-    if (bf16) /* every rank must end with the bits the others receive */
-        sy_bf16_round_f32(data + SEG_OFF(own), SEG_LEN(own));
+    if (bf16) { /* every rank must end with the bits the others receive */
+        float *x = data + SEG_OFF(own);
+        for (size_t i = 0; i < SEG_LEN(own); i++)
+            x[i] = sy_bf16_round(x[i]);
+    }
     /* all-gather */
     for (int s = 0; s < n - 1; s++) {
         int ks = ((me + 1 - s) % n + n) % n, kr = ((me - s) % n + n) % n;

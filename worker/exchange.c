@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire_bf16.h"
+#include "bf16.h"
 #include "log.h"
 
 enum { PH_FWD_DISPATCH = 0, PH_FWD_COMBINE = 1, PH_BWD_DISPATCH = 2, PH_BWD_COMBINE = 3 };
@@ -39,7 +39,7 @@ static void put_rows(const sy_exchange *x, uint8_t *dst, const float *src, size_
         memcpy(dst, src, n * 4);
         return;
     }
-    sy_f32_to_bf16((uint16_t *)dst, src, n);
+    sy_bf16_pack_n(dst, src, n);
 }
 
 static void get_rows(const sy_exchange *x, float *dst, const uint8_t *src, size_t rows) {
@@ -48,7 +48,7 @@ static void get_rows(const sy_exchange *x, float *dst, const uint8_t *src, size_
         memcpy(dst, src, n * 4);
         return;
     }
-    sy_bf16_to_f32(dst, src, n);
+    sy_bf16_unpack_n(dst, src, n);
 }
 
 static int reserve(sy_exchange *x, int q, size_t bytes) {
