@@ -6,7 +6,7 @@
  * rounding says. bf16 -> float is exact.
  *
  * Byte pointers may be unaligned (a received ZeroMQ frame sits at any offset): loads and
- * stores are unaligned ones (memcpy in the scalar code).
+ * stores are unaligned ones (memcpy in the scalar code). */
 #ifndef SY_BF16_H
 #define SY_BF16_H
 
