@@ -9,5 +9,7 @@ int cmd_prepare(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

@@ -16,6 +16,8 @@ static const subcommand commands[] = {
     {"prepare", cmd_prepare, "turn text files (default: the fortunes corpus) into train/val token files"},
     {"train", cmd_train, "train a model in one process: switchyard train [CONFIG] [--set key=value ...]"},
     {"up", cmd_up, "a local cluster: coordinator + N workers on loopback: switchyard up [CONFIG] --workers N"},
+    {"status", cmd_status, "what a running coordinator is doing: switchyard status ENDPOINT [--json|--prom] [--watch]"},
+    {"plot", cmd_plot, "loss and tokens/s curves of a run log: switchyard plot LOG [-o FILE.png|FILE.svg]"},
     {"refcheck", cmd_refcheck, "check the maths against a PyTorch reference case: switchyard refcheck DIR"},
     {"bench", cmd_bench, "throughput and time by phase: switchyard bench [CONFIG]; bench allreduce|alltoall"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint: switchyard ckpt inspect|verify DIR"},
@@ -38,7 +40,8 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], commands[i].name))
             continue;
         /* the numeric commands want OpenBLAS on the right kernel before any math runs */
-        if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare") && strcmp(argv[1], "up")) {
+        if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare") && strcmp(argv[1], "up") &&
+            strcmp(argv[1], "status") && strcmp(argv[1], "plot")) {
             if (sy_blas_setup(argc, argv, "switchyard")) {
                 fprintf(stderr, "switchyard: %s\n", sy_lasterr());
                 return 2;
