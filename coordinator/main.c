@@ -514,6 +514,11 @@ static void step_complete(coord *c) {
         double val = evaluate_checkpoint(c, dir);
         c->val_loss = val;
         c->val_step = c->step;
+        if (c->runlog && !isnan(val)) {
+            fprintf(c->runlog, "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"val_ce\":%.6f,\"workers\":%d,\"time\":%.3f}\n",
+                    c->run_id, c->step, val, c->world, sy_now() - c->t_start);
+            fflush(c->runlog);
+        }
         sy_coord_event(c, "done: step %lld, validation loss %.4f", (long long)c->step, val);
         sy_info("trained to step %" PRId64 " in %.1fs on %d worker%s; validation loss %.4f nats/byte; model saved "
                 "in %s",
