@@ -501,6 +501,13 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         return 0;
     }
     w->last_step_time = sy_now() - t0;
+    /* less often than the coordinator's summary, which `up` prints on the same terminal */
+    int64_t every = 5 * (w->cfg.train.log_every > 0 ? w->cfg.train.log_every : 10);
+    if (w->job != SWITCHYARD__JOB__JOB_REFCHECK && (c->step + 1) % every == 0)
+        sy_info("step %" PRId64 ": loss share %.4f, %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f), "
+                "%" PRId64 " tokens",
+                c->step + 1, res.loss.total, w->last_step_time * 1e3, res.t.compute * 1e3, res.t.alltoall * 1e3,
+                res.t.allreduce * 1e3, res.tokens);
     Switchyard__StepReport r = SWITCHYARD__STEP_REPORT__INIT;
     r.epoch = w->epoch;
     r.step = c->step;
