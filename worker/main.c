@@ -327,8 +327,11 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
     sy_heartbeat_set_timing(w->hb, w->cfg.cluster.heartbeat_ms, w->cfg.cluster.timeout_ms);
     sy_heartbeat_clear_abort(w->hb, w->epoch);
     char **eps = a->peers;
-    if (sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, w->cfg.cluster.timeout_ms,
-                      sy_heartbeat_abort_flag(w->hb)))
+    /* A peer's death reaches this worker as an abort from the coordinator (heartbeats);
+     * the data deadline is only a safety net, so it must outlast a slow peer's compute
+     * between two exchanges: 20 peer timeouts, at least a minute. */
+    int data_deadline = w->cfg.cluster.timeout_ms * 20 > 60000 ? w->cfg.cluster.timeout_ms * 20 : 60000;
+    if (sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
         return -1;
     w->assigned = 1;
     w->last_step = a->start_step - 1;
