@@ -9,23 +9,34 @@
 int sy_apportion(int total, int n, const double *w, int *out) {
     if (n <= 0 || total < n)
         return -1;
-    /* everyone gets 1, the rest by largest remainder of w-proportional shares */
+    /* shares in proportion to w (floored, at least 1 each), then the remainder by largest
+     * fractional part, ties to the lower rank; a floor bumped up to 1 is paid back by the
+     * largest shares */
     double sum = 0.0;
     for (int i = 0; i < n; i++)
         sum += w ? (w[i] > 0 ? w[i] : 0) : 1.0;
     if (!(sum > 0))
         return -1;
-    int rest = total - n, given = 0;
     double *rem = malloc((size_t)n * sizeof(double));
     if (!rem)
         return -1;
+    int given = 0;
     for (int i = 0; i < n; i++) {
-        double share = rest * ((w ? (w[i] > 0 ? w[i] : 0) : 1.0) / sum);
-        out[i] = 1 + (int)floor(share + 1e-9);
-        rem[i] = share - floor(share + 1e-9);
-        given += out[i] - 1;
+        double share = total * ((w ? (w[i] > 0 ? w[i] : 0) : 1.0) / sum);
+        int f = (int)floor(share + 1e-9);
+        rem[i] = share - f;
+        out[i] = f < 1 ? 1 : f;
+        given += out[i];
     }
-    while (given < rest) {
+    while (given > total) {
+        int big = 0;
+        for (int i = 1; i < n; i++)
+            if (out[i] > out[big])
+                big = i;
+        out[big]--;
+        given--;
+    }
+    while (given < total) {
         int best = 0;
         for (int i = 1; i < n; i++)
             if (rem[i] > rem[best] + 1e-12)

@@ -30,7 +30,8 @@ static inline int sy_mesh_p(const sy_mesh *m, int rank) { return rank % m->ep; }
 static inline int sy_mesh_d(const sy_mesh *m, int rank) { return rank / m->ep; }
 /* The rank in data group d that holds expert e. */
 int sy_mesh_owner(const sy_mesh *m, int d, int e);
-/* Rows per rank (ties to lower ranks) proportional to w[], each >= 1 when total >= n. */
+/* Splits total into n shares proportional to w[] (NULL: equal), each >= 1; remainders by
+ * largest fraction, ties to lower ranks. -1 when total < n. */
 int sy_apportion(int total, int n, const double *w, int *out);
 
 #endif
