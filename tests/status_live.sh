@@ -97,6 +97,11 @@ for f in table prom; do
   "$bin/switchyard" status "$ST" $opt > "$tmp/out.$f" 2>&1
 done
 check "table output fits 100 columns" '[ "$(awk "{ if (length(\$0) > m) m = length(\$0) } END { print m+0 }" "$tmp/out.table")" -le 100 ] && grep -q "^run " "$tmp/out.table"'
+if command -v promtool > /dev/null; then
+  check "promtool check metrics accepts the --prom output" 'promtool check metrics < "$tmp/out.prom" > "$tmp/promtool.out" 2>&1 || { cat "$tmp/promtool.out"; false; }'
+else
+  echo "note: promtool not installed (Debian package prometheus); the grammar is checked by test_status_format"
+fi
 check "prometheus output has the step and per-expert metrics" 'grep -q "^switchyard_step " "$tmp/out.prom" && grep -q "^switchyard_expert_token_share{" "$tmp/out.prom"'
 
 # kill a worker: it shows as dead, the run recovers on 2
