@@ -353,8 +353,10 @@ static void table_expert_layer(FILE *out, const Switchyard__StatusReply *r, uint
         line_cell(&l, "expert", 6, 1);
         line_cell(&l, "share", 6, 1);
         line_cell(&l, "drop", 6, 1);
-        if (langs)
-            line_cell(&l, "top lang", per_line == 1 ? 12 : 9, 0);
+        if (langs) {
+            line_put(&l, " ");
+            line_cell(&l, "top lang", per_line == 1 ? 12 : 8, 0);
+        }
         if (per_line == 1)
             line_put(&l, "load");
     }
@@ -372,8 +374,10 @@ static void table_expert_layer(FILE *out, const Switchyard__StatusReply *r, uint
         line_cell(&l, e, 6, 1);
         line_cell(&l, sh, 6, 1);
         line_cell(&l, dr, 6, 1);
-        if (langs)
-            line_cell(&l, fmt_top_lang(tl, sizeof tl, r, x), per_line == 1 ? 12 : 9, 0);
+        if (langs) {
+            line_put(&l, " ");
+            line_cell(&l, fmt_top_lang(tl, sizeof tl, r, x), per_line == 1 ? 12 : 8, 0);
+        }
         if (per_line == 1) {
             int bar = maxshare > 0 && isfinite(x->share) && x->share > 0 ? (int)lround(30 * x->share / maxshare) : 0;
             for (int b = 0; b < bar; b++)

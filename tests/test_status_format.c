@@ -428,7 +428,7 @@ static void test_table_widths(void **state) {
     /* experts 0, 1, 2: (expert share drop lang pct) each, but expert 1's top language is
      * the 300-character name, cut to one word */
     assert_int_equal(words(l, w, 32), 14);
-    assert_string_equal(w[8], "SSSSSS...");
+    assert_string_equal(w[8], "SSSSS...");
     free(l);
     /* no escape character reaches the terminal, events beyond the first six summarised */
     assert_null(strchr(t, '\x1b'));
@@ -1710,6 +1710,9 @@ static void test_cmd_watch_sigint(void **state) {
 int main(void) {
     /* the unresolvable-host case must not wait out a slow resolver */
     setenv("RES_OPTIONS", "timeout:1 attempts:1", 1);
+    /* "never hangs" is part of the contract: a hang fails here rather than at ctest's
+     * much longer timeout (the whole run takes a few seconds) */
+    alarm(90);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table_header),
         cmocka_unit_test(test_table_workers),
