@@ -51,6 +51,13 @@ int sy_step_run(sy_model *m, const sy_config *cfg, const sy_mesh *mesh, int rank
     double t2 = sy_now();
     out->t.allreduce = t2 - t1;
     out->grad_norm = sqrt((double)dense_sq + sq[1]);
+    /* every rank sees the same global norm, so every rank stops here together */
+    if (!isfinite(out->grad_norm) || !isfinite(out->loss.total)) {
+        sy_seterr("the gradient norm is %g (loss share %g): training diverged; lower train.lr or set "
+                  "train.grad_clip",
+                  out->grad_norm, out->loss.total);
+        return -1;
+    }
     out->lr = sy_lr_at(tc, step);
     sy_adamw_step(lay, sy_model_params(m), g, mom, vel, step + 1, out->lr, tc,
                   sy_clip_scale(out->grad_norm, tc->grad_clip));
