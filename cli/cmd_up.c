@@ -163,7 +163,7 @@ int cmd_up(int argc, char **argv) {
     cargv[c++] = ctrl;
     cargv[c++] = "--status";
     cargv[c++] = status;
-    cargv[c++] = "--min-workers";
+    cargv[c++] = "--start-workers";
     cargv[c++] = nworkers;
     if (resume)
         cargv[c++] = "--resume";

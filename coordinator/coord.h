@@ -44,7 +44,9 @@ typedef struct {
     void *zctx, *router;
     member m[MAX_WORKERS];
     int n;
-    int min_workers;
+    int min_workers;           /* go on with at least this many */
+    int start_workers;         /* the first mesh waits for this many */
+    int epochs_started;
     enum phase phase;
     uint64_t epoch;
     int64_t step, start_step;

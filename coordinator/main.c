@@ -779,7 +779,7 @@ static void check_liveness(coord *c) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: switchyard-coordinator [CONFIG] [--bind EP] [--status EP] [--min-workers N]\n"
+            "usage: switchyard-coordinator [CONFIG] [--bind EP] [--status EP] [--min-workers N] [--start-workers N]\n"
             "                              [--set section.key=value ...] [--wire fp32|bf16] [--fresh]\n"
             "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n");
 }
@@ -789,7 +789,7 @@ int main(int argc, char **argv) {
     c.code = 0;
     sy_config_defaults(&c.cfg);
     const char *path = NULL, *bind_ep = NULL, *wire = NULL, *status_ep = NULL;
-    int min_workers = -1, fresh = 0;
+    int min_workers = -1, start_workers = 0, fresh = 0;
     char **sets = calloc((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
     for (int i = 1; i < argc; i++) {
@@ -799,6 +799,8 @@ int main(int argc, char **argv) {
             status_ep = argv[++i];
         else if (!strcmp(argv[i], "--min-workers") && i + 1 < argc)
             min_workers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--start-workers") && i + 1 < argc)
+            start_workers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--set") && i + 1 < argc)
             sets[nsets++] = argv[++i];
         else if (!strcmp(argv[i], "--wire") && i + 1 < argc)
@@ -860,6 +862,9 @@ int main(int argc, char **argv) {
     if (sy_config_check(&c.cfg))
         goto bad;
     c.min_workers = c.cfg.cluster.min_workers;
+    /* the first mesh waits for --start-workers (switchyard up's N); after a loss the run goes
+     * on with min_workers */
+    c.start_workers = start_workers > c.min_workers ? start_workers : c.min_workers;
     if (c.refcheck_dir) {
         if (!c.out_dir) {
             sy_seterr("--refcheck needs --out DIR");
@@ -940,8 +945,8 @@ int main(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     c.t_start = sy_now();
-    sy_info("run %s: coordinator on %s, waiting for %d worker%s", c.run_id, c.cfg.cluster.coordinator, c.min_workers,
-            c.min_workers == 1 ? "" : "s");
+    sy_info("run %s: coordinator on %s, waiting for %d worker%s (goes on with at least %d)", c.run_id,
+            c.cfg.cluster.coordinator, c.start_workers, c.start_workers == 1 ? "" : "s", c.min_workers);
     double next_hb = 0.0;
     int signals_seen = 0;
     while (c.phase != DONE) {
@@ -971,7 +976,8 @@ int main(int argc, char **argv) {
             next_hb = now + c.cfg.cluster.heartbeat_ms / 1000.0;
         }
         check_liveness(&c);
-        if (c.phase == WAITING && live_count(&c) >= c.min_workers) {
+        if (c.phase == WAITING && live_count(&c) >= (c.epochs_started ? c.min_workers : c.start_workers)) {
+            c.epochs_started++;
             if (start_epoch(&c)) {
                 sy_error("%s", sy_lasterr());
                 c.code = 1;

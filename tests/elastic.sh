@@ -108,6 +108,21 @@ check "F: resumes past a bit flip, a truncated tensor and a truncated manifest (
 check "F: each skipped checkpoint is named" 'grep -q "step-00000040" "$tmp/corrupt.log" && grep -q "step-00000030" "$tmp/corrupt.log" && grep -q "step-00000020" "$tmp/corrupt.log"'
 check "F: saved on 3 workers, resumed on 2" 'grep -q "mesh of 2 workers" "$tmp/corrupt.log"'
 
+# G: switchyard up --workers 3: SIGKILL one worker, the run goes on with 2; a worker
+# started by hand against up's coordinator joins again at the next checkpoint
+"$bin/switchyard" up "$tmp/job.yaml" --workers 3 --set checkpoint.dir="$tmp/upk" --set train.steps=400 > "$tmp/upk.log" 2>&1 &
+up=$!; pids+=("$up")
+wait_for "training at step 0" "$tmp/upk.log" 30
+victim=$(pgrep -P $up -f switchyard-worker | head -1)
+kill -9 "$victim"
+check "G: up recovers on 2 workers after a SIGKILL" 'wait_for "mesh of 2 workers" "$tmp/upk.log" 20'
+ep=$(grep -oE "coordinator on tcp://127\.0\.0\.1:[0-9]+" "$tmp/upk.log" | head -1 | sed "s/coordinator on //")
+"$bin/switchyard-worker" --coordinator "$ep" --threads 1 > "$tmp/upk.w" 2>&1 & pids+=("$!")
+check "G: the restarted worker is brought back in" 'wait_for "admitting 1 waiting worker" "$tmp/upk.log" 20'
+for _ in $(seq 1 600); do kill -0 $up 2>/dev/null || break; sleep 0.1; done
+wait $up; rc=$?
+check "G: the run completes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/upk/step-00000400" ]'
+
 [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -15; done
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
