@@ -24,40 +24,8 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static char g_tmp[256];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-static int setup_tmp(void **state) {
-    (void)state;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sy_test_plot.XXXXXX");
-    assert_non_null(mkdtemp(g_tmp));
-    return 0;
-}
-
-static int teardown_tmp(void **state) {
-    (void)state;
-    nftw(g_tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    return 0;
-}
-
-static const char *tpath(const char *rel) {
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ % 8];
-    snprintf(b, 512, "%s/%s", g_tmp, rel);
-    return b;
-}
-
-static void write_file(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
+#define SY_TMPDIR_NAME "plot"
+#include "tmpdir.h"
 
 static uint8_t *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
