@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "config.h"
 #include "data.h"
+#include "evaluate.h"
 #include "log.h"
 #include "model.h"
 #include "model_io.h"
@@ -33,24 +34,6 @@ static void usage(void) {
             "  verifies; --fresh starts over.\n");
 }
 
-
-/* Mean cross-entropy (nats/token) over `batches` validation batches, eval mode. */
-static double evaluate(sy_model *m, const sy_tokens *val, const sy_config *cfg, int32_t *buf, int batches) {
-    int B = cfg->train.batch_size, T = cfg->train.seq_len;
-    double sum = 0.0;
-    int done = 0;
-    for (int i = 0; i < batches; i++) {
-        if (sy_batch_eval(val, i, B, T, buf))
-            break;
-        sy_pass ps = {.B = B, .T = T, .groups = cfg->train.groups, .training = 0, .seed = cfg->train.seed};
-        sy_losses l;
-        if (sy_model_forward(m, &ps, buf, &l))
-            return NAN;
-        sum += l.ce;
-        done++;
-    }
-    return done ? sum / done : NAN;
-}
 
 static int save_checkpoint(const sy_config *cfg, sy_model *m, const float *mom, const float *vel, int64_t step,
                            const char *run_id) {
@@ -276,7 +259,7 @@ int cmd_train(int argc, char **argv) {
         acc_n++;
         int last = step == tc->steps;
         if ((tc->eval_every > 0 && step % tc->eval_every == 0) || last)
-            val_loss = evaluate(m, val, &cfg, batch, tc->eval_batches);
+            val_loss = sy_evaluate(m, val, &cfg, batch);
         if (step % tc->log_every == 0 || last || step == first_step + 1) {
             double now = sy_now(), tps = tokens_since / (now - t_log);
             char eta[32];

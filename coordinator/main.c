@@ -19,6 +19,7 @@
 #include "config.h"
 #include "ctrl.h"
 #include "data.h"
+#include "evaluate.h"
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
@@ -363,25 +364,14 @@ static double evaluate_checkpoint(coord *c, const char *dir) {
     sy_model *m = sy_model_new(&cfg->model, B, T, NULL);
     sy_ckpt *ck = sy_ckpt_open(dir);
     int32_t *buf = malloc((size_t)B * (T + 1) * sizeof(int32_t));
-    double sum = 0.0;
-    int n = 0;
-    if (m && ck && buf && !sy_model_io_load(ck, sy_model_layout(m), sy_model_params(m), NULL, NULL, NULL)) {
-        for (int i = 0; i < cfg->train.eval_batches; i++) {
-            if (sy_batch_eval(val, i, B, T, buf))
-                break;
-            sy_pass ps = {.B = B, .T = T, .groups = cfg->train.groups, .training = 0};
-            sy_losses l;
-            if (sy_model_forward(m, &ps, buf, &l))
-                break;
-            sum += l.ce;
-            n++;
-        }
-    }
+    double v = NAN;
+    if (m && ck && buf && !sy_model_io_load(ck, sy_model_layout(m), sy_model_params(m), NULL, NULL, NULL))
+        v = sy_evaluate(m, val, cfg, buf);
     free(buf);
     sy_ckpt_close(&ck);
     sy_model_destroy(&m);
     sy_tokens_destroy(&val);
-    return n ? sum / n : NAN;
+    return v;
 }
 
 static void *eval_main(void *arg) {
