@@ -342,18 +342,34 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
 
 /* ---------------------------------------------------------------- steps */
 
+/* Whether this rank sends parameter p's tensors to the coordinator: replicated tensors
+ * once (rank 0), each expert by its holder in data group 0. */
+static int sends_param(const worker *w, const sy_param *p) {
+    return p->expert < 0 ? w->rank == 0 : sy_mesh_d(&w->mesh, w->rank) == 0;
+}
+
+/* Marks the end of a stream of tensors (a checkpoint's or refcheck's) for `step`. */
+static int send_save_done(worker *w, int64_t step, int tensors) {
+    Switchyard__SaveDone sd = SWITCHYARD__SAVE_DONE__INIT;
+    sd.epoch = w->epoch;
+    sd.step = step;
+    sd.rank = (uint32_t)w->rank;
+    sd.tensors = (uint32_t)tensors;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SAVE_DONE;
+    env.save_done = &sd;
+    return send_env(w, &env, NULL, 0);
+}
+
 static int save_state(worker *w, int64_t step) {
     const sy_layout *lay = sy_model_layout(w->model);
-    int d = sy_mesh_d(&w->mesh, w->rank);
     int n = 0, total = 0;
     char name[SY_CKPT_MAX_NAME];
-    /* dense weights once (rank 0), each expert by its owner in data group 0 */
-#define SENDS(p) ((p)->expert < 0 ? w->rank == 0 : d == 0)
     for (int i = 0; i < lay->n_params; i++)
-        total += SENDS(&lay->params[i]) ? 3 : 0;
+        total += sends_param(w, &lay->params[i]) ? 3 : 0;
     for (int i = 0; i < lay->n_params; i++) {
         const sy_param *p = &lay->params[i];
-        if (!SENDS(p))
+        if (!sends_param(w, p))
             continue;
         int64_t shape[2] = {p->shape[0], p->shape[1]};
         const float *arenas[3] = {sy_model_params(w->model), w->mom, w->vel};
@@ -366,16 +382,7 @@ static int save_state(worker *w, int64_t step) {
                 fault_point(step - 1, "save");
         }
     }
-#undef SENDS
-    Switchyard__SaveDone sd = SWITCHYARD__SAVE_DONE__INIT;
-    sd.epoch = w->epoch;
-    sd.step = step;
-    sd.rank = (uint32_t)w->rank;
-    sd.tensors = (uint32_t)n;
-    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
-    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SAVE_DONE;
-    env.save_done = &sd;
-    return send_env(w, &env, NULL, 0);
+    return send_save_done(w, step, n);
 }
 
 /* Refcheck: one forward/backward on this rank's rows of the case; gradients and routing
@@ -406,11 +413,11 @@ static int refcheck_step(worker *w, sy_step_result *res) {
 
 static int send_refcheck_grads(worker *w) {
     const sy_layout *lay = sy_model_layout(w->model);
-    int d = sy_mesh_d(&w->mesh, w->rank), n = 0;
+    int n = 0;
     char name[SY_CKPT_MAX_NAME];
     for (int i = 0; i < lay->n_params; i++) {
         const sy_param *p = &lay->params[i];
-        if (p->expert < 0 ? w->rank != 0 : d != 0)
+        if (!sends_param(w, p))
             continue;
         int64_t shape[2] = {p->shape[0], p->shape[1]};
         snprintf(name, sizeof name, "grad/%s", p->name);
@@ -430,14 +437,7 @@ static int send_refcheck_grads(worker *w) {
             return -1;
         n++;
     }
-    Switchyard__SaveDone sd = SWITCHYARD__SAVE_DONE__INIT;
-    sd.epoch = w->epoch;
-    sd.rank = (uint32_t)w->rank;
-    sd.tensors = (uint32_t)n;
-    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
-    env.msg_case = SWITCHYARD__ENVELOPE__MSG_SAVE_DONE;
-    env.save_done = &sd;
-    return send_env(w, &env, NULL, 0);
+    return send_save_done(w, 0, n);
 }
 
 /* A tensor of the state this assignment starts from: copy it into the arena it names. */
