@@ -393,6 +393,14 @@ int sy_blas_setup(int argc, char **argv, const char *component) {
     if (marker && !by_us)
         unsetenv(ENV_AUTO); /* stale: someone changed OPENBLAS_CORETYPE after we set it */
 
+    /* Thread counts are checked before any re-execution: a bad value is refused once, by
+     * the process the user started, whichever kernel the library loaded. */
+    int threads;
+    if (env_threads("SWITCHYARD_THREADS", &threads))
+        return -1;
+    if (!threads && env_threads("OPENBLAS_NUM_THREADS", &threads))
+        return -1;
+
     enum { MODE_AUTO, MODE_NONE, MODE_NAME } mode = MODE_AUTO;
     char name[64] = "";
     const char *m = getenv(ENV_CORE);
@@ -470,11 +478,6 @@ int sy_blas_setup(int argc, char **argv, const char *component) {
         return -1;
     }
 
-    int threads;
-    if (env_threads("SWITCHYARD_THREADS", &threads))
-        return -1;
-    if (!threads && env_threads("OPENBLAS_NUM_THREADS", &threads))
-        return -1;
     sy_blas_set_threads(threads);
 
     int n = sy_blas_threads();
