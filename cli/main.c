@@ -20,6 +20,7 @@ static const subcommand commands[] = {
     {"plot", cmd_plot, "loss and tokens/s curves of a run log: switchyard plot LOG [-o FILE.png|FILE.svg]"},
     {"refcheck", cmd_refcheck, "check the maths against a PyTorch reference case: switchyard refcheck DIR"},
     {"bench", cmd_bench, "throughput and time by phase: switchyard bench [CONFIG]; bench allreduce|alltoall"},
+    {"keygen", cmd_keygen, "CURVE key pairs: switchyard keygen NAME | --cluster DIR [--workers N]"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint: switchyard ckpt inspect|verify DIR"},
 };
 
@@ -41,7 +42,7 @@ int main(int argc, char **argv) {
             continue;
         /* the numeric commands want OpenBLAS on the right kernel before any math runs */
         if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare") && strcmp(argv[1], "up") &&
-            strcmp(argv[1], "status") && strcmp(argv[1], "plot")) {
+            strcmp(argv[1], "status") && strcmp(argv[1], "plot") && strcmp(argv[1], "keygen")) {
             if (sy_blas_setup(argc, argv, "switchyard")) {
                 fprintf(stderr, "switchyard: %s\n", sy_lasterr());
                 return 2;
