@@ -15,6 +15,8 @@
 #include <zmq.h>
 
 #include "commands.h"
+#include "curve.h"
+#include "log.h"
 #include "status_format.h"
 #include "switchyard.pb-c.h"
 
@@ -39,6 +41,9 @@ static void usage(FILE *f) {
             "  --watch [S]   refresh every S seconds (default 2) until Ctrl-C\n"
             "  --count N     with --watch: stop after N refreshes\n"
             "  --timeout MS  wait this long for each reply (default 2000)\n"
+            "  --keys DIR    CURVE: DIR/clients/operator.secret and DIR/coordinator.key (what `up` prints)\n"
+            "  --cert FILE --coordinator-key KEY   CURVE with another client certificate\n"
+            "                (without these, only a coordinator started with --status-open answers)\n"
             "Exit status: 0 ok, 1 no or bad reply, 2 bad usage or endpoint.\n");
 }
 
@@ -134,6 +139,10 @@ static int ask(void *ctx, const char *ep, int timeout_ms, Switchyard__StatusRepl
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
     zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
+    if (sy_sec_coordinator_client(s)) {
+        snprintf(err, en, "%s", sy_lasterr());
+        goto done;
+    }
     if (zmq_connect(s, ep)) {
         snprintf(err, en, "cannot connect to %s: %s", ep, zmq_strerror(errno));
         goto done;
@@ -150,15 +159,15 @@ static int ask(void *ctx, const char *ep, int timeout_ms, Switchyard__StatusRepl
             rc = -1;
             goto done;
         }
-        snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s?", ep,
-                 timeout_ms, ep);
+        snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s%s?", ep,
+                 timeout_ms, ep, sy_sec_on() ? ", and is this client\'s key allowed" : " (and --status-open, or give --keys)");
         goto done;
     }
     for (;;) {
         int left = (int)ceil((deadline - now_s()) * 1e3);
         if (left <= 0) {
-            snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s?", ep,
-                     timeout_ms, ep);
+            snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s%s?", ep,
+                     timeout_ms, ep, sy_sec_on() ? ", and is this client\'s key allowed" : " (and --status-open, or give --keys)");
             goto done;
         }
         zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
@@ -252,10 +261,16 @@ int cmd_status(int argc, char **argv) {
     int fmt = FMT_TABLE, watch = 0, timeout_ms = 2000;
     long count = 0;
     double every = 2.0;
+    sy_sec_opts sec = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         char *end;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(a, "--keys") || !strcmp(a, "--cert") || !strcmp(a, "--coordinator-key")) {
+            if (!sy_sec_arg(&sec, argc, argv, &i)) {
+                fprintf(stderr, "switchyard status: %s needs a value\n", a);
+                return 2;
+            }
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--json") || !strcmp(a, "--prom")) {
@@ -326,6 +341,10 @@ int cmd_status(int argc, char **argv) {
         freeaddrinfo(ai);
     }
 
+    if ((sec.keys_dir || sec.cert || sec.server_key) && sy_sec_client_init(&sec, "clients/operator.secret", "status")) {
+        fprintf(stderr, "switchyard status: %s\n", sy_lasterr());
+        return 2;
+    }
     void *ctx = zmq_ctx_new();
     if (!ctx) {
         fprintf(stderr, "switchyard status: cannot start ZeroMQ: %s\n", zmq_strerror(errno));

@@ -1,6 +1,7 @@
 #include "ctrl.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -100,6 +101,9 @@ int sy_ctrl_recv(void *sock, int router, sy_ctrl_msg *out, int flags) {
         sy_seterr("control: a %zu-byte envelope from '%s' is over the limit", n, out->id);
         return -2;
     }
+    const char *uid = zmq_msg_gets(&f, "User-Id");
+    if (uid)
+        snprintf(out->key, sizeof out->key, "%s", uid);
     out->env = switchyard__envelope__unpack(NULL, n, zmq_msg_data(&f));
     zmq_msg_close(&f);
     if (!out->env) {

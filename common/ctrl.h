@@ -15,6 +15,7 @@ typedef struct {
     Switchyard__Envelope *env;  /* decoded envelope (free with sy_ctrl_msg_free) */
     char id[256];               /* routing id of the sender (ROUTER only) */
     size_t id_len;
+    char key[41];               /* the sender's authenticated CURVE key ("" when insecure) */
     void *payload;              /* the payload frame's bytes, or NULL */
     size_t payload_len;
     void *_payload_msg;         /* zmq_msg_t holding payload */

@@ -655,3 +655,156 @@ void sy_zap_counts(sy_zap *z, const char *domain, uint64_t *accepted, uint64_t *
         *refused = d ? d->refused : 0;
     pthread_mutex_unlock(&z->lock);
 }
+
+/* ---------------------------------------------------------------- process options */
+
+static sy_cert g_own;
+static char g_server_pub[SY_KEY_LEN + 1];
+static int g_on;
+
+int sy_sec_arg(sy_sec_opts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char **val = NULL;
+    if (!strcmp(a, "--insecure")) {
+        o->insecure = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--status-open")) {
+        o->status_open = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--keys"))
+        val = &o->keys_dir;
+    else if (!strcmp(a, "--cert"))
+        val = &o->cert;
+    else if (!strcmp(a, "--allow"))
+        val = &o->allow;
+    else if (!strcmp(a, "--status-allow"))
+        val = &o->status_allow;
+    else if (!strcmp(a, "--coordinator-key") || !strcmp(a, "--server-key"))
+        val = &o->server_key;
+    if (!val || *i + 1 >= argc)
+        return 0;
+    *val = argv[++*i];
+    return 1;
+}
+
+const char *sy_sec_usage(void) {
+    return "  security (CURVE on every socket; default on):\n"
+           "    --keys DIR            keys made by `switchyard keygen --cluster DIR`\n"
+           "    --cert FILE           this process's certificate (NAME.secret)\n"
+           "    --coordinator-key K   the coordinator's public key (NAME.key or the 40 Z85 characters)\n"
+           "    --allow PATH          coordinator: allowed worker keys (directory of *.key, or a file)\n"
+           "    --status-allow PATH   coordinator: allowed status client keys\n"
+           "    --status-open         coordinator: status readable by anyone (no CURVE on that socket)\n"
+           "    --insecure            no authentication or encryption at all (debugging only)\n";
+}
+
+void sy_sec_warn_insecure(const char *who) {
+    sy_warn("**************************************************************************");
+    sy_warn("** %s: --insecure: NO CURVE. Anyone who can reach these ports can join, **", who);
+    sy_warn("** send gradients, read the run and stop it. Debugging on a trusted host only. **");
+    sy_warn("**************************************************************************");
+}
+
+int sy_sec_client_init(const sy_sec_opts *o, const char *default_cert, const char *who) {
+    g_on = 0;
+    if (o->insecure) {
+        sy_sec_warn_insecure(who);
+        return 0;
+    }
+    if (sy_curve_check())
+        return -1;
+    char p[4200];
+    const char *cert = o->cert;
+    if (!cert && o->keys_dir && default_cert) {
+        snprintf(p, sizeof p, "%s/%s", o->keys_dir, default_cert);
+        cert = p;
+    }
+    if (!cert) {
+        sy_seterr("no CURVE certificate: give --cert NAME.secret (make one with `switchyard keygen NAME`) and "
+                  "--coordinator-key, --keys DIR, or --insecure");
+        return -1;
+    }
+    if (sy_cert_load(cert, &g_own, 1))
+        return -1;
+    const char *sk = o->server_key;
+    char q[4200];
+    if (!sk && o->keys_dir) {
+        snprintf(q, sizeof q, "%s/coordinator.key", o->keys_dir);
+        sk = q;
+    }
+    if (!sk) {
+        sy_seterr("no coordinator key: give --coordinator-key FILE (the coordinator's .key) or --keys DIR");
+        return -1;
+    }
+    if (sy_pubkey_load(sk, g_server_pub))
+        return -1;
+    g_on = 1;
+    return 0;
+}
+
+int sy_sec_server_cert(const sy_sec_opts *o, sy_cert *out) {
+    if (sy_curve_check())
+        return -1;
+    char p[4200];
+    const char *cert = o->cert;
+    if (!cert && o->keys_dir) {
+        snprintf(p, sizeof p, "%s/coordinator.secret", o->keys_dir);
+        cert = p;
+    }
+    if (!cert) {
+        sy_seterr("no CURVE keys: give --keys DIR (`switchyard keygen --cluster DIR`), --cert and --allow, or "
+                  "--insecure");
+        return -1;
+    }
+    if (sy_cert_load(cert, out, 1))
+        return -1;
+    g_own = *out;
+    g_on = 1;
+    return 0;
+}
+
+int sy_sec_on(void) { return g_on; }
+const sy_cert *sy_sec_cert(void) { return g_on ? &g_own : NULL; }
+
+int sy_sec_coordinator_client(void *sock) { return g_on ? sy_curve_client(sock, &g_own, g_server_pub) : 0; }
+
+sy_zap *sy_sec_coordinator_start(void *zctx, const sy_sec_opts *o) {
+    sy_cert own;
+    if (sy_sec_server_cert(o, &own))
+        return NULL;
+    char p[4200];
+    const char *allow = o->allow, *sallow = o->status_allow;
+    if (!allow && o->keys_dir) {
+        snprintf(p, sizeof p, "%s/workers", o->keys_dir);
+        allow = p;
+    }
+    if (!allow) {
+        sy_seterr("no allow-list of worker keys: give --allow PATH or --keys DIR");
+        return NULL;
+    }
+    sy_zap *z = sy_zap_new(zctx);
+    if (!z)
+        return NULL;
+    if (sy_zap_allow_path(z, "control", allow))
+        goto fail;
+    if (!o->status_open) {
+        char q[4200];
+        if (!sallow && o->keys_dir) {
+            snprintf(q, sizeof q, "%s/clients", o->keys_dir);
+            sallow = q;
+        }
+        if (!sallow) {
+            sy_seterr("status clients need keys: give --status-allow PATH (their .key files), or --status-open "
+                      "for a status anyone may read");
+            goto fail;
+        }
+        if (sy_zap_allow_path(z, "status", sallow))
+            goto fail;
+    }
+    return z;
+fail:
+    sy_zap_destroy(&z);
+    return NULL;
+}

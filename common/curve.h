@@ -71,4 +71,39 @@ int sy_zap_set_hold(sy_zap *z, const char *domain, int ms);
 /* Handshakes accepted and refused in a domain since the start. */
 void sy_zap_counts(sy_zap *z, const char *domain, uint64_t *accepted, uint64_t *refused);
 
+/* ---------------------------------------------------------------- process options
+ * The flags every daemon and client shares:
+ *   --keys DIR          the layout of `switchyard keygen --cluster DIR`
+ *   --cert FILE         this process's own certificate (.secret)
+ *   --allow PATH        coordinator: worker keys allowed (default DIR/workers)
+ *   --status-allow PATH coordinator: status client keys allowed (default DIR/clients)
+ *   --status-open       coordinator: status socket without CURVE (read-only anyway)
+ *   --coordinator-key K worker / status client: the coordinator's public key (file or Z85)
+ *   --insecure          no CURVE anywhere (debugging on a trusted network; says so loudly) */
+typedef struct {
+    int insecure, status_open;
+    const char *keys_dir, *cert, *allow, *status_allow, *server_key;
+} sy_sec_opts;
+
+/* 1 when argv[*i] is one of the flags above (its value consumed: *i advances). */
+int sy_sec_arg(sy_sec_opts *o, int argc, char **argv, int *i);
+/* Help text for the flags (one block). */
+const char *sy_sec_usage(void);
+/* Sets up this process's identity towards the coordinator: its certificate (--cert, or
+ * default_cert under --keys DIR) and the coordinator's key (--coordinator-key, or
+ * DIR/coordinator.key). With --insecure, prints the warning and sets nothing. */
+int sy_sec_client_init(const sy_sec_opts *o, const char *default_cert, const char *who);
+/* The coordinator's own certificate (--cert, or DIR/coordinator.secret). */
+int sy_sec_server_cert(const sy_sec_opts *o, sy_cert *out);
+/* 1 when this process speaks CURVE (after sy_sec_client_init). */
+int sy_sec_on(void);
+const sy_cert *sy_sec_cert(void);
+/* Makes sock a CURVE client of the coordinator (no-op when insecure). */
+int sy_sec_coordinator_client(void *sock);
+/* The coordinator's security: its certificate and a ZAP handler allowing the worker keys
+ * (domain "control") and, unless --status-open, the status client keys ("status"). */
+sy_zap *sy_sec_coordinator_start(void *zctx, const sy_sec_opts *o);
+/* The loud line --insecure prints. */
+void sy_sec_warn_insecure(const char *who);
+
 #endif

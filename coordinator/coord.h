@@ -11,6 +11,7 @@
 #include "config.h"
 #include "mesh.h"
 #include "refcase.h"
+#include "sanitize.h"
 
 #define MAX_WORKERS 256
 #define SY_MAX_EVENTS 16
@@ -27,6 +28,7 @@ typedef struct {
     char hb_id[300];
     char host[128];
     char endpoint[256];
+    char key[41];      /* its authenticated CURVE key ("" when insecure) */
     double gflops;
     unsigned cores, threads, pid;
     double last_seen;
@@ -83,6 +85,9 @@ typedef struct {
     double recover_started;    /* when the last recovery began (0 = none in progress) */
     /* monitoring */
     void *status;              /* the read-only status ROUTER, or NULL */
+    struct sy_zap *zap;        /* CURVE authentication (NULL with --insecure) */
+    int status_open;           /* the status socket takes anyone (--status-open) */
+    sy_ratelog reject_log;     /* rejected control input: rate-limited lines, counted */
     double last_loss, last_ce, last_aux, last_z, last_tps, last_step_time, last_compute, last_a2a, last_ar;
     double val_loss;           /* NaN until measured */
     int64_t val_step;

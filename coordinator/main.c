@@ -18,6 +18,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "ctrl.h"
+#include "curve.h"
 #include "data.h"
 #include "evaluate.h"
 #include "log.h"
@@ -25,6 +26,7 @@
 #include "model.h"
 #include "model_io.h"
 #include "refcase.h"
+#include "sanitize.h"
 
 #include "coord.h"
 
@@ -174,7 +176,7 @@ static int start_epoch(coord *c) {
             W == 1 ? "" : "s", c->mesh.dp, c->mesh.dp == 1 ? "" : "s", c->mesh.ep, c->mesh.ep == 1 ? "" : "s",
             c->mesh.balanced ? " (shares follow measured speed)" : "");
     uint32_t eb[MAX_WORKERS], ee[MAX_WORKERS], r0[MAX_WORKERS], nr[MAX_WORKERS];
-    char *peers[MAX_WORKERS];
+    char *peers[MAX_WORKERS], *keys[MAX_WORKERS];
     for (int p = 0; p < c->mesh.ep; p++) {
         eb[p] = (uint32_t)c->mesh.e_begin[p];
         ee[p] = (uint32_t)c->mesh.e_end[p];
@@ -183,6 +185,7 @@ static int start_epoch(coord *c) {
         r0[r] = (uint32_t)c->mesh.row0[r];
         nr[r] = (uint32_t)c->mesh.nrows[r];
         peers[r] = c->m[c->rank_member[r]].endpoint;
+        keys[r] = c->m[c->rank_member[r]].key;
     }
     for (int r = 0; r < W; r++) {
         member *mb = &c->m[c->rank_member[r]];
@@ -203,6 +206,8 @@ static int start_epoch(coord *c) {
         a.row0 = r0;
         a.nrows = nr;
         a.peers = peers;
+        a.n_peer_keys = c->zap ? (size_t)W : 0; /* each rank's data socket accepts these keys only */
+        a.peer_keys = keys;
         a.config_yaml = c->yaml;
         a.start_step = c->step;
         a.global_batch = (uint32_t)B;
@@ -541,7 +546,7 @@ static void step_complete(coord *c) {
 
 /* ---------------------------------------------------------------- handlers */
 
-static void on_register(coord *c, const char *id, const Switchyard__Register *r) {
+static void on_register(coord *c, const char *id, const char *key, const Switchyard__Register *r) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
     char reason[256] = "";
@@ -552,6 +557,8 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
         snprintf(reason, sizeof reason, "big-endian workers are not supported (tensors travel little-endian)");
     else if (!r->peer_endpoint || strncmp(r->peer_endpoint, "tcp://", 6))
         snprintf(reason, sizeof reason, "no usable peer endpoint ('%s')", r->peer_endpoint ? r->peer_endpoint : "");
+    else if (c->zap && by_id(c, id) && strcmp(by_id(c, id)->key, key))
+        snprintf(reason, sizeof reason, "worker id '%s' belongs to another key", sy_esc_str(0, id));
     else if (c->n >= MAX_WORKERS && !by_id(c, id))
         snprintf(reason, sizeof reason, "the run already has %d workers", MAX_WORKERS);
     if (reason[0]) {
@@ -568,6 +575,7 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
         memset(mb, 0, sizeof *mb);
         snprintf(mb->id, sizeof mb->id, "%s", id);
         snprintf(mb->hb_id, sizeof mb->hb_id, "%s/hb", id);
+        snprintf(mb->key, sizeof mb->key, "%s", key);
         mb->rank = -1;
     }
     snprintf(mb->host, sizeof mb->host, "%s", r->host);
@@ -771,15 +779,18 @@ static void usage(void) {
     fprintf(stderr,
             "usage: switchyard-coordinator [CONFIG] [--bind EP] [--status EP] [--min-workers N] [--start-workers N]\n"
             "                              [--set section.key=value ...] [--wire fp32|bf16] [--fresh]\n"
-            "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n");
+            "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n%s",
+            sy_sec_usage());
 }
 
 int main(int argc, char **argv) {
     static coord c;
     c.code = 0;
+    c.reject_log = (sy_ratelog)SY_RATELOG_INIT(10.0, 5);
     sy_config_defaults(&c.cfg);
     const char *path = NULL, *bind_ep = NULL, *wire = NULL, *status_ep = NULL;
     int min_workers = -1, start_workers = 0, fresh = 0;
+    sy_sec_opts sec = {0};
     char **sets = calloc((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
     for (int i = 1; i < argc; i++) {
@@ -797,6 +808,8 @@ int main(int argc, char **argv) {
             wire = argv[++i];
         else if (!strcmp(argv[i], "--fresh"))
             fresh = 1;
+        else if (sy_sec_arg(&sec, argc, argv, &i))
+            continue;
         else if (!strcmp(argv[i], "--resume"))
             fresh = 0;
         else if (!strcmp(argv[i], "--refcheck") && i + 1 < argc)
@@ -880,6 +893,11 @@ int main(int argc, char **argv) {
     c.zctx = zmq_ctx_new();
     c.router = zmq_socket(c.zctx, ZMQ_ROUTER);
     sy_sock_defaults(c.router, 1);
+    c.status_open = sec.status_open;
+    if (sec.insecure)
+        sy_sec_warn_insecure("coordinator");
+    else if (!(c.zap = sy_sec_coordinator_start(c.zctx, &sec)) || sy_curve_server(c.router, sy_sec_cert(), "control"))
+        goto bad;
     if (zmq_bind(c.router, c.cfg.cluster.coordinator)) {
         sy_seterr("cannot bind the control socket at %s: %s", c.cfg.cluster.coordinator, zmq_strerror(errno));
         goto bad;
@@ -990,9 +1008,12 @@ int main(int argc, char **argv) {
             if (mb)
                 mb->last_seen = sy_now();
             if (e->msg_case == SWITCHYARD__ENVELOPE__MSG_REGISTER) {
-                on_register(&c, m.id, e->register_);
+                on_register(&c, m.id, m.key, e->register_);
             } else if (!mb) {
-                sy_debug("message %d from unknown peer '%s' ignored", (int)e->msg_case, m.id);
+                sy_debug("message %d from unknown peer '%s' ignored", (int)e->msg_case, sy_esc_str(0, m.id));
+            } else if (strcmp(mb->key, m.key)) {
+                sy_ratelog_warn(&c.reject_log, "message %d for worker %s from another key (%s) dropped",
+                                (int)e->msg_case, sy_esc_str(0, m.id), sy_esc_str(1, m.key));
             } else {
                 switch (e->msg_case) {
                 case SWITCHYARD__ENVELOPE__MSG_READY:
@@ -1042,6 +1063,7 @@ int main(int argc, char **argv) {
     sy_status_close(&c);
     free(c.load_lang);
     zmq_close(c.router);
+    sy_zap_destroy(&c.zap);
     zmq_ctx_term(c.zctx);
     free(c.yaml);
     free(sets);
@@ -1055,6 +1077,7 @@ int main(int argc, char **argv) {
 done_early:
     sy_status_close(&c);
     zmq_close(c.router);
+    sy_zap_destroy(&c.zap);
     zmq_ctx_term(c.zctx);
     free(c.yaml);
     free(sets);

@@ -23,15 +23,18 @@ checkpoint: {dir: $tmp/run, every: 20, keep: 2}
 cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false}
 YAML
 cport=$(free_port); sport=$(free_port)
+# CURVE on every socket: the status client needs the operator key (--keys DIR)
+"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 3 > /dev/null
 ST="tcp://127.0.0.1:$sport"
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$cport" --status "$ST" --min-workers 2 > "$tmp/coord.log" 2>&1 &
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$cport" --status "$ST" --min-workers 2 --keys "$tmp/keys" > "$tmp/coord.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 sleep 0.5
-js() { "$bin/switchyard" status "$ST" --json --timeout 3000 2> "$tmp/status.err"; }
+js() { "$bin/switchyard" status "$ST" --keys "$tmp/keys" --json --timeout 3000 2> "$tmp/status.err"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 state=$(js | field 'd["state"]')
 check "before any worker: '$state'" '[ "$state" = "waiting for workers" ]'
-for i in 1 2 3; do "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$cport" --threads 1 > "$tmp/w$i.log" 2>&1 & pids+=("$!"); done
+for i in 1 2 3; do "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$cport" --threads 1 \
+  --cert "$tmp/keys/workers/worker-$((i - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key" > "$tmp/w$i.log" 2>&1 & pids+=("$!"); done
 for _ in $(seq 1 300); do
   js > "$tmp/s1.json" 2>/dev/null && [ "$(field 'len([w for w in d["workers"] if w["state"]=="training"])' < "$tmp/s1.json" 2>/dev/null)" = 3 ] && break
   sleep 0.1
@@ -43,7 +46,7 @@ check "languages come with the expert rows" '[ "$(field "len(d[\"languages\"])" 
 s1=$(field 'd["step"]' < "$tmp/s1.json")
 
 # a client that stops reading (SIGSTOP) while it polls fast must not stall training
-"$bin/switchyard" status "$ST" --watch 0.01 > /dev/null 2>&1 &
+"$bin/switchyard" status "$ST" --keys "$tmp/keys" --watch 0.01 > /dev/null 2>&1 &
 wpid=$!; pids+=("$wpid")
 sleep 0.3; kill -STOP $wpid
 sleep 2
@@ -53,9 +56,14 @@ kill -9 $wpid 2>/dev/null
 
 # garbage: raw bytes, then well-framed ZeroMQ messages that are not StatusRequests
 # (sent through libzmq itself, via ctypes)
-python3 - "$sport" > "$tmp/fuzz.out" 2>&1 <<'PY'
-import ctypes, ctypes.util, os, random, socket, sys
+python3 - "$sport" "$tmp/keys" > "$tmp/fuzz.out" 2>&1 <<'PY'
+import ctypes, ctypes.util, os, random, re, socket, sys
 port = int(sys.argv[1]); random.seed(7)
+def key(path, name):  # a CURVE key from a ZeroMQ certificate file
+    return re.search(name + r' = "(.{40})"', open(path).read()).group(1).encode()
+srv = key(sys.argv[2] + "/coordinator.key", "public-key")
+pub = key(sys.argv[2] + "/clients/operator.secret", "public-key")
+sec = key(sys.argv[2] + "/clients/operator.secret", "secret-key")
 for i in range(20):  # raw garbage, not ZeroMQ at all
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=1); s.sendall(os.urandom(random.randint(1, 300))); s.close()
@@ -75,6 +83,8 @@ def ask(frames):
     s = z.zmq_socket(ctx, ZMQ_DEALER)
     t = ctypes.c_int(3000); z.zmq_setsockopt(s, ZMQ_RCVTIMEO, ctypes.byref(t), 4)
     l = ctypes.c_int(0); z.zmq_setsockopt(s, ZMQ_LINGER, ctypes.byref(l), 4)
+    for opt, k in ((50, srv), (48, pub), (49, sec)):  # CURVE_SERVERKEY, PUBLICKEY, SECRETKEY
+        z.zmq_setsockopt(s, opt, k, 40)
     z.zmq_connect(s, b"tcp://127.0.0.1:%d" % port)
     for i, f in enumerate(frames):
         z.zmq_send(s, f, len(f), ZMQ_SNDMORE if i + 1 < len(frames) else 0)
@@ -94,7 +104,7 @@ check "malformed requests get error replies ($(tail -1 "$tmp/fuzz.out"))" 'grep 
 check "the coordinator still answers after the garbage" 'js | field "d[\"state\"]" | running'
 for f in table prom; do
   opt=$([ $f = prom ] && echo --prom || true)
-  "$bin/switchyard" status "$ST" $opt > "$tmp/out.$f" 2>&1
+  "$bin/switchyard" status "$ST" --keys "$tmp/keys" $opt > "$tmp/out.$f" 2>&1
 done
 check "table output fits 100 columns" '[ "$(awk "{ if (length(\$0) > m) m = length(\$0) } END { print m+0 }" "$tmp/out.table")" -le 100 ] && grep -q "^run " "$tmp/out.table"'
 if command -v promtool > /dev/null; then
@@ -118,6 +128,14 @@ done
 check "the killed worker shows as dead" '[ $seen_dead = 1 ]'
 check "the run shows it recovered on 2 workers" '[ $seen_rec = 1 ] && field "d[\"state\"]" < "$tmp/s3.json" | running'
 check "a checkpoint is reported" '[ "$(field "d[\"checkpoint_step\"]" < "$tmp/s3.json")" -ge 20 ]'
+# CURVE: a client without a key, or with a key not in the status allow-list, reads nothing
+"$bin/switchyard" status "$ST" --timeout 500 > "$tmp/nokey.out" 2> "$tmp/nokey.err"; r0=$?
+"$bin/switchyard" keygen "$tmp/stranger" > /dev/null
+"$bin/switchyard" status "$ST" --cert "$tmp/stranger.secret" --coordinator-key "$tmp/keys/coordinator.key" \
+  --timeout 500 > "$tmp/stranger.out" 2>&1; r3=$?
+check "status without a key: no reply (exit $r0)" '[ $r0 -ne 0 ] && [ ! -s "$tmp/nokey.out" ] && grep -q "give --keys" "$tmp/nokey.err"'
+check "status with a key not allowed: no reply (exit $r3)" '[ $r3 -ne 0 ] && ! grep -q "^run " "$tmp/stranger.out"'
+check "the coordinator logged the refused status key" 'grep -q "status socket: refused a connection" "$tmp/coord.log"'
 # bad endpoints and silence: one line, non-zero exit
 "$bin/switchyard" status "not an endpoint" > /dev/null 2> "$tmp/e1"; r1=$?
 "$bin/switchyard" status "tcp://127.0.0.1:$(free_port)" --timeout 300 > /dev/null 2> "$tmp/e2"; r2=$?

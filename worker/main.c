@@ -20,6 +20,7 @@
 #include "config.h"
 #include "crc32c.h"
 #include "ctrl.h"
+#include "curve.h"
 #include "data.h"
 #include "exchange.h"
 #include "heartbeat.h"
@@ -40,6 +41,7 @@ typedef struct {
     void *zctx, *ctrl;
     sy_heartbeat *hb;
     sy_peer *peer;
+    sy_zap *zap;            /* CURVE authentication of the data socket (NULL with --insecure) */
     char id[128], coordinator[256];
     double gflops;
     int threads;
@@ -331,7 +333,8 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
      * the data deadline is only a safety net, so it must outlast a slow peer's compute
      * between two exchanges: 20 peer timeouts, at least a minute. */
     int data_deadline = w->cfg.cluster.timeout_ms * 20 > 60000 ? w->cfg.cluster.timeout_ms * 20 : 60000;
-    if (sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
+    if (sy_peer_set_keys(w->peer, a->peer_keys, a->n_peer_keys) ||
+        sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
         return -1;
     w->assigned = 1;
     w->last_step = a->start_step - 1;
@@ -587,7 +590,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--port N] [--threads N]\n"
             "  Registers with the coordinator and trains. Data endpoint: tcp://ADDR:PORT (ADDR defaults to the\n"
-            "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n");
+            "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n%s",
+            sy_sec_usage());
 }
 
 static void send_ready(worker *w) {
@@ -627,7 +631,10 @@ static int send_register(worker *w) {
 int main(int argc, char **argv) {
     const char *coordinator = NULL, *advertise = NULL, *threads = NULL;
     int port = 0;
+    sy_sec_opts sec = {0};
     for (int i = 1; i < argc; i++) {
+        if (sy_sec_arg(&sec, argc, argv, &i))
+            continue;
         if (!strcmp(argv[i], "--coordinator") && i + 1 < argc)
             coordinator = argv[++i];
         else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
@@ -677,19 +684,31 @@ int main(int argc, char **argv) {
         advertise = addr;
     }
     int code = 1;
+    if (sy_sec_client_init(&sec, NULL, "worker")) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        return 2;
+    }
     w.zctx = zmq_ctx_new();
+    if (sy_sec_on() && !(w.zap = sy_zap_new(w.zctx))) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        goto out;
+    }
     char bind_ep[300];
     if (port > 0)
         snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", advertise, port);
     else
         snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", advertise);
-    if (!(w.peer = sy_peer_new(w.zctx, bind_ep))) {
+    if (!(w.peer = sy_peer_new_secure(w.zctx, bind_ep, sy_sec_cert(), w.zap))) {
         fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
         goto out;
     }
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
+    if (sy_sec_coordinator_client(w.ctrl)) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        goto out;
+    }
     if (zmq_connect(w.ctrl, coordinator)) {
         fprintf(stderr, "switchyard-worker: cannot connect to %s: %s\n", coordinator, zmq_strerror(errno));
         goto out;
@@ -803,6 +822,7 @@ out:
     if (w.have_cfg)
         sy_config_free(&w.cfg);
     sy_tokens_destroy(&w.train);
+    sy_zap_destroy(&w.zap);
     zmq_ctx_term(w.zctx);
     return code;
 }
