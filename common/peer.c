@@ -12,6 +12,7 @@
 #include "ctrl.h"
 #include "curve.h"
 #include "sanitize.h"
+#include "msgsize.h"
 #include "log.h"
 #include "switchyard.pb-c.h"
 
@@ -82,8 +83,12 @@ sy_peer *sy_peer_new_secure(void *zctx, const char *bind_ep, const sy_cert *own,
     sy_sock_defaults(p->pull, 0);
     int buf = 4 << 20; /* kernel socket buffers sized for megabyte chunks */
     zmq_setsockopt(p->pull, ZMQ_RCVBUF, &buf, sizeof buf);
-    int hwm = 0; /* unlimited queue on receive: senders pace themselves by the protocol */
+    /* a bounded queue (senders pace themselves by the protocol; a full queue blocks the
+     * sender, never drops), and frames of at most 256 MiB until the run's own limit is
+     * known (sy_peer_set_limit) */
+    int hwm = 10000;
     zmq_setsockopt(p->pull, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    sy_limit_set(p->pull, (int64_t)256 << 20);
     if (zmq_bind(p->pull, bind_ep)) {
         sy_seterr("peer: cannot bind data socket at %s: %s", bind_ep, zmq_strerror(errno));
         goto fail;
@@ -172,6 +177,8 @@ int sy_peer_set_keys(sy_peer *p, char *const *keys, size_t n) {
 }
 
 uint64_t sy_peer_forged(const sy_peer *p) { return p->forged; }
+
+void sy_peer_set_limit(sy_peer *p, int64_t bytes) { sy_limit_set(p->pull, bytes); }
 
 int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *endpoints, int timeout_ms,
                   const volatile int *abort_flag) {

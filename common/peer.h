@@ -32,6 +32,8 @@ sy_peer *sy_peer_new_secure(void *zctx, const char *bind_ep, const sy_cert *own,
 /* The CURVE key of every rank of the next epoch (n = world; call before sy_peer_setup).
  * A no-op on an insecure peer. */
 int sy_peer_set_keys(sy_peer *p, char *const *keys, size_t n);
+/* ZMQ_MAXMSGSIZE of the data socket (for connections made afterwards). */
+void sy_peer_set_limit(sy_peer *p, int64_t bytes);
 /* Messages dropped because their key was not their claimed rank's. */
 uint64_t sy_peer_forged(const sy_peer *p);
 void sy_peer_destroy(sy_peer **p);

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SY_ID_MAX 128
+#define SY_ID_MAX 200
 
 /* 1 when s[0..len) is a valid id: 1..SY_ID_MAX bytes, each 0x21..0x7e. */
 int sy_id_valid(const char *s, size_t len);

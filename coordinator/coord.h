@@ -88,6 +88,8 @@ typedef struct {
     struct sy_zap *zap;        /* CURVE authentication (NULL with --insecure) */
     int status_open;           /* the status socket takes anyone (--status-open) */
     sy_ratelog reject_log;     /* rejected control input: rate-limited lines, counted */
+    int max_pending;           /* at most this many registered workers wait outside the mesh */
+    double assign_started;     /* when the current epoch's assignments went out */
     double last_loss, last_ce, last_aux, last_z, last_tps, last_step_time, last_compute, last_a2a, last_ar;
     double val_loss;           /* NaN until measured */
     int64_t val_step;

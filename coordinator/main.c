@@ -21,6 +21,7 @@
 #include "curve.h"
 #include "data.h"
 #include "evaluate.h"
+#include "msgsize.h"
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
@@ -224,6 +225,7 @@ static int start_epoch(coord *c) {
         }
     }
     c->phase = ASSIGNING;
+    c->assign_started = sy_now();
     return 0;
 }
 
@@ -546,6 +548,16 @@ static void step_complete(coord *c) {
 
 /* ---------------------------------------------------------------- handlers */
 
+static int standby_count(const coord *c);
+
+/* A row of the member table that may be reused: a dead worker not in the current mesh. */
+static member *free_slot(coord *c) {
+    for (int i = 0; i < c->n; i++)
+        if (!c->m[i].alive && c->m[i].rank < 0)
+            return &c->m[i];
+    return NULL;
+}
+
 static void on_register(coord *c, const char *id, const char *key, const Switchyard__Register *r) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
@@ -559,10 +571,12 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
         snprintf(reason, sizeof reason, "no usable peer endpoint ('%s')", r->peer_endpoint ? r->peer_endpoint : "");
     else if (c->zap && by_id(c, id) && strcmp(by_id(c, id)->key, key))
         snprintf(reason, sizeof reason, "worker id '%s' belongs to another key", sy_esc_str(0, id));
-    else if (c->n >= MAX_WORKERS && !by_id(c, id))
+    else if (!by_id(c, id) && standby_count(c) >= c->max_pending)
+        snprintf(reason, sizeof reason, "%d workers already wait to join (--max-pending)", c->max_pending);
+    else if (c->n >= MAX_WORKERS && !by_id(c, id) && !free_slot(c))
         snprintf(reason, sizeof reason, "the run already has %d workers", MAX_WORKERS);
     if (reason[0]) {
-        sy_warn("refusing worker %s: %s", id, reason);
+        sy_ratelog_warn(&c->reject_log, "refusing worker %s: %s", id, reason);
         no.reason = reason;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
         env.refuse = &no;
@@ -571,15 +585,19 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
     }
     member *mb = by_id(c, id);
     if (!mb) {
-        mb = &c->m[c->n++];
+        /* a dead worker outside the mesh leaves its row to a newcomer when the table is full */
+        mb = c->n < MAX_WORKERS ? &c->m[c->n++] : free_slot(c);
+        if (!mb)
+            return; /* cannot happen: refused above */
         memset(mb, 0, sizeof *mb);
         snprintf(mb->id, sizeof mb->id, "%s", id);
         snprintf(mb->hb_id, sizeof mb->hb_id, "%s/hb", id);
         snprintf(mb->key, sizeof mb->key, "%s", key);
         mb->rank = -1;
     }
-    snprintf(mb->host, sizeof mb->host, "%s", r->host);
-    snprintf(mb->endpoint, sizeof mb->endpoint, "%s", r->peer_endpoint);
+    /* what a peer says about itself reaches logs and the status table escaped */
+    sy_esc(mb->host, sizeof mb->host, r->host, strlen(r->host));
+    sy_esc(mb->endpoint, sizeof mb->endpoint, r->peer_endpoint, strlen(r->peer_endpoint));
     mb->gflops = r->gflops;
     mb->cores = r->cores;
     mb->threads = r->threads;
@@ -639,7 +657,7 @@ static size_t n_lang_slots(const coord *c) {
 
 static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
     if (c->phase != TRAINING || r->epoch != c->epoch || r->step != c->step || mb->rank != (int)r->rank) {
-        sy_warn("stale report from %s (epoch %" PRIu64 " step %" PRId64 ") ignored", mb->id, (uint64_t)r->epoch,
+        sy_ratelog_warn(&c->reject_log, "stale report from %s (epoch %" PRIu64 " step %" PRId64 ") ignored", mb->id, (uint64_t)r->epoch,
                 (int64_t)r->step);
         return;
     }
@@ -675,7 +693,7 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
 
 static void on_shard(coord *c, member *mb, const Switchyard__TensorShard *t, const void *payload, size_t len) {
     if (!c->writer || t->epoch != c->epoch) {
-        sy_warn("unexpected tensor %s from %s ignored", t->name, mb->id);
+        sy_ratelog_warn(&c->reject_log, "unexpected tensor %s from %s ignored", sy_esc_str(0, t->name), mb->id);
         return;
     }
     sy_dtype dt;
@@ -754,7 +772,30 @@ static void recover(coord *c, const char *reason) {
         sy_warn("waiting for workers: %d of %d needed", live, c->min_workers);
 }
 
+/* A mesh member that has not sent Ready long after its assignment never finishes
+ * admission: it is removed and the mesh re-planned without it. The bound leaves room for
+ * the state transfer (10 peer timeouts, at least 60 s). */
+static void check_admission(coord *c) {
+    if (c->phase != ASSIGNING)
+        return;
+    double limit = c->cfg.cluster.timeout_ms * 10 / 1000.0;
+    if (limit < 60)
+        limit = 60;
+    if (sy_now() - c->assign_started <= limit)
+        return;
+    for (int r = 0; r < c->world; r++) {
+        member *mb = &c->m[c->rank_member[r]];
+        if (mb->ready || !mb->alive)
+            continue;
+        mb->alive = 0;
+        sy_error("worker %s (rank %d) not ready %.0f s after its assignment: removed", mb->id, r, limit);
+        sy_coord_event(c, "rank %d (%s) removed: never finished admission", r, mb->id);
+    }
+    recover(c, "a worker never finished admission");
+}
+
 static void check_liveness(coord *c) {
+    check_admission(c);
     double now = sy_now(), limit = c->cfg.cluster.timeout_ms / 1000.0;
     for (int i = 0; i < c->n; i++) {
         member *mb = &c->m[i];
@@ -778,6 +819,7 @@ static void check_liveness(coord *c) {
 static void usage(void) {
     fprintf(stderr,
             "usage: switchyard-coordinator [CONFIG] [--bind EP] [--status EP] [--min-workers N] [--start-workers N]\n"
+            "                              [--max-pending N (workers waiting to join, default 16)]\n"
             "                              [--set section.key=value ...] [--wire fp32|bf16] [--fresh]\n"
             "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n%s",
             sy_sec_usage());
@@ -787,6 +829,7 @@ int main(int argc, char **argv) {
     static coord c;
     c.code = 0;
     c.reject_log = (sy_ratelog)SY_RATELOG_INIT(10.0, 5);
+    c.max_pending = 16;
     sy_config_defaults(&c.cfg);
     const char *path = NULL, *bind_ep = NULL, *wire = NULL, *status_ep = NULL;
     int min_workers = -1, start_workers = 0, fresh = 0;
@@ -800,6 +843,8 @@ int main(int argc, char **argv) {
             status_ep = argv[++i];
         else if (!strcmp(argv[i], "--min-workers") && i + 1 < argc)
             min_workers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-pending") && i + 1 < argc)
+            c.max_pending = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--start-workers") && i + 1 < argc)
             start_workers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--set") && i + 1 < argc)
@@ -893,6 +938,13 @@ int main(int argc, char **argv) {
     c.zctx = zmq_ctx_new();
     c.router = zmq_socket(c.zctx, ZMQ_ROUTER);
     sy_sock_defaults(c.router, 1);
+    /* no handover: a second connection claiming a live worker's routing id is turned away
+     * instead of taking over its messages (each worker incarnation has a fresh id) */
+    int no_handover = 0;
+    zmq_setsockopt(c.router, ZMQ_ROUTER_HANDOVER, &no_handover, sizeof no_handover);
+    /* no frame larger than the run's largest tensor (or envelope) is accepted */
+    sy_limit_set(c.router, c.have_rc ? sy_limit_ctrl_bytes(&c.rc.model, c.rc.batch, c.rc.seq)
+                                     : sy_limit_ctrl_bytes(&c.cfg.model, c.cfg.train.batch_size, c.cfg.train.seq_len));
     c.status_open = sec.status_open;
     if (sec.insecure)
         sy_sec_warn_insecure("coordinator");
@@ -1000,7 +1052,13 @@ int main(int argc, char **argv) {
             if (r == -1)
                 break;
             if (r == -2) {
-                sy_warn("%s", sy_lasterr());
+                sy_ratelog_warn(&c.reject_log, "%s", sy_lasterr());
+                continue;
+            }
+            if (!sy_id_valid(m.id, m.id_len) || strlen(m.id) != m.id_len) {
+                sy_ratelog_warn(&c.reject_log, "a message from a malformed routing id '%s' dropped (ids are 1..%d "
+                                "printable characters)", sy_esc(m.id, sizeof m.id, m.id, m.id_len), SY_ID_MAX);
+                sy_ctrl_msg_free(&m);
                 continue;
             }
             Switchyard__Envelope *e = m.env;
@@ -1032,8 +1090,8 @@ int main(int argc, char **argv) {
                     on_heartbeat(&c, mb);
                     break;
                 case SWITCHYARD__ENVELOPE__MSG_ERROR:
-                    sy_error("worker %s (rank %d): %s", mb->id, mb->rank, e->error->message);
-                    if (e->error->epoch == c.epoch && c.phase != WAITING && c.phase != DONE)
+                    sy_error("worker %s (rank %d): %s", mb->id, mb->rank, sy_esc_str(0, e->error->message));
+                    if (e->error->epoch == c.epoch && mb->rank >= 0 && c.phase != WAITING && c.phase != DONE)
                         recover(&c, "a worker failed its step");
                     break;
                 default:

@@ -24,6 +24,7 @@
 #include "data.h"
 #include "exchange.h"
 #include "heartbeat.h"
+#include "msgsize.h"
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
@@ -333,6 +334,8 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
      * the data deadline is only a safety net, so it must outlast a slow peer's compute
      * between two exchanges: 20 peer timeouts, at least a minute. */
     int data_deadline = w->cfg.cluster.timeout_ms * 20 > 60000 ? w->cfg.cluster.timeout_ms * 20 : 60000;
+    /* data frames larger than this run's largest legal one drop the sender's connection */
+    sy_peer_set_limit(w->peer, sy_limit_data_bytes(mc, m->global_batch, T, w->cfg.wire.chunk_bytes));
     if (sy_peer_set_keys(w->peer, a->peer_keys, a->n_peer_keys) ||
         sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
         return -1;
@@ -705,6 +708,7 @@ int main(int argc, char **argv) {
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
+    sy_limit_set(w.ctrl, (int64_t)1 << 30); /* the coordinator is authenticated; 1 GiB per tensor frame */
     if (sy_sec_coordinator_client(w.ctrl)) {
         fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
         goto out;
