@@ -1056,7 +1056,8 @@ int main(int argc, char **argv) {
                 continue;
             }
             if (!sy_id_valid(m.id, m.id_len) || strlen(m.id) != m.id_len) {
-                sy_ratelog_warn(&c.reject_log, "a message from a malformed routing id '%s' dropped (ids are 1..%d "
+                static sy_ratelog bad_ids = SY_RATELOG_INIT(10.0, 5);
+                sy_ratelog_warn(&bad_ids, "a message from a malformed routing id '%s' dropped (ids are 1..%d "
                                 "printable characters)", sy_esc(m.id, sizeof m.id, m.id, m.id_len), SY_ID_MAX);
                 sy_ctrl_msg_free(&m);
                 continue;
