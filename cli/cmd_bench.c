@@ -21,6 +21,7 @@
 
 #include "blas_setup.h"
 #include "commands.h"
+#include "curve.h"
 #include "config.h"
 #include "data.h"
 #include "log.h"
@@ -186,16 +187,24 @@ static int bench_model(int argc, char **argv) {
 
 static size_t g_chunk = 1 << 20;
 
-static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int bf16, int iters, int wfd) {
+/* certs: every rank's key pair (CURVE on the data sockets, as workers have it), or NULL */
+static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int bf16, int iters, int wfd,
+                      const sy_cert *certs) {
     void *ctx = zmq_ctx_new();
-    sy_peer *p = sy_peer_new(ctx, eps[rank]);
+    sy_zap *zap = certs ? sy_zap_new(ctx) : NULL;
+    sy_peer *p = certs && !zap ? NULL : sy_peer_new_secure(ctx, eps[rank], certs ? &certs[rank] : NULL, zap);
     if (!p) {
         fprintf(stderr, "bench: rank %d: %s\n", rank, sy_lasterr());
         return 1;
     }
+    char *keys[64];
+    for (int r = 0; certs && r < world; r++)
+        keys[r] = (char *)certs[r].pub;
     volatile int abort_flag = 0;
-    if (sy_peer_setup(p, 1, rank, world, eps, 30000, &abort_flag))
+    if ((certs && sy_peer_set_keys(p, keys, (size_t)world)) || sy_peer_setup(p, 1, rank, world, eps, 30000, &abort_flag)) {
+        fprintf(stderr, "bench: rank %d: %s\n", rank, sy_lasterr());
         return 1;
+    }
     int members[64];
     for (int i = 0; i < world; i++)
         members[i] = i;
@@ -231,6 +240,7 @@ static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int
             rc = 1;
     }
     sy_peer_destroy(&p);
+    sy_zap_destroy(&zap);
     zmq_ctx_term(ctx);
     free(data);
     free(t);
@@ -240,7 +250,7 @@ static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int
 static int bench_collective(int argc, char **argv) {
     int op = !strcmp(argv[0], "alltoall");
     size_t bytes = 16u << 20;
-    int workers = 2, bf16 = 0, iters = 10, json = 0;
+    int workers = 2, bf16 = 0, iters = 10, json = 0, curve = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--size") && i + 1 < argc) {
             char *end;
@@ -267,6 +277,8 @@ static int bench_collective(int argc, char **argv) {
             bf16 = !strcmp(w, "bf16");
         } else if (!strcmp(argv[i], "--json"))
             json = 1;
+        else if (!strcmp(argv[i], "--curve"))
+            curve = 1;
         else {
             fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[i]);
             return 2;
@@ -281,6 +293,12 @@ static int bench_collective(int argc, char **argv) {
         eps[r] = malloc(64);
         snprintf(eps[r], 64, "tcp://127.0.0.1:%d", sy_free_tcp_port());
     }
+    sy_cert certs[64];
+    for (int r = 0; curve && r < workers; r++)
+        if (sy_cert_new(&certs[r])) {
+            fprintf(stderr, "bench: %s\n", sy_lasterr());
+            return 2;
+        }
     int pfd[2];
     if (pipe(pfd))
         return 2;
@@ -289,7 +307,7 @@ static int bench_collective(int argc, char **argv) {
         pids[r] = fork();
         if (pids[r] == 0) {
             close(pfd[0]);
-            _exit(coll_child(r, workers, eps, op, bytes, bf16, iters, pfd[1]));
+            _exit(coll_child(r, workers, eps, op, bytes, bf16, iters, pfd[1], curve ? certs : NULL));
         }
     }
     close(pfd[1]);
@@ -311,14 +329,15 @@ static int bench_collective(int argc, char **argv) {
     double busbw = op == 0 ? algbw * 2.0 * (workers - 1) / workers : algbw * (double)(workers - 1) / workers;
     double per_iter_sent = (double)sent / (iters + 2);
     if (json)
-        printf("{\"op\":\"%s\",\"bytes\":%zu,\"workers\":%d,\"wire\":\"%s\",\"median_ms\":%.3f,\"algbw_gbs\":%.3f,"
-               "\"busbw_gbs\":%.3f,\"bytes_sent_per_rank\":%.0f}\n",
-               op ? "alltoall" : "allreduce", bytes, workers, bf16 ? "bf16" : "fp32", med * 1e3, algbw, busbw,
-               per_iter_sent);
+        printf("{\"op\":\"%s\",\"bytes\":%zu,\"workers\":%d,\"wire\":\"%s\",\"curve\":%s,\"median_ms\":%.3f,"
+               "\"algbw_gbs\":%.3f,\"busbw_gbs\":%.3f,\"bytes_sent_per_rank\":%.0f}\n",
+               op ? "alltoall" : "allreduce", bytes, workers, bf16 ? "bf16" : "fp32", curve ? "true" : "false",
+               med * 1e3, algbw, busbw, per_iter_sent);
     else
-        printf("%s of %.1f MiB over %d processes (tcp loopback, %s wire): median %.2f ms, algorithm bandwidth "
+        printf("%s of %.1f MiB over %d processes (tcp loopback, %s wire%s): median %.2f ms, algorithm bandwidth "
                "%.2f GB/s, bus bandwidth %.2f GB/s, %.1f MiB sent per rank\n",
-               op ? "all-to-all" : "all-reduce", bytes / 1048576.0, workers, bf16 ? "bf16" : "fp32", med * 1e3, algbw,
+               op ? "all-to-all" : "all-reduce", bytes / 1048576.0, workers, bf16 ? "bf16" : "fp32",
+               curve ? ", CURVE" : "", med * 1e3, algbw,
                busbw, per_iter_sent / 1048576.0);
     for (int r = 0; r < workers; r++)
         free(eps[r]);
@@ -331,7 +350,7 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fprintf(stdout, "usage: switchyard bench [CONFIG] [--steps N] [--warmup N] [--threads N] [--json]\n"
                         "       switchyard bench allreduce|alltoall [--size BYTES[K|M|G]] [--workers N] "
-                        "[--wire fp32|bf16] [--iters N] [--json]\n");
+                        "[--wire fp32|bf16] [--iters N] [--curve] [--json]\n");
         return 0;
     }
     return bench_model(argc, argv);

@@ -160,14 +160,14 @@ static int ask(void *ctx, const char *ep, int timeout_ms, Switchyard__StatusRepl
             goto done;
         }
         snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s%s?", ep,
-                 timeout_ms, ep, sy_sec_on() ? ", and is this client\'s key allowed" : " (and --status-open, or give --keys)");
+                 timeout_ms, ep, sy_sec_on() ? ", and is this client's key allowed" : " (and --status-open, or give --keys)");
         goto done;
     }
     for (;;) {
         int left = (int)ceil((deadline - now_s()) * 1e3);
         if (left <= 0) {
             snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s%s?", ep,
-                     timeout_ms, ep, sy_sec_on() ? ", and is this client\'s key allowed" : " (and --status-open, or give --keys)");
+                     timeout_ms, ep, sy_sec_on() ? ", and is this client's key allowed" : " (and --status-open, or give --keys)");
             goto done;
         }
         zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
