@@ -365,12 +365,12 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             zmq_msg_close(&x);
         }
         if (!h) {
-            sy_warn("peer: dropped a data message with an undecodable header");
+            sy_ratelog_warn(&p->drop_log, "peer: dropped a data message with an undecodable header");
             zmq_msg_close(&pl);
             continue;
         }
         if (h->epoch != p->epoch || (int)h->dst != p->rank || (int)h->src >= p->world) {
-            sy_warn("peer: dropped a message from rank %u of epoch %" PRIu64 " for rank %u (this is rank %d, epoch "
+            sy_ratelog_warn(&p->drop_log, "peer: dropped a message from rank %u of epoch %" PRIu64 " for rank %u (this is rank %d, epoch "
                     "%" PRIu64 ")",
                     h->src, (uint64_t)h->epoch, h->dst, p->rank, p->epoch);
             switchyard__data_header__free_unpacked(h, NULL);
@@ -387,7 +387,7 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             continue;
         }
         if (h->step < step) {
-            sy_warn("peer: rejected a message from rank %u for step %" PRId64 " (now at step %" PRId64 ")", h->src,
+            sy_ratelog_warn(&p->drop_log, "peer: rejected a message from rank %u for step %" PRId64 " (now at step %" PRId64 ")", h->src,
                     (int64_t)h->step, step);
             switchyard__data_header__free_unpacked(h, NULL);
             zmq_msg_close(&pl);
