@@ -37,6 +37,8 @@ typedef struct {
     int reported;
     int saved;
     int alive;
+    int banned;       /* removed for never finishing admission: its id may not register again */
+    int reregs;       /* Registers while in the mesh since it was last Ready */
     double step_time;  /* its last step, seconds */
 } member;
 

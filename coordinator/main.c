@@ -571,6 +571,8 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
         snprintf(reason, sizeof reason, "no usable peer endpoint ('%s')", r->peer_endpoint ? r->peer_endpoint : "");
     else if (c->zap && by_id(c, id) && strcmp(by_id(c, id)->key, key))
         snprintf(reason, sizeof reason, "worker id '%s' belongs to another key", sy_esc_str(0, id));
+    else if (by_id(c, id) && by_id(c, id)->banned)
+        snprintf(reason, sizeof reason, "worker id '%s' was removed: it never finished admission", sy_esc_str(0, id));
     else if (!by_id(c, id) && standby_count(c) >= c->max_pending)
         snprintf(reason, sizeof reason, "%d workers already wait to join (--max-pending)", c->max_pending);
     else if (c->n >= MAX_WORKERS && !by_id(c, id) && !free_slot(c))
@@ -615,9 +617,18 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
                 sy_info("worker %s waits for the next checkpoint to join the mesh", id);
         }
     } else if (mb->rank >= 0 && (c->phase == ASSIGNING || c->phase == TRAINING)) {
-        /* a mesh member registering again has dropped its assignment */
+        /* a mesh member registering again has dropped its assignment: re-plan once; one
+         * that does it again without ever getting Ready never finishes admission */
         char why[400];
-        snprintf(why, sizeof why, "rank %d (%s) registered again", mb->rank, id);
+        if (++mb->reregs >= 2) {
+            mb->alive = 0;
+            mb->banned = 1;
+            sy_error("worker %s (rank %d) registered again without getting ready: removed", id, mb->rank);
+            sy_coord_event(c, "rank %d (%s) removed: never finished admission", mb->rank, id);
+            snprintf(why, sizeof why, "rank %d (%s) never finished admission", mb->rank, id);
+        } else {
+            snprintf(why, sizeof why, "rank %d (%s) registered again", mb->rank, id);
+        }
         recover(c, why);
     }
 }
@@ -633,6 +644,7 @@ static void on_ready(coord *c, member *mb, const Switchyard__Ready *r) {
     if (c->phase != ASSIGNING || r->epoch != c->epoch || mb->rank < 0)
         return;
     mb->ready = 1;
+    mb->reregs = 0;
     for (int i = 0; i < c->world; i++)
         if (!c->m[c->rank_member[i]].ready)
             return;
@@ -774,13 +786,13 @@ static void recover(coord *c, const char *reason) {
 
 /* A mesh member that has not sent Ready long after its assignment never finishes
  * admission: it is removed and the mesh re-planned without it. The bound leaves room for
- * the state transfer (10 peer timeouts, at least 60 s). */
+ * the state transfer (10 peer timeouts, at least 5 s); its id may not register again. */
 static void check_admission(coord *c) {
     if (c->phase != ASSIGNING)
         return;
     double limit = c->cfg.cluster.timeout_ms * 10 / 1000.0;
-    if (limit < 60)
-        limit = 60;
+    if (limit < 5)
+        limit = 5;
     if (sy_now() - c->assign_started <= limit)
         return;
     for (int r = 0; r < c->world; r++) {
@@ -788,6 +800,7 @@ static void check_admission(coord *c) {
         if (mb->ready || !mb->alive)
             continue;
         mb->alive = 0;
+        mb->banned = 1;
         sy_error("worker %s (rank %d) not ready %.0f s after its assignment: removed", mb->id, r, limit);
         sy_coord_event(c, "rank %d (%s) removed: never finished admission", r, mb->id);
     }
@@ -1057,8 +1070,9 @@ int main(int argc, char **argv) {
             }
             if (!sy_id_valid(m.id, m.id_len) || strlen(m.id) != m.id_len) {
                 static sy_ratelog bad_ids = SY_RATELOG_INIT(10.0, 5);
+                char escaped[SY_ID_MAX * 4 + 8];
                 sy_ratelog_warn(&bad_ids, "a message from a malformed routing id '%s' dropped (ids are 1..%d "
-                                "printable characters)", sy_esc(m.id, sizeof m.id, m.id, m.id_len), SY_ID_MAX);
+                                "printable characters)", sy_esc(escaped, sizeof escaped, m.id, m.id_len), SY_ID_MAX);
                 sy_ctrl_msg_free(&m);
                 continue;
             }

@@ -130,6 +130,25 @@ check "the rest were refused: too many waiting" 'grep -q "workers already wait t
 check "refusals are rate-limited with a count" 'grep -q "similar lines suppressed\|counted, not printed" "$tmp/hyg.log" && [ "$(wc -l < "$tmp/hyg.log")" -lt 200 ]'
 check "a real worker still joins after the flood" 'grep -v "tcp://127.0.0.1:9 " "$tmp/hyg.log" | grep -q "joined from"'
 check "a routing id with a newline forged no log line" '! grep -q "^12:00:00.000 \[coordinator\] FAKE" "$tmp/hyg.log" && grep -q "malformed routing id" "$tmp/hyg.log"'
+# 5. admission (--insecure): a fake worker that registers and heartbeats but never
+# finishes admission (no Ready within 10 peer timeouts, or a second Register while in
+# the mesh) is removed, may not come back under its id, and a real worker then trains
+# the run to its end (before: "step 0 failed 5 times in a row: giving up")
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 1 --insecure \
+  --set cluster.timeout_ms=500 --set train.steps=20 --set checkpoint.dir="$tmp/adm" > "$tmp/adm.log" 2>&1 &
+cpid=$!; pids+=("$cpid")
+attack fake-worker --coord "tcp://127.0.0.1:$port" --seconds 9 > "$tmp/adm.fake" 2>&1 &
+fpid=$!; pids+=("$fpid")
+wait_for "never finished admission" "$tmp/adm.log" 20 || true
+"$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 --insecure > "$tmp/adm.w" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 600); do kill -0 $cpid 2> /dev/null || break; sleep 0.1; done
+rc=0; wait $cpid || rc=$?
+wait $fpid 2> /dev/null || true
+check "admission: the fake worker was removed" 'grep -qE "(not ready 5 s after its assignment|registered again without getting ready): removed" "$tmp/adm.log"'
+check "admission: its id was refused afterwards" 'grep -q "never finished admission" "$tmp/adm.log" && grep -q "was removed: it never finished admission" "$tmp/adm.log"'
+check "admission: the real worker trained the run to its end (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/adm/step-00000020" ]'
 grep -hE "refused|dropped|suppressed" "$tmp/att.log" | sed "s/^/  run: /" | head -12 || true
 [ $fail -eq 0 ] || { echo "--- attacked run:"; grep -vE "step .*/" "$tmp/att.log" | tail -30; echo "--- hygiene:"; tail -20 "$tmp/hyg.log"; }
 echo "$pass passed, $fail failed"
