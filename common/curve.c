@@ -476,9 +476,23 @@ static void zap_handle(sy_zap *z) {
         }
         if (ok)
             d->accepted++;
-        else if (d->hold_ms > 0 && z->n_held < ZAP_HELD)
+        else if (d->hold_ms > 0) {
             hold = 1;
-        else
+            if (z->n_held == ZAP_HELD) { /* full: the oldest held request is refused to make room */
+                int o = 0;
+                for (int i = 1; i < z->n_held; i++)
+                    if (z->held[i].deadline < z->held[o].deadline)
+                        o = i;
+                zap_held *h = &z->held[o];
+                refuse_log(&z->d[h->dom], h->key, h->addr, "held too long among too many");
+                zap_reply(z, &h->rid, &h->reqid, 0, h->key);
+                zmq_msg_close(&h->rid);
+                zmq_msg_close(&h->reqid);
+                z->held[o] = z->held[--z->n_held];
+            }
+            sy_ratelog_warn(&d->log, "%s socket: holding a connection from %s (key %s) up to %d s: not a member (yet)",
+                            d->name, sy_esc_str(0, addr), sy_esc_str(1, key), d->hold_ms / 1000);
+        } else
             refuse_log(d, key, addr, "key not in the allow-list");
     }
     if (hold) {

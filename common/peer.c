@@ -76,7 +76,7 @@ sy_peer *sy_peer_new_secure(void *zctx, const char *bind_ep, const sy_cert *own,
         p->own = *own;
         p->zap = zap;
         /* a peer of the new epoch may knock before this worker has its assignment: hold it */
-        if (!zap || sy_zap_set_keys(zap, "data", NULL, 0) || sy_zap_set_hold(zap, "data", 10000) ||
+        if (!zap || sy_zap_set_keys(zap, "data", NULL, 0) || sy_zap_set_hold(zap, "data", 30000) ||
             sy_curve_server(p->pull, own, "data"))
             goto fail;
     }

@@ -219,11 +219,14 @@ static int start_epoch(coord *c) {
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
         env.assignment = &a;
         send_to(c, mb, &env);
-        if (a.state_follows && send_state(c, mb, r)) {
+    }
+    /* the states after every assignment: each rank learns its peers' keys before any
+     * peer, done with its own assignment, knocks at its data socket */
+    for (int r = 0; r < W && c->last_ckpt[0]; r++)
+        if (send_state(c, &c->m[c->rank_member[r]], r)) {
             sy_err_prefix("sending the state of %s to rank %d", c->last_ckpt, r);
             return -1;
         }
-    }
     c->phase = ASSIGNING;
     c->assign_started = sy_now();
     return 0;
