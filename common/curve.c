@@ -822,3 +822,57 @@ fail:
     sy_zap_destroy(&z);
     return NULL;
 }
+
+/* ---------------------------------------------------------------- handshake monitor */
+
+void *sy_curve_monitor_new(void *zctx, void *sock, const char *name) {
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://sy-monitor-%s-%p", name, sock);
+    if (zmq_socket_monitor(sock, ep,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_SUCCEEDED))
+        return NULL;
+    void *m = zmq_socket(zctx, ZMQ_PAIR);
+    int zero = 0;
+    if (m)
+        zmq_setsockopt(m, ZMQ_LINGER, &zero, sizeof zero);
+    if (m && zmq_connect(m, ep)) {
+        zmq_close(m);
+        return NULL;
+    }
+    return m;
+}
+
+int sy_curve_monitor_failed(void *mon, const char *peer, char *why, size_t n) {
+    int failed = 0;
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            break;
+        }
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (char *)zmq_msg_data(&ev) + 2, 4);
+        }
+        zmq_msg_close(&ev);
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, mon, 0); /* the endpoint frame */
+        zmq_msg_close(&addr);
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            snprintf(why, n, "%s refused this process's CURVE key (status %u): is its public key in the allow-list?",
+                     peer, (unsigned)value);
+            failed = 1;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            snprintf(why, n,
+                     "the CURVE handshake with %s failed: a wrong --coordinator-key, or only one side runs "
+                     "--insecure",
+                     peer);
+            failed = 1;
+        }
+    }
+    return failed;
+}

@@ -103,6 +103,11 @@ int sy_sec_coordinator_client(void *sock);
 /* The coordinator's security: its certificate and a ZAP handler allowing the worker keys
  * (domain "control") and, unless --status-open, the status client keys ("status"). */
 sy_zap *sy_sec_coordinator_start(void *zctx, const sy_sec_opts *o);
+/* Watches sock's handshakes (a PAIR socket to poll; close it with zmq_close). */
+void *sy_curve_monitor_new(void *zctx, void *sock, const char *name);
+/* 1 with a reason naming peer when a handshake failed since the last call: libzmq does
+ * not retry a refused CURVE handshake, so the caller should say so and stop. */
+int sy_curve_monitor_failed(void *mon, const char *peer, char *why, size_t n);
 /* The loud line --insecure prints. */
 void sy_sec_warn_insecure(const char *who);
 

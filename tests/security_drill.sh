@@ -151,6 +151,22 @@ wait $fpid 2> /dev/null || true
 check "admission: the fake worker was removed" 'grep -qE "(not ready 5 s after its assignment|registered again without getting ready): removed" "$tmp/adm.log"'
 check "admission: its id was refused afterwards" 'grep -q "never finished admission" "$tmp/adm.log" && grep -q "was removed: it never finished admission" "$tmp/adm.log"'
 check "admission: the real worker trained the run to its end (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/adm/step-00000020" ]'
+# 6. a worker whose key is not allowed, or that has the wrong coordinator key, or runs
+# --insecure against a CURVE coordinator, says so and stops (libzmq never retries a
+# refused handshake: before, such a worker waited silently forever)
+port=$(free_port); sport=$(free_port)
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+  --keys "$K" --set checkpoint.dir="$tmp/keyed" > "$tmp/keyed.log" 2>&1 &
+cpid=$!; pids+=("$cpid")
+"$bin/switchyard" keygen "$tmp/stranger" > /dev/null
+w6() { timeout 30 "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "$@" > "$tmp/w6.log" 2>&1; }
+rc=0; w6 --cert "$tmp/stranger.secret" --coordinator-key "$K/coordinator.key" || rc=$?
+check "a worker with a key not allowed stops with a clear error (rc $rc)" '[ $rc -eq 3 ] && grep -q "refused this process.s CURVE key" "$tmp/w6.log"'
+rc=0; w6 --cert "$K/workers/worker-0.secret" --coordinator-key "$tmp/stranger.key" || rc=$?
+check "a worker with the wrong coordinator key stops with a clear error (rc $rc)" '[ $rc -eq 3 ] && grep -q "CURVE handshake with .* failed" "$tmp/w6.log"'
+rc=0; w6 --insecure || rc=$?
+check "an --insecure worker against a CURVE coordinator stops with a clear error (rc $rc)" '[ $rc -eq 3 ] && grep -q "only one side runs --insecure" "$tmp/w6.log"'
+kill "$cpid" 2> /dev/null || true; wait "$cpid" 2> /dev/null || true
 grep -hE "refused|dropped|suppressed" "$tmp/att.log" | sed "s/^/  run: /" | head -12 || true
 [ $fail -eq 0 ] || { echo "--- attacked run:"; grep -vE "step .*/" "$tmp/att.log" | tail -30; echo "--- hygiene:"; tail -20 "$tmp/hyg.log"; echo "--- admission:"; grep -v "step " "$tmp/adm.log" | tail -20; }
 echo "$pass passed, $fail failed"

@@ -687,6 +687,7 @@ int main(int argc, char **argv) {
         advertise = addr;
     }
     int code = 1;
+    void *mon = NULL; /* handshake events of the control socket */
     if (sy_sec_client_init(&sec, NULL, "worker")) {
         fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
         return 2;
@@ -719,6 +720,8 @@ int main(int argc, char **argv) {
     }
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
+    /* a refused CURVE handshake is never retried by libzmq: say so instead of waiting */
+    mon = sy_curve_monitor_new(w.zctx, w.ctrl, "ctrl");
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
             sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
     double next_register = 0.0, backoff = 1.0;
@@ -742,6 +745,12 @@ int main(int argc, char **argv) {
             registered = 0;
             backoff = 1.0;
             next_register = 0.0;
+        }
+        char why[400];
+        if (mon && sy_curve_monitor_failed(mon, coordinator, why, sizeof why)) {
+            sy_error("%s", why);
+            code = 3;
+            break;
         }
         zmq_pollitem_t it = {w.ctrl, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) <= 0)
@@ -818,6 +827,8 @@ int main(int argc, char **argv) {
         code = 0;
     }
 out:
+    if (mon)
+        zmq_close(mon);
     drop_assignment(&w);
     sy_heartbeat_stop(&w.hb);
     sy_peer_destroy(&w.peer);
