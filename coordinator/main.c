@@ -620,10 +620,11 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
                 sy_info("worker %s waits for the next checkpoint to join the mesh", id);
         }
     } else if (mb->rank >= 0 && (c->phase == ASSIGNING || c->phase == TRAINING)) {
-        /* a mesh member registering again has dropped its assignment: re-plan once; one
-         * that does it again without ever getting Ready never finishes admission */
+        /* a mesh member registering again has dropped its assignment: re-plan; one that
+         * does it a third time without getting Ready in between never finishes admission
+         * (below the 5 failed attempts that give the run up) */
         char why[400];
-        if (++mb->reregs >= 2) {
+        if (++mb->reregs >= 3) {
             mb->alive = 0;
             mb->banned = 1;
             sy_error("worker %s (rank %d) registered again without getting ready: removed", id, mb->rank);

@@ -132,7 +132,7 @@ check "refusals are rate-limited with a count" 'grep -q "similar lines suppresse
 check "a real worker still joins after the flood" 'grep -v "tcp://127.0.0.1:9 " "$tmp/hyg.log" | grep -q "joined from"'
 check "a routing id with a newline forged no log line" '! grep -q "^12:00:00.000 \[coordinator\] FAKE" "$tmp/hyg.log" && grep -q "malformed routing id" "$tmp/hyg.log"'
 # 5. admission (--insecure): a fake worker that registers and heartbeats but never
-# finishes admission (no Ready within 10 peer timeouts, or a second Register while in
+# finishes admission (no Ready within 10 peer timeouts, or a third Register while in
 # the mesh) is removed, may not come back under its id, and a real worker then trains
 # the run to its end (before: "step 0 failed 5 times in a row: giving up")
 port=$(free_port); sport=$(free_port)
