@@ -1,4 +1,4 @@
-/* test_refcase: loading the PyTorch reference cases in ../shared/refcases: shapes,
+/* test_refcase: loading the PyTorch reference cases in tests/refcases: shapes,
  * tensor bytes checked against the files read directly, expected losses, routing; and
  * broken copies of a case (missing or short tensor, bad YAML, bad tokens) refused with
  * messages naming the file. */
@@ -50,10 +50,10 @@ static void test_tiny(void **state) {
     assert_int_equal(rc.groups, 2);
     assert_int_equal(rc.batch, 4);
     assert_int_equal(rc.seq, 16);
-    assert_true(rc.loss_total == 6.14925277972);
-    assert_true(rc.loss_ce == 6.12765412467);
-    assert_true(rc.loss_aux == 1.25586155548);
-    assert_true(rc.loss_z == 9.0400394896);
+    assert_true(rc.loss_total == 6.06275977381);
+    assert_true(rc.loss_ce == 6.04166586774);
+    assert_true(rc.loss_aux == 1.34242424052);
+    assert_true(rc.loss_z == 7.66966366365);
 
     int32_t tok[17];
     read_head(CASE("tiny") "/tokens.i32", tok, 17);
@@ -115,8 +115,8 @@ static void test_all_switch(void **state) {
     assert_int_equal(rc.groups, 1);
     assert_int_equal(rc.batch, 2);
     assert_int_equal(rc.seq, 24);
-    assert_true(rc.loss_total == 6.11250238226);
-    assert_true(rc.loss_z == 24.6792293594);
+    assert_true(rc.loss_total == 5.75383793782);
+    assert_true(rc.loss_z == 23.1256376157);
     assert_int_equal(rc.n_routes, 2);
     for (int r = 0; r < 2; r++) {
         assert_int_equal(rc.routes[r].layer, r);
@@ -142,8 +142,8 @@ static void test_no_drop(void **state) {
         fail_msg("%s", sy_lasterr());
     assert_true(rc.model.capacity_factor == 4.0f);
     assert_int_equal(rc.groups, 4);
-    assert_true(rc.loss_total == 6.13013297421);
-    assert_true(rc.loss_aux == 1.49926029465);
+    assert_true(rc.loss_total == 6.05765290294);
+    assert_true(rc.loss_aux == 1.30775748735);
     assert_int_equal(rc.n_routes, 1);
     /* capacity factor 4 with 4 experts: every token fits */
     for (int i = 0; i < rc.routes[0].n; i++) {
@@ -164,8 +164,8 @@ static void test_wide(void **state) {
     assert_int_equal(rc.model.n_experts, 2);
     assert_int_equal(rc.batch, 2);
     assert_int_equal(rc.seq, 32);
-    assert_true(rc.loss_total == 5.99145819234);
-    assert_true(rc.loss_ce == 5.9489565489);
+    assert_true(rc.loss_total == 5.91108124196);
+    assert_true(rc.loss_ce == 5.87486832783);
     assert_int_equal(rc.n_routes, 2);
     assert_int_equal(rc.routes[0].layer, 1);
     assert_int_equal(rc.routes[1].layer, 3);
@@ -182,6 +182,39 @@ static void test_wide(void **state) {
     fclose(f);
     assert_memory_equal(lm->value + lm->numel - 4, tail, sizeof tail);
     sy_refcase_free(&rc);
+}
+
+/* top-k cases give every choice of every token: [N, k], -1 where a choice was dropped */
+static void test_top_k(void **state) {
+    static const struct {
+        const char *name;
+        int k, layer, n;
+    } cases[] = {{"top2", 2, 0, 64}, {"top3", 3, 1, 72}};
+    for (int c = 0; c < 2; c++) {
+        sy_refcase rc;
+        char dir[512], route[600];
+        snprintf(dir, sizeof dir, "%s/%s", SY_REFCASES_DIR, cases[c].name);
+        if (sy_refcase_load(&rc, dir) < 0)
+            fail_msg("%s", sy_lasterr());
+        assert_int_equal(rc.model.top_k, cases[c].k);
+        assert_int_equal(rc.routes[0].layer, cases[c].layer);
+        assert_int_equal(rc.routes[0].n, cases[c].n);
+        assert_int_equal(rc.routes[0].k, cases[c].k);
+        int n = cases[c].n * cases[c].k, kept_later = 0, dropped = 0;
+        int32_t *want = malloc((size_t)n * 4);
+        assert_non_null(want);
+        snprintf(route, sizeof route, "%s/route.%d.i32", dir, cases[c].layer);
+        read_head(route, want, (size_t)n);
+        assert_memory_equal(rc.routes[0].expert, want, (size_t)n * 4);
+        for (int i = 0; i < n; i++) {
+            kept_later += i % cases[c].k > 0 && want[i] >= 0;
+            dropped += want[i] < 0;
+        }
+        assert_true(kept_later > 0); /* second and later choices are exercised */
+        assert_true(dropped > 0);    /* and some of them dropped */
+        free(want);
+        sy_refcase_free(&rc);
+    }
 }
 
 /* ---- broken copies of the tiny case in a temp dir ---------------------------------- */
@@ -312,16 +345,16 @@ static void test_bad_yaml(void **state) {
 
 static void test_wrong_type_in_manifest(void **state) {
     edit_manifest("n_heads: 4", "n_heads: four");
-    expect_refused("manifest.yaml", "model.n_heads", "four", "line 5", NULL);
+    expect_refused("manifest.yaml", "model.n_heads", "four", "line 6", NULL);
 }
 
 static void test_error_names_entry_index(void **state) {
     edit_manifest("{name: wpe,", "{name: [wpe],");
-    expect_refused("manifest.yaml", "params[1].name", "line 28", NULL);
+    expect_refused("manifest.yaml", "params[1].name", "line 29", NULL);
 }
 
 static void test_missing_key(void **state) {
-    edit_manifest("  loss_ce: 6.12765412467\n", "");
+    edit_manifest("  loss_ce: 6.04166586774\n", "");
     expect_refused("manifest.yaml", "expected.loss_ce", "missing", NULL);
 }
 
@@ -360,6 +393,11 @@ static void test_route_layer_not_switch(void **state) {
     expect_refused("manifest.yaml", "expected.routing[0].layer", NULL);
 }
 
+static void test_route_choices_not_top_k(void **state) {
+    edit_manifest("shape: [64], dropped_is", "shape: [64, 2], dropped_is");
+    expect_refused("manifest.yaml", "expected.routing[0].shape", "top_k = 1", NULL);
+}
+
 static void test_bad_model_in_manifest(void **state) {
     edit_manifest("n_heads: 4", "n_heads: 5");
     expect_refused("manifest.yaml", "model.d_model", "model.n_heads", NULL);
@@ -371,6 +409,7 @@ int main(void) {
         cmocka_unit_test(test_all_switch),
         cmocka_unit_test(test_no_drop),
         cmocka_unit_test(test_wide),
+        cmocka_unit_test(test_top_k),
         cmocka_unit_test_setup(test_copy_loads, fresh_copy),
         cmocka_unit_test_setup(test_missing_tensor, fresh_copy),
         cmocka_unit_test_setup(test_truncated_tensor, fresh_copy),
@@ -383,6 +422,7 @@ int main(void) {
         cmocka_unit_test_setup(test_unknown_keys_ignored, fresh_copy),
         cmocka_unit_test_setup(test_token_out_of_range, fresh_copy),
         cmocka_unit_test_setup(test_route_layer_not_switch, fresh_copy),
+        cmocka_unit_test_setup(test_route_choices_not_top_k, fresh_copy),
         cmocka_unit_test_setup(test_bad_model_in_manifest, fresh_copy),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);
