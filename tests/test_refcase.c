@@ -2,6 +2,7 @@
  * tensor bytes checked against the files read directly, expected losses, routing; and
  * broken copies of a case (missing or short tensor, bad YAML, bad tokens) refused with
  * messages naming the file. */
+#define _GNU_SOURCE /* nftw in tmpdir.h */
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,9 @@
 
 #include "log.h"
 #include "refcase.h"
+
+#define SY_TMPDIR_NAME "refcase"
+#include "tmpdir.h"
 
 #define CASE(name) SY_REFCASES_DIR "/" name
 
@@ -219,8 +223,6 @@ static void test_top_k(void **state) {
 
 /* ---- broken copies of the tiny case in a temp dir ---------------------------------- */
 
-static char g_dir[64];
-
 static void copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
     assert_non_null(in);
@@ -230,56 +232,31 @@ static void copy_file(const char *from, const char *to) {
     while ((n = fread(buf, 1, sizeof buf, in)) > 0)
         assert_int_equal(fwrite(buf, 1, n, out), n);
     fclose(in);
-    fclose(out);
+    assert_int_equal(fclose(out), 0);
 }
 
-static void clear_dir(void) {
-    DIR *d = opendir(g_dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", g_dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-}
-
-/* A fresh, writable copy of the tiny case. */
+/* A fresh scratch directory holding a writable copy of the tiny case. */
 static int fresh_copy(void **state) {
-    clear_dir();
+    if (setup_tmp(state))
+        return -1;
     DIR *d = opendir(CASE("tiny"));
     assert_non_null(d);
     struct dirent *e;
-    char from[512], to[512];
+    char from[512];
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.')
             continue;
         snprintf(from, sizeof from, "%s/%s", CASE("tiny"), e->d_name);
-        snprintf(to, sizeof to, "%s/%s", g_dir, e->d_name);
-        copy_file(from, to);
+        copy_file(from, tpath(e->d_name));
     }
     closedir(d);
     return 0;
 }
 
-static int make_dir(void **state) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/sy_test_refcase_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    clear_dir();
-    return rmdir(g_dir);
-}
-
 /* Replaces the first `from` in the copy's manifest with `to`. */
 static void edit_manifest(const char *from, const char *to) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/manifest.yaml", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/manifest.yaml", g_tmp);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     static char text[1 << 16];
@@ -299,7 +276,7 @@ static void edit_manifest(const char *from, const char *to) {
 /* Loading the copy fails with a message holding every fragment (NULL-terminated). */
 static void expect_refused(const char *first, ...) {
     sy_refcase rc;
-    assert_int_equal(sy_refcase_load(&rc, g_dir), -1);
+    assert_int_equal(sy_refcase_load(&rc, g_tmp), -1);
     assert_null(rc.params);
     assert_null(rc.tokens);
     const char *err = sy_lasterr();
@@ -313,22 +290,22 @@ static void expect_refused(const char *first, ...) {
 
 static void test_copy_loads(void **state) {
     sy_refcase rc;
-    if (sy_refcase_load(&rc, g_dir) < 0)
+    if (sy_refcase_load(&rc, g_tmp) < 0)
         fail_msg("%s", sy_lasterr());
-    assert_string_equal(rc.dir, g_dir);
+    assert_string_equal(rc.dir, g_tmp);
     sy_refcase_free(&rc);
 }
 
 static void test_missing_tensor(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/layers.1.experts.2.w1.grad.f32", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/layers.1.experts.2.w1.grad.f32", g_tmp);
     assert_int_equal(unlink(path), 0);
     expect_refused(path, "cannot open", "No such file", "layers.1.experts.2.w1", NULL);
 }
 
 static void test_truncated_tensor(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/layers.0.attn.wo.f32", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/layers.0.attn.wo.f32", g_tmp);
     assert_int_equal(truncate(path, 4096 - 4), 0);
     expect_refused(path, "layers.0.attn.wo", "[32, 32]", "4096", "4092", NULL);
 }
@@ -359,8 +336,8 @@ static void test_missing_key(void **state) {
 }
 
 static void test_missing_manifest(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/manifest.yaml", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/manifest.yaml", g_tmp);
     assert_int_equal(unlink(path), 0);
     expect_refused(path, "cannot open", NULL);
 }
@@ -369,7 +346,7 @@ static void test_unknown_keys_ignored(void **state) {
     edit_manifest("routing:\n", "producer: {tool: torch, version: 1.13}\nrouting:\n  top_k: 2\n"
                                 "  eval_capacity_factor: 3.0\n  notes: extra\n");
     sy_refcase rc;
-    if (sy_refcase_load(&rc, g_dir) < 0)
+    if (sy_refcase_load(&rc, g_tmp) < 0)
         fail_msg("%s", sy_lasterr());
     assert_int_equal(rc.model.top_k, 2);
     assert_true(rc.model.eval_capacity_factor == 3.0f);
@@ -377,8 +354,8 @@ static void test_unknown_keys_ignored(void **state) {
 }
 
 static void test_token_out_of_range(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/tokens.i32", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/tokens.i32", g_tmp);
     FILE *f = fopen(path, "r+b");
     assert_non_null(f);
     int32_t bad = 300;
@@ -410,20 +387,20 @@ int main(void) {
         cmocka_unit_test(test_no_drop),
         cmocka_unit_test(test_wide),
         cmocka_unit_test(test_top_k),
-        cmocka_unit_test_setup(test_copy_loads, fresh_copy),
-        cmocka_unit_test_setup(test_missing_tensor, fresh_copy),
-        cmocka_unit_test_setup(test_truncated_tensor, fresh_copy),
-        cmocka_unit_test_setup(test_shape_disagrees_with_file, fresh_copy),
-        cmocka_unit_test_setup(test_bad_yaml, fresh_copy),
-        cmocka_unit_test_setup(test_wrong_type_in_manifest, fresh_copy),
-        cmocka_unit_test_setup(test_error_names_entry_index, fresh_copy),
-        cmocka_unit_test_setup(test_missing_key, fresh_copy),
-        cmocka_unit_test_setup(test_missing_manifest, fresh_copy),
-        cmocka_unit_test_setup(test_unknown_keys_ignored, fresh_copy),
-        cmocka_unit_test_setup(test_token_out_of_range, fresh_copy),
-        cmocka_unit_test_setup(test_route_layer_not_switch, fresh_copy),
-        cmocka_unit_test_setup(test_route_choices_not_top_k, fresh_copy),
-        cmocka_unit_test_setup(test_bad_model_in_manifest, fresh_copy),
+        cmocka_unit_test_setup_teardown(test_copy_loads, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_missing_tensor, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_truncated_tensor, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_shape_disagrees_with_file, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_bad_yaml, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_wrong_type_in_manifest, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_error_names_entry_index, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_missing_key, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_missing_manifest, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_unknown_keys_ignored, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_token_out_of_range, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_route_layer_not_switch, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_route_choices_not_top_k, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_bad_model_in_manifest, fresh_copy, teardown_tmp),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
