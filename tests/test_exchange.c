@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -205,6 +206,12 @@ static void test_groups4_four_workers(void **s) { check_case("groups4-short", 4,
 static void test_tiny_bf16(void **s) { check_case("tiny", 2, 1, 2e-2); }
 
 int main(void) {
+    struct stat st;
+    if (stat(SY_REFCASES_DIR, &st) || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "test_exchange: the reference cases are missing: %s (they are committed in tests/refcases)\n",
+                SY_REFCASES_DIR);
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_two_workers),    cmocka_unit_test(test_nodrop_four_workers),
         cmocka_unit_test(test_wide_two_workers),    cmocka_unit_test(test_allswitch_two_workers),
