@@ -1,4 +1,4 @@
-/* model.h: the Switch Transformer of DESIGN.md ("The model, exactly"): parameter layout
+/* model.h: the Switch Transformer of docs/design.md ("The model, exactly"): parameter layout
  * by canonical name, forward and backward over a local batch split into routing groups.
  *
  * Shapes: B rows, T positions, N = B*T tokens, C d_model, H heads, F d_ff, E experts,

@@ -109,7 +109,7 @@ static const cyaml_schema_field_t batch_fields[] = {
 static const cyaml_schema_field_t route_fields[] = {
     CYAML_FIELD_INT("layer", CYAML_FLAG_DEFAULT, mf_route, layer),
     CYAML_FIELD_STRING_PTR("file", CYAML_FLAG_DEFAULT, mf_route, file, 1, CYAML_UNLIMITED),
-    CYAML_FIELD_SEQUENCE("shape", CYAML_FLAG_POINTER, mf_route, shape, &dim_schema, 1, 1),
+    CYAML_FIELD_SEQUENCE("shape", CYAML_FLAG_POINTER, mf_route, shape, &dim_schema, 1, 2),
     CYAML_FIELD_INT_PTR("dropped_is", CYAML_FLAG_OPTIONAL, mf_route, dropped_is),
     CYAML_FIELD_END};
 static const cyaml_schema_value_t route_schema = {
@@ -430,6 +430,7 @@ static int take_routes(sy_refcase *rc, const mf_manifest *m, const char *manifes
         }
         out->layer = r->layer;
         out->n = r->shape[0];
+        out->k = r->shape_count == 2 ? r->shape[1] : 1;
         out->dropped_is = r->dropped_is ? *r->dropped_is : -1;
         if (out->dropped_is >= 0 && out->dropped_is < rc->model.n_experts) {
             sy_seterr("%s: %s.dropped_is: %d is also an expert index", manifest, what,
@@ -437,19 +438,27 @@ static int take_routes(sy_refcase *rc, const mf_manifest *m, const char *manifes
             return -1;
         }
         if (out->n != rc->batch * rc->seq) {
-            sy_seterr("%s: %s.shape: must be [B*T] = [%d] (got [%d])", manifest, what,
-                      rc->batch * rc->seq, out->n);
+            sy_seterr("%s: %s.shape: must be [B*T] = [%d] or [B*T, top_k] = [%d, %d] (got %d "
+                      "tokens)", manifest, what, rc->batch * rc->seq, rc->batch * rc->seq,
+                      rc->model.top_k, out->n);
             return -1;
         }
-        out->expert = read_tensor(rc->dir, r->file, what, r->shape, 1, (size_t)out->n);
+        if (out->k < 1 || out->k > rc->model.top_k || (r->shape_count == 2 && out->k != rc->model.top_k)) {
+            sy_seterr("%s: %s.shape: the second dimension must be routing.top_k = %d (got %d)",
+                      manifest, what, rc->model.top_k, out->k);
+            return -1;
+        }
+        out->expert = read_tensor(rc->dir, r->file, what, r->shape, (int)r->shape_count,
+                                  (size_t)out->n * (size_t)out->k);
         if (!out->expert)
             return -1;
-        for (int t = 0; t < out->n; t++) {
-            int32_t e = out->expert[t];
+        for (int i = 0; i < out->n * out->k; i++) {
+            int32_t e = out->expert[i];
             if (e != out->dropped_is && (e < 0 || e >= rc->model.n_experts)) {
-                sy_seterr("%s/%s: token %d routed to %d, which is neither an expert in [0, %d) "
-                          "nor dropped (%d)",
-                          rc->dir, r->file, t, (int)e, rc->model.n_experts, out->dropped_is);
+                sy_seterr("%s/%s: token %d choice %d routed to %d, which is neither an expert in "
+                          "[0, %d) nor dropped (%d)",
+                          rc->dir, r->file, i / out->k, i % out->k, (int)e, rc->model.n_experts,
+                          out->dropped_is);
                 return -1;
             }
         }

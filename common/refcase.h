@@ -1,4 +1,5 @@
-/* refcase.h: a PyTorch float64 reference case (../shared/refcases/NAME/): manifest.yaml
+/* refcase.h: a PyTorch float64 reference case (tests/refcases/NAME/, made by
+ * tests/oracle/refgen.py): manifest.yaml
  * (read with libcyaml) plus raw little-endian tensors. Used by `switchyard refcheck`. */
 #ifndef SY_REFCASE_H
 #define SY_REFCASE_H
@@ -20,8 +21,9 @@ typedef struct {
 typedef struct {
     int layer;         /* switch layer index */
     int n;             /* tokens */
-    int dropped_is;    /* value used for a dropped token (-1) */
-    int32_t *expert;   /* [n]: expert chosen per token in (row, position) order, or dropped_is */
+    int k;             /* choices given per token: 1 (the first choice only) or top_k */
+    int dropped_is;    /* value used for a dropped choice (-1) */
+    int32_t *expert;   /* [n, k]: expert of each choice per token in (row, position) order, or dropped_is */
 } sy_ref_route;
 
 typedef struct {

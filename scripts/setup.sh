@@ -11,6 +11,8 @@ PACKAGES=(build-essential cmake pkg-config
           libopenblas-dev libopenblas0-pthread libcyaml-dev libcmocka-dev
           fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
           python3 iproute2 procps)
+# PyTorch (large) only for the test that regenerates the reference cases (tests/oracle.sh)
+[ "${SY_WITH_ORACLE:-0}" = 1 ] && PACKAGES+=(python3-torch)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
