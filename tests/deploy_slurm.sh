@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# deploy/slurm/switchyard.sbatch through a real Slurm: a single-node cluster (munged,
+# slurmctld and slurmd from Debian's slurm-wlm and munge) started in this test's own temp
+# dir, on free ports, with its own munge key and socket; a short run submitted with
+# `sbatch --wait` must finish COMPLETED with exit code 0, its final checkpoint must
+# verify with `switchyard ckpt verify`, and the job's output must show the coordinator
+# on the allocation's first node and the worker started by srun. A second job with a bad
+# config path must fail with the script's message. Skipped (exit 77) with the reason
+# where the daemons are not installed or cannot run.
+# args: BIN_DIR REFCASES_DIR SOURCE_DIR
+set -euo pipefail
+bin=$1 src=$3
+skip() { echo "SKIP: $*"; exit 77; }
+[ "$(id -u)" -eq 0 ] || skip "a private slurmd needs root (running as uid $(id -u))"
+for c in munged slurmctld slurmd sbatch scontrol; do
+  command -v "$c" > /dev/null || skip "no $c (Debian packages slurm-wlm and munge; scripts/setup.sh installs them)"
+done
+
+tmp=$(mktemp -d) || exit 1
+chmod 700 "$tmp"
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
+  sleep 0.5
+  for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; wait "$p" 2> /dev/null || true; done
+  if [ -n "${KEEP:-}" ]; then echo "kept ${tmp:?}"; else rm -rf "${tmp:?}"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+fail=0 pass=0
+check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- munge: a key and a socket of our own
+mkdir -p -m 700 "$tmp/munge"
+head -c 1024 /dev/urandom > "$tmp/munge/munge.key"
+chmod 400 "$tmp/munge/munge.key"
+sock=$tmp/munge/munge.sock
+munged -F --force --socket="$sock" --key-file="$tmp/munge/munge.key" --pid-file="$tmp/munge/munged.pid" \
+  --log-file="$tmp/munge/munged.log" --seed-file="$tmp/munge/munged.seed" > "$tmp/munged.out" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 50); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] || skip "munged did not start: $(tail -3 "$tmp/munged.out" "$tmp/munge/munged.log" 2> /dev/null)"
+
+# --- Slurm: one node (this machine, by its short host name), two free ports
+node=$(hostname -s)
+ctld_port=$(free_port) slurmd_port=$(free_port)
+cpus=$(nproc)
+mkdir -p "$tmp/state" "$tmp/spool" "$tmp/job"
+export SLURM_CONF=$tmp/slurm.conf
+cat > "$SLURM_CONF" <<EOF
+ClusterName=sy$$
+SlurmctldHost=$node
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$sock
+CredType=cred/munge
+StateSaveLocation=$tmp/state
+SlurmdSpoolDir=$tmp/spool
+SlurmctldPidFile=$tmp/slurmctld.pid
+SlurmdPidFile=$tmp/slurmd.pid
+SlurmctldLogFile=$tmp/slurmctld.log
+SlurmdLogFile=$tmp/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+InactiveLimit=0
+KillWait=5
+NodeName=$node CPUs=$cpus State=UNKNOWN
+PartitionName=test Nodes=$node Default=YES MaxTime=INFINITE State=UP
+EOF
+slurmctld -D -i > "$tmp/slurmctld.out" 2>&1 &
+pids+=("$!")
+slurmd -D > "$tmp/slurmd.out" 2>&1 &
+pids+=("$!")
+up=0
+for _ in $(seq 1 100); do
+  st=$(sinfo -h -n "$node" -o %t 2> /dev/null || true)
+  [ "$st" = idle ] && { up=1; break; }
+  sleep 0.2
+done
+if [ $up = 0 ]; then
+  echo "--- slurmctld"; tail -5 "$tmp/slurmctld.out" "$tmp/slurmctld.log" 2> /dev/null || true
+  echo "--- slurmd"; tail -5 "$tmp/slurmd.out" "$tmp/slurmd.log" 2> /dev/null || true
+  skip "a single-node Slurm did not come up here (node state '${st:-none}' after 20 s; logs above)"
+fi
+echo "slurm: node $node idle (slurmctld port $ctld_port, slurmd port $slurmd_port)"
+
+# --- a short run through the batch script
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > /dev/null 2>&1
+cat > "$tmp/job.yaml" <<YAML
+model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
+train: {steps: 60, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 10, eval_batches: 1, threads: 1}
+data: {dir: /nonexistent}
+checkpoint: {every: 20, keep: 3}
+cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false}
+YAML
+export SWITCHYARD_HOME=$src SWITCHYARD_BIN=$bin SWITCHYARD_CONFIG=$tmp/job.yaml SWITCHYARD_DATA=$tmp/data
+export SWITCHYARD_CKPT=$tmp/ckpt SWITCHYARD_PORT=$(free_port) SWITCHYARD_STATUS_PORT=$(free_port)
+export SWITCHYARD_THREADS=1
+rc=0
+timeout 180 sbatch --wait --parsable --nodes=1 --chdir="$tmp/job" --output="$tmp/job/out-%j.txt" \
+  "$src/deploy/slurm/switchyard.sbatch" > "$tmp/sbatch.out" 2> "$tmp/sbatch.err" || rc=$?
+job=$(head -n 1 "$tmp/sbatch.out" | cut -d';' -f1)
+out=$tmp/job/out-$job.txt
+state=$(scontrol show job "$job" 2> /dev/null | grep -o 'JobState=[A-Z_]*' || true)
+exitc=$(scontrol show job "$job" 2> /dev/null | grep -o ' ExitCode=[0-9:]*' | tr -d ' ' || true)
+echo "job $job: $state $exitc (sbatch --wait rc $rc)"
+check "sbatch --wait returns 0 for the run" '[ $rc -eq 0 ]'
+check "the job is COMPLETED with exit code 0:0" '[ "$state" = JobState=COMPLETED ] && [ "$exitc" = ExitCode=0:0 ]'
+check "the coordinator ran on the allocation's node and the worker reached it" \
+  'grep -q "coordinator tcp://$node:$SWITCHYARD_PORT" "$out" && grep -q "registering with tcp://$node:$SWITCHYARD_PORT" "$out"'
+check "the run trained to the end" 'grep -q "trained to step 60" "$out" && [ -d "$tmp/ckpt/step-00000060" ]'
+check "its final checkpoint verifies" '"$bin/switchyard" ckpt verify "$tmp/ckpt/step-00000060" > "$tmp/verify.out" 2>&1'
+
+# --- a config that does not exist: the script says so and the job fails
+rc=0
+SWITCHYARD_CONFIG=$tmp/missing.yaml timeout 60 sbatch --wait --parsable --nodes=1 --chdir="$tmp/job" \
+  --output="$tmp/job/bad-%j.txt" "$src/deploy/slurm/switchyard.sbatch" > "$tmp/sbatch2.out" 2>&1 || rc=$?
+job2=$(head -n 1 "$tmp/sbatch2.out" | cut -d';' -f1)
+check "a missing config fails the job with the file named (rc $rc)" \
+  '[ $rc -ne 0 ] && grep -q "no config $tmp/missing.yaml" "$tmp/job/bad-$job2.txt"'
+
+if [ $fail -ne 0 ]; then
+  for f in "$out" "$tmp/sbatch.err" "$tmp/slurmctld.log" "$tmp/slurmd.log"; do echo "--- $f"; tail -20 "$f" 2> /dev/null || true; done
+fi
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
