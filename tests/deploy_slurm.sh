@@ -4,8 +4,9 @@
 # dir, on free ports, with its own munge key and socket; a short run submitted with
 # `sbatch --wait` must finish COMPLETED with exit code 0, its final checkpoint must
 # verify with `switchyard ckpt verify`, and the job's output must show the coordinator
-# on the allocation's first node and the worker started by srun. A second job with a bad
-# config path must fail with the script's message. Skipped (exit 77) with the reason
+# on the allocation's first node and the worker started by srun. A job requeued in the
+# middle of its run (scontrol requeue) resumes from its checkpoint and ends bit-identical
+# to an uninterrupted one. A job with a bad config path fails with the script's message. Skipped (exit 77) with the reason
 # where the daemons are not installed or cannot run.
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
 set -euo pipefail
@@ -123,6 +124,38 @@ check "the coordinator ran on the allocation's node and the worker reached it" \
   'grep -q "coordinator tcp://$node:$SWITCHYARD_PORT" "$out" && grep -q "registering with tcp://$node:$SWITCHYARD_PORT" "$out"'
 check "the run trained to the end" 'grep -q "trained to step 60" "$out" && [ -d "$tmp/ckpt/step-00000060" ]'
 check "its final checkpoint verifies" '"$bin/switchyard" ckpt verify "$tmp/ckpt/step-00000060" > "$tmp/verify.out" 2>&1'
+
+# --- requeue (what Slurm does when the first node fails, or an operator asks): the
+# requeued job's coordinator resumes from the newest checkpoint and the run ends
+# bit-identical to an uninterrupted one of the same length on the same worker count
+sed -i 's/steps: 60,/steps: 400,/; s/every: 20,/every: 50,/' "$tmp/job.yaml"
+rc=0
+SWITCHYARD_CKPT=$tmp/ckpt-base timeout 180 sbatch --wait --parsable --nodes=1 --chdir="$tmp/job" \
+  --output="$tmp/job/base-%j.txt" "$src/deploy/slurm/switchyard.sbatch" > "$tmp/sbatch3.out" 2>&1 || rc=$?
+check "an uninterrupted 400-step job completes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/ckpt-base/step-00000400" ]'
+job4=$(SWITCHYARD_CKPT=$tmp/ckpt-rq sbatch --parsable --nodes=1 --chdir="$tmp/job" --output="$tmp/job/rq-%j.txt" \
+  "$src/deploy/slurm/switchyard.sbatch" | cut -d';' -f1)
+for _ in $(seq 1 300); do [ -d "$tmp/ckpt-rq/step-00000100" ] && break; sleep 0.1; done
+scontrol requeue "$job4"
+# a requeued job waits about two minutes before it is eligible again: start it now
+for _ in $(seq 1 50); do
+  scontrol show job "$job4" | grep -q 'JobState=PENDING' && scontrol update JobId="$job4" StartTime=now && break
+  sleep 0.2
+done
+state=""
+for _ in $(seq 1 1200); do
+  state=$(scontrol show job "$job4" 2> /dev/null | grep -o 'JobState=[A-Z_]*' || true)
+  case $state in JobState=COMPLETED | JobState=FAILED | JobState=CANCELLED | JobState=TIMEOUT) break ;; esac
+  sleep 0.1
+done
+rq=$tmp/job/rq-$job4.txt
+resumed=$(grep -o 'resuming from [^ ]*' "$rq" | tail -n 1 || true)
+echo "requeue: job $job4 $state; ${resumed:-no resume line}"
+check "the requeued job ran again (restart 1) and completed" \
+  'grep -q "job $job4 (restart 1)" "$rq" && [ "$state" = JobState=COMPLETED ]'
+check "it resumed from a checkpoint of the first attempt" '[ -n "$resumed" ]'
+check "it ends bit-identical to the uninterrupted job" \
+  '"$bin/switchyard" ckpt diff "$tmp/ckpt-rq/step-00000400" "$tmp/ckpt-base/step-00000400" --tol 0 > "$tmp/diff.out" 2>&1 || { tail -3 "$tmp/diff.out"; false; }'
 
 # --- a config that does not exist: the script says so and the job fails
 rc=0
