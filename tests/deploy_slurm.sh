@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# deploy/slurm/switchyard.sbatch through a real Slurm: a single-node cluster (munged,
-# slurmctld and slurmd from Debian's slurm-wlm and munge) started in this test's own temp
-# dir, on free ports, with its own munge key and socket; a short run submitted with
-# `sbatch --wait` must finish COMPLETED with exit code 0, its final checkpoint must
-# verify with `switchyard ckpt verify`, and the job's output must show the coordinator
-# on the allocation's first node and the worker started by srun. A job requeued in the
+# deploy/slurm/switchyard.sbatch through a real Slurm: a cluster of this one machine
+# (munged, slurmctld and two slurmd from Debian's slurm-wlm and munge, the two slurmd
+# posing as nodes sya and syb) started in this test's own temp dir, on free ports, with
+# its own munge key and socket. A two-node run submitted with `sbatch --wait` must
+# finish COMPLETED with exit code 0 on a mesh of two workers (one per node, started by
+# srun), its final checkpoint must verify with `switchyard ckpt verify`, and the job's
+# output must show the coordinator on the allocation's first node. A worker SIGKILLed
+# mid-run: the job goes on with the other one and completes. A job requeued in the
 # middle of its run (scontrol requeue) resumes from its checkpoint and ends bit-identical
 # to an uninterrupted one. A job with a bad config path fails with the script's message. Skipped (exit 77) with the reason
 # where the daemons are not installed or cannot run.
@@ -22,6 +24,8 @@ chmod 700 "$tmp"
 pids=()
 cleanup() {
   local p
+  # our own cluster's jobs (SLURM_CONF points at it), before its daemons go
+  [ -n "${SLURM_CONF:-}" ] && timeout 10 scancel --quiet --user=root 2> /dev/null && sleep 1
   for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
   sleep 0.5
   for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; wait "$p" 2> /dev/null || true; done
@@ -44,28 +48,26 @@ pids+=("$!")
 for _ in $(seq 1 50); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || skip "munged did not start: $(tail -3 "$tmp/munged.out" "$tmp/munge/munged.log" 2> /dev/null)"
 
-# --- Slurm: one node (this machine, by its short host name), two free ports
-node=$(hostname -s)
-ctld_port=$(free_port) slurmd_port=$(free_port)
-cpus=$(nproc)
+# --- Slurm: two nodes on this machine (slurmd -N NAME), each with a port of its own
+host=$(hostname -s)
+ctld_port=$(free_port) port_a=$(free_port) port_b=$(free_port)
 mkdir -p "$tmp/state" "$tmp/spool" "$tmp/job"
 export SLURM_CONF=$tmp/slurm.conf
 cat > "$SLURM_CONF" <<EOF
 ClusterName=sy$$
-SlurmctldHost=$node
+SlurmctldHost=$host
 SlurmctldPort=$ctld_port
-SlurmdPort=$slurmd_port
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket=$sock
 CredType=cred/munge
 StateSaveLocation=$tmp/state
-SlurmdSpoolDir=$tmp/spool
+SlurmdSpoolDir=$tmp/spool/%n
 SlurmctldPidFile=$tmp/slurmctld.pid
-SlurmdPidFile=$tmp/slurmd.pid
+SlurmdPidFile=$tmp/slurmd-%n.pid
 SlurmctldLogFile=$tmp/slurmctld.log
-SlurmdLogFile=$tmp/slurmd.log
+SlurmdLogFile=$tmp/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -78,25 +80,28 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 InactiveLimit=0
 KillWait=5
-NodeName=$node CPUs=$cpus State=UNKNOWN
-PartitionName=test Nodes=$node Default=YES MaxTime=INFINITE State=UP
+NodeName=sya NodeHostname=$host NodeAddr=127.0.0.1 Port=$port_a CPUs=1 State=UNKNOWN
+NodeName=syb NodeHostname=$host NodeAddr=127.0.0.1 Port=$port_b CPUs=1 State=UNKNOWN
+PartitionName=test Nodes=sya,syb Default=YES MaxTime=INFINITE State=UP
 EOF
 slurmctld -D -i > "$tmp/slurmctld.out" 2>&1 &
 pids+=("$!")
-slurmd -D > "$tmp/slurmd.out" 2>&1 &
-pids+=("$!")
+for n in sya syb; do
+  slurmd -D -N "$n" > "$tmp/slurmd-$n.out" 2>&1 &
+  pids+=("$!")
+done
 up=0
 for _ in $(seq 1 100); do
-  st=$(sinfo -h -n "$node" -o %t 2> /dev/null || true)
-  [ "$st" = idle ] && { up=1; break; }
+  st=$(sinfo -h -o %t 2> /dev/null | sort -u | tr '\n' ' ' || true)
+  [ "$st" = "idle " ] && [ "$(sinfo -h -o %D 2> /dev/null)" = 2 ] && { up=1; break; }
   sleep 0.2
 done
 if [ $up = 0 ]; then
   echo "--- slurmctld"; tail -5 "$tmp/slurmctld.out" "$tmp/slurmctld.log" 2> /dev/null || true
-  echo "--- slurmd"; tail -5 "$tmp/slurmd.out" "$tmp/slurmd.log" 2> /dev/null || true
-  skip "a single-node Slurm did not come up here (node state '${st:-none}' after 20 s; logs above)"
+  echo "--- slurmd"; tail -5 "$tmp"/slurmd-* 2> /dev/null || true
+  skip "a Slurm of this machine did not come up here (node states '${st:-none}' after 20 s; logs above)"
 fi
-echo "slurm: node $node idle (slurmctld port $ctld_port, slurmd port $slurmd_port)"
+echo "slurm: nodes sya, syb idle (slurmctld port $ctld_port, slurmd ports $port_a, $port_b)"
 
 # --- a short run through the batch script
 "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > /dev/null 2>&1
@@ -111,7 +116,7 @@ export SWITCHYARD_HOME=$src SWITCHYARD_BIN=$bin SWITCHYARD_CONFIG=$tmp/job.yaml 
 export SWITCHYARD_CKPT=$tmp/ckpt SWITCHYARD_PORT=$(free_port) SWITCHYARD_STATUS_PORT=$(free_port)
 export SWITCHYARD_THREADS=1
 rc=0
-timeout 180 sbatch --wait --parsable --nodes=1 --chdir="$tmp/job" --output="$tmp/job/out-%j.txt" \
+timeout 180 sbatch --wait --parsable --nodes=2 --chdir="$tmp/job" --output="$tmp/job/out-%j.txt" \
   "$src/deploy/slurm/switchyard.sbatch" > "$tmp/sbatch.out" 2> "$tmp/sbatch.err" || rc=$?
 job=$(head -n 1 "$tmp/sbatch.out" | cut -d';' -f1)
 out=$tmp/job/out-$job.txt
@@ -120,20 +125,41 @@ exitc=$(scontrol show job "$job" 2> /dev/null | grep -o ' ExitCode=[0-9:]*' | tr
 echo "job $job: $state $exitc (sbatch --wait rc $rc)"
 check "sbatch --wait returns 0 for the run" '[ $rc -eq 0 ]'
 check "the job is COMPLETED with exit code 0:0" '[ "$state" = JobState=COMPLETED ] && [ "$exitc" = ExitCode=0:0 ]'
-check "the coordinator ran on the allocation's node and the worker reached it" \
-  'grep -q "coordinator tcp://$node:$SWITCHYARD_PORT" "$out" && grep -q "registering with tcp://$node:$SWITCHYARD_PORT" "$out"'
+check "the coordinator ran on the first node (its NodeAddr) and both workers reached it" \
+  'grep -q "on 2 node(s); coordinator tcp://127.0.0.1:$SWITCHYARD_PORT" "$out" && [ "$(grep -c "registering with tcp://127.0.0.1:$SWITCHYARD_PORT" "$out")" = 2 ]'
+check "one worker per node: a mesh of 2 workers, min workers 1 from the allocation" \
+  'grep -q "mesh of 2 workers" "$out" && grep -q "min workers 1" "$out"'
 check "the run trained to the end" 'grep -q "trained to step 60" "$out" && [ -d "$tmp/ckpt/step-00000060" ]'
 check "its final checkpoint verifies" '"$bin/switchyard" ckpt verify "$tmp/ckpt/step-00000060" > "$tmp/verify.out" 2>&1'
+
+# --- a worker SIGKILLed mid-run (srun --kill-on-bad-exit=0, sbatch --no-kill): the job
+# goes on with the other worker and completes
+sed -i 's/steps: 60,/steps: 400,/; s/every: 20,/every: 50,/' "$tmp/job.yaml"
+job5=$(SWITCHYARD_CKPT=$tmp/ckpt-kill sbatch --parsable --nodes=2 --chdir="$tmp/job" --output="$tmp/job/kill-%j.txt" \
+  "$src/deploy/slurm/switchyard.sbatch" | cut -d';' -f1)
+for _ in $(seq 1 300); do [ -d "$tmp/ckpt-kill/step-00000100" ] && break; sleep 0.1; done
+# the worker itself, not the srun whose command line names it
+victim=$(pgrep -f "^$bin/switchyard-worker --coordinator tcp://127.0.0.1:$SWITCHYARD_PORT" | head -n 1 || true)
+[ -n "$victim" ] && kill -9 "$victim"
+state=""
+for _ in $(seq 1 1200); do
+  state=$(scontrol show job "$job5" 2> /dev/null | grep -o 'JobState=[A-Z_]*' || true)
+  case $state in JobState=COMPLETED | JobState=FAILED | JobState=CANCELLED | JobState=TIMEOUT) break ;; esac
+  sleep 0.1
+done
+[ "$state" = JobState=COMPLETED ] || scancel "$job5" 2> /dev/null || true
+kout=$tmp/job/kill-$job5.txt
+check "a worker killed mid-run (pid ${victim:-none}): the job goes on with one and completes ($state)" \
+  '[ -n "$victim" ] && grep -q "mesh of 1 worker" "$kout" && [ "$state" = JobState=COMPLETED ] && [ -d "$tmp/ckpt-kill/step-00000400" ]'
 
 # --- requeue (what Slurm does when the first node fails, or an operator asks): the
 # requeued job's coordinator resumes from the newest checkpoint and the run ends
 # bit-identical to an uninterrupted one of the same length on the same worker count
-sed -i 's/steps: 60,/steps: 400,/; s/every: 20,/every: 50,/' "$tmp/job.yaml"
 rc=0
-SWITCHYARD_CKPT=$tmp/ckpt-base timeout 180 sbatch --wait --parsable --nodes=1 --chdir="$tmp/job" \
+SWITCHYARD_CKPT=$tmp/ckpt-base timeout 180 sbatch --wait --parsable --nodes=2 --chdir="$tmp/job" \
   --output="$tmp/job/base-%j.txt" "$src/deploy/slurm/switchyard.sbatch" > "$tmp/sbatch3.out" 2>&1 || rc=$?
 check "an uninterrupted 400-step job completes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/ckpt-base/step-00000400" ]'
-job4=$(SWITCHYARD_CKPT=$tmp/ckpt-rq sbatch --parsable --nodes=1 --chdir="$tmp/job" --output="$tmp/job/rq-%j.txt" \
+job4=$(SWITCHYARD_CKPT=$tmp/ckpt-rq sbatch --parsable --nodes=2 --chdir="$tmp/job" --output="$tmp/job/rq-%j.txt" \
   "$src/deploy/slurm/switchyard.sbatch" | cut -d';' -f1)
 for _ in $(seq 1 300); do [ -d "$tmp/ckpt-rq/step-00000100" ] && break; sleep 0.1; done
 scontrol requeue "$job4"
@@ -166,7 +192,7 @@ check "a missing config fails the job with the file named (rc $rc)" \
   '[ $rc -ne 0 ] && grep -q "no config $tmp/missing.yaml" "$tmp/job/bad-$job2.txt"'
 
 if [ $fail -ne 0 ]; then
-  for f in "$out" "$tmp/sbatch.err" "$tmp/slurmctld.log" "$tmp/slurmd.log"; do echo "--- $f"; tail -20 "$f" 2> /dev/null || true; done
+  for f in "$out" "$tmp/sbatch.err" "$tmp/slurmctld.log" "$tmp"/slurmd-*.log; do echo "--- $f"; tail -20 "$f" 2> /dev/null || true; done
 fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
