@@ -29,6 +29,12 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
   sleep 0.5
   for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; wait "$p" 2> /dev/null || true; done
+  # anything our cluster started that outlived it (slurmstepd, a batch script, a daemon)
+  # carries our SLURM_CONF in its environment
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = $$ ] && continue
+    grep -qsz "^SLURM_CONF=$tmp/slurm.conf\$" "$p/environ" && kill -9 "${p#/proc/}" 2> /dev/null || true
+  done
   if [ -n "${KEEP:-}" ]; then echo "kept ${tmp:?}"; else rm -rf "${tmp:?}"; fi
 }
 trap cleanup EXIT
