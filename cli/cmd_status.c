@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: switchyard status ENDPOINT [--json | --prom] [--watch [SECONDS]] [--count N] [--timeout MS]\n"
+            "       switchyard status ENDPOINT --prom --listen [HOST]:PORT\n"
             "  ENDPOINT      the coordinator's status socket: tcp://HOST:PORT, HOST:PORT or ipc://PATH\n"
             "                (the coordinator's --status, cluster.status in the config)\n"
             "  --json        every field as one JSON object\n"
@@ -39,6 +41,9 @@ static void usage(FILE *f) {
             "  --watch [S]   refresh every S seconds (default 2) until Ctrl-C\n"
             "  --count N     with --watch: stop after N refreshes\n"
             "  --timeout MS  wait this long for each reply (default 2000)\n"
+            "  --listen [HOST]:PORT  serve the Prometheus text over HTTP (GET /metrics) until Ctrl-C or\n"
+            "                SIGTERM: one fresh status query per scrape, 503 with the reason when the\n"
+            "                coordinator does not answer\n"
             "Exit status: 0 ok, 1 no or bad reply, 2 bad usage or endpoint.\n");
 }
 
@@ -247,8 +252,129 @@ static void nap_until(double until) {
     }
 }
 
+/* --listen: a minimal HTTP/1.0 server for Prometheus scrapes. One client at a time (a
+ * scrape takes milliseconds), a request is read for at most 2 s and 8 KiB, and every
+ * GET /metrics (or /) makes one fresh status query. */
+static int http_reply(int fd, const char *status, const char *body, size_t n) {
+    char head[256];
+    int hn = snprintf(head, sizeof head,
+                      "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                      status, n);
+    if (send(fd, head, (size_t)hn, MSG_NOSIGNAL) != hn)
+        return -1;
+    for (size_t off = 0; off < n;) {
+        ssize_t k = send(fd, body + off, n - off, MSG_NOSIGNAL);
+        if (k <= 0)
+            return -1;
+        off += (size_t)k;
+    }
+    return 0;
+}
+
+static void http_serve_one(int fd, void *ctx, const char *ep, int timeout_ms) {
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    char req[8192];
+    size_t n = 0;
+    req[0] = 0;
+    while (n < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+        ssize_t k = recv(fd, req + n, sizeof req - 1 - n, 0);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        req[n] = 0;
+    }
+    req[n] = 0;
+    char method[8] = "", path[256] = "";
+    if (sscanf(req, "%7s %255s", method, path) != 2) {
+        const char *m = "bad request: expected GET /metrics\n";
+        http_reply(fd, "400 Bad Request", m, strlen(m));
+        return;
+    }
+    if (strcmp(method, "GET")) {
+        const char *m = "only GET is served\n";
+        http_reply(fd, "405 Method Not Allowed", m, strlen(m));
+        return;
+    }
+    if (strcmp(path, "/metrics") && strcmp(path, "/")) {
+        const char *m = "not found: metrics are at /metrics\n";
+        http_reply(fd, "404 Not Found", m, strlen(m));
+        return;
+    }
+    Switchyard__StatusReply *r = NULL;
+    char err[1024];
+    char *buf = NULL;
+    size_t bn = 0;
+    int a = ask(ctx, ep, timeout_ms, &r, err, sizeof err), ok = 0;
+    if (a == 0) {
+        FILE *m = open_memstream(&buf, &bn);
+        if (m) {
+            int frc = sy_status_prom(m, r);
+            ok = fclose(m) == 0 && frc == 0;
+        }
+    }
+    if (ok) {
+        http_reply(fd, "200 OK", buf, bn);
+    } else {
+        char msg[1100];
+        int mn = snprintf(msg, sizeof msg, "switchyard status: %s\n", a == 0 ? "cannot format the reply" : err);
+        http_reply(fd, "503 Service Unavailable", msg, (size_t)mn < sizeof msg ? (size_t)mn : sizeof msg - 1);
+    }
+    free(buf);
+    switchyard__status_reply__free_unpacked(r, NULL);
+}
+
+static int http_listen(void *ctx, const char *ep, int timeout_ms, const char *addr) {
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || !colon[1] || *end || port < 1 || port > 65535 || (size_t)(colon - addr) >= sizeof host) {
+        fprintf(stderr, "switchyard status: --listen '%.300s': expected [HOST]:PORT with PORT in 1..65535\n", addr);
+        return 2;
+    }
+    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    int g = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
+    if (g) {
+        fprintf(stderr, "switchyard status: --listen %s: cannot resolve '%s': %s\n", addr, host, gai_strerror(g));
+        return 2;
+    }
+    int fd = socket(ai->ai_family, ai->ai_socktype, 0), one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 16)) {
+        fprintf(stderr, "switchyard status: --listen %s: %s\n", addr, strerror(errno));
+        freeaddrinfo(ai);
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    freeaddrinfo(ai);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    g_stop = 0;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    fprintf(stderr, "switchyard status: serving the metrics of %s on http://%s/metrics\n", ep, addr);
+    while (!g_stop) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0)
+            continue;
+        int c = accept(fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        http_serve_one(c, ctx, ep, timeout_ms);
+        close(c);
+    }
+    close(fd);
+    return 0;
+}
+
 int cmd_status(int argc, char **argv) {
-    const char *endpoint = NULL;
+    const char *endpoint = NULL, *listen_addr = NULL;
     int fmt = FMT_TABLE, watch = 0, timeout_ms = 2000;
     long count = 0;
     double every = 2.0;
@@ -294,6 +420,12 @@ int cmd_status(int argc, char **argv) {
                 timeout_ms = (int)v;
             else
                 count = v, watch = 1;
+        } else if (!strcmp(a, "--listen")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "switchyard status: --listen needs [HOST]:PORT\n");
+                return 2;
+            }
+            listen_addr = argv[++i];
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "switchyard status: unknown option '%s'\n", a);
             usage(stderr);
@@ -307,6 +439,10 @@ int cmd_status(int argc, char **argv) {
     }
     if (!endpoint) {
         usage(stderr);
+        return 2;
+    }
+    if (listen_addr && (fmt != FMT_PROM || watch)) {
+        fprintf(stderr, "switchyard status: --listen serves Prometheus text: use it with --prom, without --watch\n");
         return 2;
     }
     char ep[512], host[256], err[1024];
@@ -330,6 +466,11 @@ int cmd_status(int argc, char **argv) {
     if (!ctx) {
         fprintf(stderr, "switchyard status: cannot start ZeroMQ: %s\n", zmq_strerror(errno));
         return 1;
+    }
+    if (listen_addr) {
+        int lrc = http_listen(ctx, ep, timeout_ms, listen_addr);
+        zmq_ctx_term(ctx);
+        return lrc;
     }
     int rc = 1;
     Switchyard__StatusReply *r = NULL;

@@ -698,7 +698,7 @@ int main(int argc, char **argv) {
         goto out;
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
             sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
-    double next_register = 0.0, backoff = 1.0;
+    double next_register = 0.0, backoff = 1.0, ctrl_heard = 0.0;
     int registered = 0;
     while (!g_signal) {
         if (sy_heartbeat_shutdown(w.hb)) {
@@ -713,7 +713,14 @@ int main(int argc, char **argv) {
             next_register = sy_now() + backoff;
             backoff = backoff * 2 > 8 ? 8 : backoff * 2;
         }
-        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered)) {
+        /* lost = silent on both connections: after a network outage the heartbeat
+         * connection may come back seconds after the control one (each TCP connection
+         * retransmits on its own timer); an Assignment that just arrived proves the
+         * coordinator is there, and dropping it would make the coordinator re-plan again
+         * and again until it gives the run up */
+        double ctrl_limit = (w.have_cfg ? w.cfg.cluster.timeout_ms : 5000) / 1000.0;
+        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered) &&
+            sy_now() - ctrl_heard > ctrl_limit) {
             sy_warn("lost the coordinator: dropping the assignment, registering again");
             drop_assignment(&w);
             registered = 0;
@@ -731,6 +738,7 @@ int main(int argc, char **argv) {
             sy_warn("%s", sy_lasterr());
             continue;
         }
+        ctrl_heard = sy_now();
         Switchyard__Envelope *e = m.env;
         switch (e->msg_case) {
         case SWITCHYARD__ENVELOPE__MSG_REFUSE:
