@@ -4,6 +4,8 @@
 set -u
 bin=$1 refcases=$2
 n=0 fail=0
+# no cases is a failure, and must not reach the copy below with an empty path
+ls "$refcases"/*/manifest.yaml >/dev/null 2>&1 || { echo "FAIL: no reference cases under $refcases"; exit 1; }
 for dir in "$refcases"/*/; do
   [ -f "$dir/manifest.yaml" ] || continue
   n=$((n + 1))
@@ -28,7 +30,7 @@ rm -f /tmp/refcheck.$$.out
 # a broken case must fail, with the file named
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 first=$(ls -d "$refcases"/*/ | head -1)
-cp -r "$first"/. "$tmp/case"; chmod -R u+w "$tmp/case"
+cp -r "${first:?}"/. "$tmp/case"; chmod -R u+w "$tmp/case"
 python3 - "$tmp/case/layers.0.attn.wo.grad.f32" <<'PY'
 import struct, sys
 p = sys.argv[1]; b = bytearray(open(p, 'rb').read())
