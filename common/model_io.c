@@ -5,56 +5,48 @@
 
 #include "log.h"
 
-static int add_one(sy_ckpt_writer *w, const char *prefix, const sy_param *p, const float *arena) {
-    char name[SY_CKPT_MAX_NAME];
-    snprintf(name, sizeof name, "%s%s", prefix, p->name);
-    int64_t shape[2] = {p->shape[0], p->shape[1]};
-    return sy_ckpt_writer_add(w, name, SY_DT_F32, p->ndim, shape, arena + p->offset, p->numel * sizeof(float));
+static int name_of(char *name, const char *prefix, const sy_param *p) {
+    if (snprintf(name, SY_MODEL_IO_MAX_NAME, "%s%s", prefix, p->name) >= SY_MODEL_IO_MAX_NAME) {
+        sy_seterr("tensor name %s%s is too long", prefix, p->name);
+        return -1;
+    }
+    return 0;
 }
 
-int sy_model_io_save(sy_ckpt_writer *w, const sy_layout *lay, const float *params, const float *m, const float *v) {
+static int put_one(const sy_tensor_table *t, const char *prefix, const sy_param *p, const float *arena) {
+    char name[SY_MODEL_IO_MAX_NAME];
+    return name_of(name, prefix, p) || t->put(t->ctx, name, p, arena + p->offset) ? -1 : 0;
+}
+
+int sy_model_io_put(const sy_tensor_table *t, const sy_layout *lay, const float *params, const float *m,
+                    const float *v) {
     for (int i = 0; i < lay->n_params; i++) {
         const sy_param *p = &lay->params[i];
-        if (add_one(w, "", p, params) || (m && add_one(w, "adam.m/", p, m)) || (v && add_one(w, "adam.v/", p, v)))
+        if (put_one(t, "", p, params) || (m && put_one(t, "adam.m/", p, m)) || (v && put_one(t, "adam.v/", p, v)))
             return -1;
     }
     return 0;
 }
 
-static int read_one(const sy_ckpt *ck, const char *prefix, const sy_param *p, float *arena) {
-    char name[SY_CKPT_MAX_NAME];
-    snprintf(name, sizeof name, "%s%s", prefix, p->name);
-    const sy_ckpt_tensor *t = sy_ckpt_find(ck, name);
-    if (!t) {
-        sy_seterr("%s: no tensor %s", sy_ckpt_dir(ck), name);
-        return -1;
-    }
-    int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++)
-        n *= t->shape[d];
-    int shape_ok = t->dtype == SY_DT_F32 && t->ndim == p->ndim && t->shape[0] == p->shape[0] &&
-                   (p->ndim < 2 || t->shape[1] == p->shape[1]) && (size_t)n == p->numel;
-    if (!shape_ok) {
-        sy_seterr("%s: tensor %s is %s with %d dims [%lld,%lld], the model expects f32 [%d,%d]", sy_ckpt_dir(ck),
-                  name, sy_dtype_name(t->dtype), t->ndim, (long long)t->shape[0],
-                  (long long)(t->ndim > 1 ? t->shape[1] : 1), p->shape[0], p->shape[1]);
-        return -1;
-    }
-    return sy_ckpt_read(ck, name, arena + p->offset, p->numel * sizeof(float));
+static int get_one(const sy_tensor_table *t, const char *prefix, const sy_param *p, float *arena) {
+    char name[SY_MODEL_IO_MAX_NAME];
+    return name_of(name, prefix, p) || t->get(t->ctx, name, p, arena + p->offset) ? -1 : 0;
 }
 
-int sy_model_io_load(const sy_ckpt *ck, const sy_layout *lay, float *params, float *m, float *v, int *had_moments) {
+int sy_model_io_get(const sy_tensor_table *t, const sy_layout *lay, float *params, float *m, float *v,
+                    int *had_moments) {
     int moments = m && v && lay->n_params > 0;
     if (moments) {
-        char name[SY_CKPT_MAX_NAME];
-        snprintf(name, sizeof name, "adam.m/%s", lay->params[0].name);
-        moments = sy_ckpt_find(ck, name) != NULL;
+        char name[SY_MODEL_IO_MAX_NAME];
+        if (name_of(name, "adam.m/", &lay->params[0]))
+            return -1;
+        moments = t->has(t->ctx, name);
     }
     for (int i = 0; i < lay->n_params; i++) {
         const sy_param *p = &lay->params[i];
-        if (read_one(ck, "", p, params))
+        if (get_one(t, "", p, params))
             return -1;
-        if (moments && (read_one(ck, "adam.m/", p, m) || read_one(ck, "adam.v/", p, v)))
+        if (moments && (get_one(t, "adam.m/", p, m) || get_one(t, "adam.v/", p, v)))
             return -1;
     }
     if (m && v && !moments) {
