@@ -10,7 +10,7 @@ bin=$1 src=$3
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail=0 pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > /dev/null 2>&1
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
 for W in 2 3; do
   cat > "$tmp/eq$W.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}

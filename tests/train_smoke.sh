@@ -8,7 +8,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail=0 pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 # a corpus from the repository's own text: each C source and header is one document
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > "$tmp/prep.out" 2>&1
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1
 check "prepare wrote train and val" '[ -s "$tmp/data/train.bin" ] && [ -s "$tmp/data/val.bin" ]'
 cat > "$tmp/tiny.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 32}
