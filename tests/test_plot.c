@@ -799,7 +799,7 @@ static void test_write_files(void **state) {
     /* nothing left behind but the two images */
     struct stat st;
     char probe[600];
-    snprintf(probe, sizeof probe, "%s.tmp%ld", tpath("out.png"), (long)getpid());
+    snprintf(probe, sizeof probe, "%s.tmp.%ld", tpath("out.png"), (long)getpid());
     assert_int_not_equal(stat(probe, &st), 0);
 
     /* errors name the path */

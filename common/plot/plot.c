@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 
 /* ======================================================================== reader */
@@ -1689,41 +1690,7 @@ int sy_plot_write(const sy_runlog *log, const char *path, const sy_plot_opts *op
             *layout = lay;
     }
     /* written beside the target and renamed: a viewer never sees half an image */
-    size_t pl = strlen(path) + 32;
-    char *tmp = malloc(pl);
-    FILE *f = NULL;
-    if (!tmp) {
-        sy_seterr("%s: out of memory", path);
-        goto fail;
-    }
-    snprintf(tmp, pl, "%s.tmp%ld", path, (long)getpid());
-    if (!(f = fopen(tmp, "wb"))) {
-        sy_seterr("cannot write %s: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (fwrite(data, 1, n, f) != n || fflush(f) || fsync(fileno(f))) {
-        sy_seterr("cannot write %s: %s", path, strerror(errno));
-        fclose(f);
-        f = NULL;
-        unlink(tmp);
-        goto fail;
-    }
-    if (fclose(f)) {
-        f = NULL;
-        sy_seterr("cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        goto fail;
-    }
-    if (rename(tmp, path)) {
-        sy_seterr("cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        goto fail;
-    }
-    free(tmp);
+    int rc = sy_write_atomic(path, data, n);
     free(data);
-    return 0;
-fail:
-    free(tmp);
-    free(data);
-    return -1;
+    return rc;
 }

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 #include "rng.h"
 
@@ -118,164 +119,12 @@ int sy_utf8_valid(const void *p, size_t n) {
 
 /* ------------------------------------------------------------------ files */
 
-/* Reads a whole file into a malloc'd buffer (plus one spare NUL byte). */
+/* A whole file as bytes (fsutil's reader, which keeps a spare NUL after them). */
 static int read_whole(const char *path, uint8_t **out, size_t *n_out) {
-    *out = NULL;
-    *n_out = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        sy_seterr("%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        sy_seterr("%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        sy_seterr("%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    size_t cap = (size_t)st.st_size + 1, n = 0;
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        sy_seterr("%s: out of memory (%zu bytes)", path, cap);
-        close(fd);
-        return -1;
-    }
-    for (;;) {
-        if (n + 1 == cap) {
-            /* Full at the size fstat gave: probe for EOF, grow only if the file grew. */
-            uint8_t probe[4096];
-            ssize_t r = read(fd, probe, sizeof probe);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                sy_seterr("%s: read error: %s", path, strerror(errno));
-                goto fail;
-            }
-            if (r == 0)
-                break;
-            uint8_t *nb = realloc(buf, cap * 2 + (size_t)r);
-            if (!nb) {
-                sy_seterr("%s: out of memory", path);
-                goto fail;
-            }
-            buf = nb;
-            cap = cap * 2 + (size_t)r;
-            memcpy(buf + n, probe, (size_t)r);
-            n += (size_t)r;
-            continue;
-        }
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            sy_seterr("%s: read error: %s", path, strerror(errno));
-            goto fail;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    buf[n] = 0;
-    *out = buf;
-    *n_out = n;
-    return 0;
-fail:
-    free(buf);
-    close(fd);
-    return -1;
-}
-
-/* Writes p[0..n) to path via path.tmp.PID, fsync, rename, fsync of the directory: a crash
- * leaves either the old file or the new one, never a torn one. */
-static int write_atomic(const char *path, const void *p, size_t n) {
-    char tmp[PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        sy_seterr("%s: cannot create: %s", tmp, strerror(errno));
-        return -1;
-    }
-    const uint8_t *b = p;
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, b + done, n - done);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            sy_seterr("%s: write error: %s", tmp, strerror(errno));
-            goto fail;
-        }
-        done += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        sy_seterr("%s: fsync: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        sy_seterr("%s: close: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        sy_seterr("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    /* Make the rename itself durable. */
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        dir[1] = 0;
-    else if (slash)
-        *slash = 0;
-    else
-        snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-fail:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    return -1;
-}
-
-/* mkdir -p */
-static int make_dirs(const char *path) {
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        sy_seterr("%s: path too long", path);
-        return -1;
-    }
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                sy_seterr("%s: cannot create directory: %s", buf, strerror(errno));
-                return -1;
-            }
-            *p = c;
-            if (c == 0)
-                break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        sy_seterr("%s: not a directory", path);
-        return -1;
-    }
-    return 0;
+    char *buf = NULL;
+    int rc = sy_read_file(path, 0, &buf, n_out);
+    *out = (uint8_t *)buf;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ token files: reading */
@@ -947,7 +796,7 @@ int sy_corpus_write(const sy_corpus *c, const char *path, int part, double val_f
         k++;
     }
     put64(img + 40, sy_data_hash(img, total, 0));
-    int rc = write_atomic(path, img, total);
+    int rc = sy_write_atomic(path, img, total);
     free(img);
     free(isval);
     return rc;
@@ -1314,7 +1163,7 @@ int sy_prepare(const sy_prepare_opts *o, sy_prepare_report *rep) {
         sy_seterr("prepare: the inputs hold no documents (all files empty?)");
         goto done;
     }
-    if (make_dirs(dir) != 0)
+    if (sy_mkdirs(dir) != 0)
         goto done;
     if (o->progress)
         o->progress(o->progress_ctx, "writing", 0, 2);
