@@ -31,7 +31,7 @@ coord() {
   local name=$1 min=$2; shift 2
   port=$(free_port)
   "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers "$min" \
-    --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
+    --status "tcp://127.0.0.1:$(free_port)" --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
   cpid=$!; pids+=("$cpid")
 }
 worker() { # worker LOG [FAULT]
@@ -82,13 +82,13 @@ check "D: resumed from step 10 (the half-sent checkpoint 20 was dropped)" 'grep 
 # E: the coordinator killed with checkpoint 30 half written, then restarted
 port=$(free_port)
 SWITCHYARD_FAULT=kill@30:save "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 \
-  --set checkpoint.dir="$tmp/ecoord" >> "$tmp/ecoord.log" 2>&1 &
+  --status "tcp://127.0.0.1:$(free_port)" --set checkpoint.dir="$tmp/ecoord" >> "$tmp/ecoord.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 worker ecoord.w1; worker ecoord.w2
 finish
 check "E: the coordinator died of the drill" 'grep -q "half written" "$tmp/ecoord.log" && [ ! -d "$tmp/ecoord/step-00000030" ] && [ -d "$tmp/ecoord/step-00000020" ]'
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 \
-  --set checkpoint.dir="$tmp/ecoord" > "$tmp/ecoord2.log" 2>&1 &
+  --status "tcp://127.0.0.1:$(free_port)" --set checkpoint.dir="$tmp/ecoord" > "$tmp/ecoord2.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 finish
 check "E: the restarted coordinator takes the workers back and finishes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/ecoord/step-00000060" ]'
