@@ -1,286 +1,83 @@
-/* runlog.c: reading a JSON-lines run log: a flat-object JSON parser and the points,
- * run ids and skipped-line counts taken from it. */
+/* runlog.c: reading a JSON-lines run log: the points,
+ * run ids and skipped-line counts taken from it. JSON parsing is jansson's. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
 
 #include "log.h"
 #include "plot.h"
 
-/* A value as the flat-object parser hands it over. Nested arrays/objects are parsed
- * (so the line must still be valid JSON) but reported as JV_OTHER: no plotted key
- * uses them, and unknown keys must not break the reader. */
-enum { JV_NUM, JV_STR, JV_NULL, JV_BOOL, JV_OTHER };
+/* Run ids are kept to this many bytes (with the NUL), truncated. */
+#define SHORT_STR 64
 
-#define JSON_MAX_DEPTH 32
-#define SHORT_STR 64 /* keys and run ids are decoded into this much, truncated */
+/* ----------------------------------------------------------------- JSON */
 
-typedef struct {
-    const char *s;
-    size_t n, i;
-    char err[128];
-} jcur;
-
-static int jfail(jcur *c, const char *why) {
-    if (!c->err[0])
-        snprintf(c->err, sizeof c->err, "column %zu: %s", c->i + 1, why);
-    return -1;
-}
-
-static void jws(jcur *c) {
-    while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' || c->s[c->i] == '\r' || c->s[c->i] == '\n'))
-        c->i++;
-}
-
-static int hexval(char ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Parses a string at c->s[c->i] == '"'. Decodes into out[outn] (truncated, always
- * NUL-terminated), keeping printable ASCII and writing '?' for anything else, because
- * the only strings we keep end up in a title drawn with an ASCII font. */
-static int jstring(jcur *c, char *out, size_t outn) {
+/* jansson reads strict JSON; a run log may also hold the non-finite numbers C's printf
+ * and Python's json write (nan, -nan, inf, NaN, -Infinity) and numbers too large for a
+ * double (1e999). Those tokens, outside strings, become null (= no value) before the
+ * line is parsed; everything else is left for jansson to accept or refuse.
+ * out: room for 2 * n + 1 bytes; returns the bytes written. */
+static size_t nonfinite_to_null(const char *s, size_t n, char *out) {
     size_t o = 0;
-    c->i++; /* opening quote */
-    for (;;) {
-        if (c->i >= c->n)
-            return jfail(c, "unterminated string");
-        unsigned char ch = (unsigned char)c->s[c->i];
-        if (ch == '"') {
-            c->i++;
-            break;
-        }
-        if (ch < 0x20)
-            return jfail(c, "control character in string");
-        char dec = (ch < 0x7f) ? (char)ch : '?';
-        if (ch == '\\') {
-            if (c->i + 1 >= c->n)
-                return jfail(c, "unterminated string");
-            char e = c->s[++c->i];
-            switch (e) {
-            case '"': dec = '"'; break;
-            case '\\': dec = '\\'; break;
-            case '/': dec = '/'; break;
-            case 'b': case 'f': case 'n': case 'r': case 't': dec = '?'; break;
-            case 'u': {
-                if (c->i + 4 >= c->n)
-                    return jfail(c, "bad \\u escape");
-                int v = 0;
-                for (int k = 1; k <= 4; k++) {
-                    int h = hexval(c->s[c->i + k]);
-                    if (h < 0)
-                        return jfail(c, "bad \\u escape");
-                    v = v * 16 + h;
-                }
-                c->i += 4;
-                dec = (v >= 0x20 && v < 0x7f) ? (char)v : '?';
-                break;
+    for (size_t i = 0; i < n;) {
+        char ch = s[i];
+        if (ch == '"') { /* a string, escapes included, copied as it is */
+            out[o++] = s[i++];
+            while (i < n && s[i] != '"') {
+                if (s[i] == '\\' && i + 1 < n)
+                    out[o++] = s[i++];
+                out[o++] = s[i++];
             }
-            default: return jfail(c, "invalid escape in string");
-            }
-        }
-        if (out && o + 1 < outn)
-            out[o++] = dec;
-        c->i++;
-    }
-    if (out && outn)
-        out[o] = 0;
-    return 0;
-}
-
-static int word_at(const jcur *c, const char *w) {
-    size_t k = strlen(w);
-    return c->n - c->i >= k && !strncasecmp(c->s + c->i, w, k);
-}
-
-/* A JSON number, or the non-standard NaN/Infinity spellings a C printf ("nan", "-nan",
- * "inf") or Python ("NaN", "Infinity") writes for a diverged loss: those become a
- * non-finite value that is then treated as absent, instead of losing the whole line. */
-static int jnumber(jcur *c, double *v) {
-    size_t st = c->i, i = c->i;
-    int neg = 0;
-    if (i < c->n && c->s[i] == '-') {
-        neg = 1;
-        i++;
-    }
-    c->i = i;
-    if (word_at(c, "nan")) {
-        c->i += 3;
-        *v = NAN;
-        return 0;
-    }
-    if (word_at(c, "infinity") || word_at(c, "inf")) {
-        c->i += word_at(c, "infinity") ? 8 : 3;
-        *v = neg ? -INFINITY : INFINITY;
-        return 0;
-    }
-    c->i = st;
-    if (i >= c->n || !isdigit((unsigned char)c->s[i]))
-        return jfail(c, "bad number");
-    if (c->s[i] == '0')
-        i++;
-    else
-        while (i < c->n && isdigit((unsigned char)c->s[i]))
-            i++;
-    if (i < c->n && c->s[i] == '.') {
-        i++;
-        if (i >= c->n || !isdigit((unsigned char)c->s[i]))
-            return jfail(c, "bad number");
-        while (i < c->n && isdigit((unsigned char)c->s[i]))
-            i++;
-    }
-    if (i < c->n && (c->s[i] == 'e' || c->s[i] == 'E')) {
-        i++;
-        if (i < c->n && (c->s[i] == '+' || c->s[i] == '-'))
-            i++;
-        if (i >= c->n || !isdigit((unsigned char)c->s[i]))
-            return jfail(c, "bad number");
-        while (i < c->n && isdigit((unsigned char)c->s[i]))
-            i++;
-    }
-    /* strtod wants a terminated copy: the line is not NUL-terminated at the token */
-    char buf[512];
-    if (i - st >= sizeof buf)
-        return jfail(c, "number too long");
-    memcpy(buf, c->s + st, i - st);
-    buf[i - st] = 0;
-    *v = strtod(buf, NULL); /* overflow gives +-inf: treated as absent by the caller */
-    c->i = i;
-    return 0;
-}
-
-static int jvalue(jcur *c, int depth, int *type, double *num, char *str, size_t strn);
-
-/* Parses (and discards) an array or object: a nested value under an unknown key. */
-static int jcompound(jcur *c, int depth) {
-    if (depth >= JSON_MAX_DEPTH)
-        return jfail(c, "nesting too deep");
-    char close = c->s[c->i] == '{' ? '}' : ']';
-    int obj = close == '}';
-    c->i++;
-    jws(c);
-    if (c->i < c->n && c->s[c->i] == close) {
-        c->i++;
-        return 0;
-    }
-    for (;;) {
-        int t;
-        double d;
-        if (obj) {
-            if (c->i >= c->n || c->s[c->i] != '"')
-                return jfail(c, "expected a key string");
-            if (jstring(c, NULL, 0))
-                return -1;
-            jws(c);
-            if (c->i >= c->n || c->s[c->i] != ':')
-                return jfail(c, "expected ':' after key");
-            c->i++;
-            jws(c);
-        }
-        if (jvalue(c, depth + 1, &t, &d, NULL, 0))
-            return -1;
-        jws(c);
-        if (c->i < c->n && c->s[c->i] == ',') {
-            c->i++;
-            jws(c);
+            if (i < n)
+                out[o++] = s[i++];
             continue;
         }
-        if (c->i < c->n && c->s[c->i] == close) {
-            c->i++;
-            return 0;
+        if (strchr("{}[],: \t\r\n", ch) || !ch) {
+            out[o++] = s[i++];
+            continue;
         }
-        return jfail(c, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+        size_t k = i; /* a bare token: a number, a literal, or garbage */
+        while (k < n && s[k] && !strchr("{}[],:\" \t\r\n", s[k]))
+            k++;
+        char tok[32];
+        size_t len = k - i;
+        int null = 0;
+        if (len < sizeof tok) {
+            memcpy(tok, s + i, len);
+            tok[len] = 0;
+            const char *w = tok + (tok[0] == '-' || tok[0] == '+');
+            if (!strcasecmp(w, "nan") || !strcasecmp(w, "inf") || !strcasecmp(w, "infinity")) {
+                null = 1;
+            } else if (strspn(tok, "0123456789+-.eE") == len) {
+                char *end;
+                double v = strtod(tok, &end);
+                null = *end == 0 && isinf(v);
+            }
+        }
+        if (null) {
+            memcpy(out + o, "null", 4);
+            o += 4;
+        } else {
+            memcpy(out + o, s + i, len);
+            o += len;
+        }
+        i = k;
     }
+    out[o] = 0;
+    return o;
 }
 
-static int jvalue(jcur *c, int depth, int *type, double *num, char *str, size_t strn) {
-    if (c->i >= c->n)
-        return jfail(c, "missing value");
-    char ch = c->s[c->i];
-    *num = NAN;
-    if (ch == '"') {
-        *type = JV_STR;
-        return jstring(c, str, strn);
-    }
-    if (ch == '{' || ch == '[') {
-        *type = JV_OTHER;
-        return jcompound(c, depth);
-    }
-    if (c->n - c->i >= 4 && !strncmp(c->s + c->i, "null", 4)) {
-        c->i += 4;
-        *type = JV_NULL;
-        return 0;
-    }
-    if (c->n - c->i >= 4 && !strncmp(c->s + c->i, "true", 4)) {
-        c->i += 4;
-        *type = JV_BOOL;
-        return 0;
-    }
-    if (c->n - c->i >= 5 && !strncmp(c->s + c->i, "false", 5)) {
-        c->i += 5;
-        *type = JV_BOOL;
-        return 0;
-    }
-    *type = JV_NUM;
-    return jnumber(c, num);
-}
-
-typedef void (*jfield_fn)(void *ud, const char *key, int type, double num, const char *str);
-
-/* Parses one line holding one JSON object, calling fn for each member. Returns 0, or
- * -1 with c->err saying where and why. Members seen before an error have already been
- * reported; the caller discards the line then. */
-static int jobject(jcur *c, jfield_fn fn, void *ud) {
-    jws(c);
-    if (c->i >= c->n || c->s[c->i] != '{')
-        return jfail(c, "expected '{'");
-    c->i++;
-    jws(c);
-    if (c->i < c->n && c->s[c->i] == '}') {
-        c->i++;
-    } else {
-        for (;;) {
-            char key[SHORT_STR], str[SHORT_STR];
-            int t;
-            double d;
-            if (c->i >= c->n || c->s[c->i] != '"')
-                return jfail(c, "expected a key string");
-            if (jstring(c, key, sizeof key))
-                return -1;
-            jws(c);
-            if (c->i >= c->n || c->s[c->i] != ':')
-                return jfail(c, "expected ':' after key");
-            c->i++;
-            jws(c);
-            if (jvalue(c, 0, &t, &d, str, sizeof str))
-                return -1;
-            fn(ud, key, t, d, t == JV_STR ? str : NULL);
-            jws(c);
-            if (c->i < c->n && c->s[c->i] == ',') {
-                c->i++;
-                jws(c);
-                continue;
-            }
-            if (c->i < c->n && c->s[c->i] == '}') {
-                c->i++;
-                break;
-            }
-            return jfail(c, "expected ',' or '}'");
-        }
-    }
-    jws(c);
-    if (c->i < c->n)
-        return jfail(c, "unexpected text after the object");
-    return 0;
+/* A plotted number: NAN for a missing, null, non-numeric or non-finite value. */
+static double number_at(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    double x = json_is_number(v) ? json_number_value(v) : NAN;
+    return isfinite(x) ? x : NAN;
 }
 
 /* ----------------------------------------------------------------- run log */
@@ -291,29 +88,28 @@ typedef struct {
     int has_run_id;
 } line_fields;
 
-static void take_field(void *ud, const char *key, int type, double num, const char *str) {
-    line_fields *lf = ud;
-    /* wrong type, null and non-finite all mean "no value" for a plotted number */
-    double v = (type == JV_NUM && isfinite(num)) ? num : NAN;
-    if (!strcmp(key, "step"))
-        lf->p.step = v;
-    else if (!strcmp(key, "loss"))
-        lf->p.loss = v;
-    else if (!strcmp(key, "ce"))
-        lf->p.ce = v;
-    else if (!strcmp(key, "val_ce"))
-        lf->p.val_ce = v;
-    else if (!strcmp(key, "tokens_per_s"))
-        lf->p.tokens_per_s = v;
-    else if (!strcmp(key, "workers"))
-        lf->p.workers = v;
-    else if (!strcmp(key, "epoch"))
-        lf->p.epoch = v;
-    else if (!strcmp(key, "run_id")) {
-        lf->has_run_id = type == JV_STR;
-        if (lf->has_run_id)
-            snprintf(lf->run_id, sizeof lf->run_id, "%s", str);
+/* The plotted keys of one parsed line; every other key is ignored. */
+static void take_fields(json_t *obj, line_fields *lf) {
+    lf->p.step = number_at(obj, "step");
+    lf->p.loss = number_at(obj, "loss");
+    lf->p.ce = number_at(obj, "ce");
+    lf->p.val_ce = number_at(obj, "val_ce");
+    lf->p.tokens_per_s = number_at(obj, "tokens_per_s");
+    lf->p.workers = number_at(obj, "workers");
+    lf->p.epoch = number_at(obj, "epoch");
+    const char *id = json_string_value(json_object_get(obj, "run_id"));
+    lf->has_run_id = id != NULL;
+    if (!id)
+        return;
+    /* printable ASCII kept; a control or non-ASCII character (one per UTF-8 sequence)
+     * becomes '?', so a run id prints safely in a figure and a terminal */
+    size_t o = 0;
+    for (const unsigned char *c = (const unsigned char *)id; *c && o + 1 < sizeof lf->run_id; c++) {
+        if ((*c & 0xC0) == 0x80)
+            continue;
+        lf->run_id[o++] = *c >= 32 && *c < 127 ? (char)*c : '?';
     }
+    lf->run_id[o] = 0;
 }
 
 static sy_runlog *runlog_new(const char *name) {
@@ -357,15 +153,24 @@ static int runlog_add_line(sy_runlog *L, const char *s, size_t n, size_t lineno,
         return 0; /* blank lines are not log lines */
     L->lines++;
     line_fields lf = {.p = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, -1}};
-    jcur c = {.s = s, .n = n};
-    if (jobject(&c, take_field, &lf)) {
+    char *text = malloc(2 * n + 1);
+    if (!text)
+        goto oom;
+    size_t tn = nonfinite_to_null(s, n, text);
+    json_error_t err;
+    json_t *obj = json_loadb(text, tn, JSON_DECODE_INT_AS_REAL, &err);
+    free(text);
+    if (!json_is_object(obj)) {
         L->malformed++;
-        char why[200];
-        snprintf(why, sizeof why, "%s%s", unterminated ? "incomplete last line (still being written?): " : "",
-                 c.err);
+        char why[240];
+        snprintf(why, sizeof why, "%scolumn %d: %s", unterminated ? "incomplete last line (still being written?): " : "",
+                 obj ? 1 : err.column, obj ? "not a JSON object" : err.text);
+        json_decref(obj);
         note_skipped(L, lineno, why);
         return 0;
     }
+    take_fields(obj, &lf);
+    json_decref(obj);
     if (!isfinite(lf.p.step)) {
         L->no_step++;
         note_skipped(L, lineno, "no numeric \"step\"");
