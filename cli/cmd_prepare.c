@@ -1,6 +1,6 @@
 /* cmd_prepare.c: `switchyard prepare` turns text files (or, with none, the Debian
  * fortunes in five languages) into DIR/train.bin and DIR/val.bin. The work is
- * sy_prepare() in common/data.c; this file parses flags and prints the summary. */
+ * sy_prepare() in common/store/prepare.c; this file parses flags and prints the summary. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
