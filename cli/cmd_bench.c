@@ -8,6 +8,7 @@
  *       and bus bandwidth as NCCL-tests define them.
  * Local multi-worker training throughput is measured with `switchyard up` (bench/). */
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -74,20 +75,31 @@ static int print_json(json_t *o, json_error_t *err) {
 static int bench_model(int argc, char **argv) {
     const char *path = NULL;
     int steps = 10, warmup = 2, json = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--steps") && i + 1 < argc)
-            steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
-            warmup = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (argv[i][0] == '-' || path) {
+    enum { OPT_STEPS = 256, OPT_WARMUP, OPT_THREADS, OPT_JSON };
+    static const struct option longopts[] = {
+        {"steps", required_argument, NULL, OPT_STEPS},     {"warmup", required_argument, NULL, OPT_WARMUP},
+        {"threads", required_argument, NULL, OPT_THREADS}, {"json", no_argument, NULL, OPT_JSON},
+        {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan */
+    opterr = 0; /* our own messages */
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_STEPS: steps = atoi(optarg); break;
+        case OPT_WARMUP: warmup = atoi(optarg); break;
+        case OPT_THREADS: threads = atoi(optarg); break;
+        case OPT_JSON: json = 1; break;
+        default: /* an unknown option, or one without its value */
+            fprintf(stderr, "bench: unexpected argument '%s'\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (path) {
             fprintf(stderr, "bench: unexpected argument '%s'\n", argv[i]);
             return 2;
-        } else
-            path = argv[i];
+        }
+        path = argv[i];
     }
     if (steps < 1 || warmup < 0) {
         fprintf(stderr, "bench: --steps must be >= 1 and --warmup >= 0\n");
@@ -271,10 +283,21 @@ static int bench_collective(int argc, char **argv) {
     int op = !strcmp(argv[0], "alltoall");
     size_t bytes = 16u << 20;
     int workers = 2, bf16 = 0, iters = 10, json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc) {
-            char *end;
-            double v = strtod(argv[++i], &end);
+    enum { OPT_SIZE = 256, OPT_WORKERS, OPT_ITERS, OPT_CHUNK, OPT_WIRE, OPT_JSON };
+    static const struct option longopts[] = {
+        {"size", required_argument, NULL, OPT_SIZE},   {"workers", required_argument, NULL, OPT_WORKERS},
+        {"iters", required_argument, NULL, OPT_ITERS}, {"chunk", required_argument, NULL, OPT_CHUNK},
+        {"wire", required_argument, NULL, OPT_WIRE},   {"json", no_argument, NULL, OPT_JSON},
+        {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan */
+    opterr = 0; /* our own messages */
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        char *end;
+        double v;
+        switch (opt) {
+        case OPT_SIZE:
+            v = strtod(optarg, &end);
             if (*end == 'K' || *end == 'k')
                 v *= 1024;
             else if (*end == 'M' || *end == 'm')
@@ -282,25 +305,26 @@ static int bench_collective(int argc, char **argv) {
             else if (*end == 'G' || *end == 'g')
                 v *= 1024.0 * 1024 * 1024;
             bytes = (size_t)v;
-        } else if (!strcmp(argv[i], "--workers") && i + 1 < argc)
-            workers = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
-            iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc)
-            g_chunk = (size_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--wire") && i + 1 < argc) {
-            const char *w = argv[++i];
-            if (strcmp(w, "bf16") && strcmp(w, "fp32")) {
-                fprintf(stderr, "bench: --wire is fp32 or bf16, not '%s'\n", w);
+            break;
+        case OPT_WORKERS: workers = atoi(optarg); break;
+        case OPT_ITERS: iters = atoi(optarg); break;
+        case OPT_CHUNK: g_chunk = (size_t)strtoul(optarg, NULL, 10); break;
+        case OPT_WIRE:
+            if (strcmp(optarg, "bf16") && strcmp(optarg, "fp32")) {
+                fprintf(stderr, "bench: --wire is fp32 or bf16, not '%s'\n", optarg);
                 return 2;
             }
-            bf16 = !strcmp(w, "bf16");
-        } else if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else {
-            fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[i]);
+            bf16 = !strcmp(optarg, "bf16");
+            break;
+        case OPT_JSON: json = 1; break;
+        default: /* an unknown option, or one without its value */
+            fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[optind - 1]);
             return 2;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[optind]);
+        return 2;
     }
     if (workers < 2 || workers > 64 || iters < 1 || bytes < 4) {
         fprintf(stderr, "bench: need --workers 2..64, --iters >= 1, --size >= 4\n");
