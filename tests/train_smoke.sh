@@ -40,6 +40,12 @@ check "bad config refused with file and key (rc $rc)" '[ $rc -ne 0 ] && grep -q 
 printf 'train:\n  sped: 3\n' > "$tmp/unk.yaml"
 "$bin/switchyard" train "$tmp/unk.yaml" > "$tmp/unk.out" 2>&1
 check "unknown key refused" 'grep -q "train.sped" "$tmp/unk.out"'
+# ckpt diff: a checkpoint equals itself in any argument order; a bad --tol is refused
+ck="$tmp/run/step-00000060"
+check "ckpt diff of a checkpoint with itself passes" '"$bin/switchyard" ckpt diff --tol 0 "$ck" "$ck" > /dev/null 2>&1'
+"$bin/switchyard" ckpt diff "$ck" "$ck" --tol x > "$tmp/tol.out" 2>&1
+rc=$?
+check "ckpt diff refuses --tol x (rc $rc)" '[ $rc -eq 2 ] && grep -q -- "--tol: \"x\"" "$tmp/tol.out"'
 [ $fail -eq 0 ] || { echo "--- train output"; cat "$tmp/train.out"; }
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
