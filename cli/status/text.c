@@ -61,6 +61,8 @@ int sy_cp_width(uint32_t c) {
 
 /* The shortest %g form that reads back as the same double. */
 void sy_fmt_double(char *b, size_t n, double v) {
+    if (!b || !n)
+        return;
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(b, n, "%.*g", prec, v);
         if (strtod(b, NULL) == v)
