@@ -2,6 +2,7 @@
  * every loss term, the routing and every gradient. A test, not a demo: exit 0 only when
  * everything is within tolerance. */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,27 +203,41 @@ out:
 int cmd_refcheck(int argc, char **argv) {
     const char *dir = NULL;
     int workers = 0, quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
-            char *end;
-            long w = strtol(argv[++i], &end, 10);
+    enum { OPT_WORKERS = 256 };
+    static const struct option longopts[] = {{"workers", required_argument, NULL, OPT_WORKERS},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan */
+    opterr = 0; /* our own messages */
+    int c;
+    while ((c = getopt_long(argc, argv, ":qh", longopts, NULL)) != -1) {
+        char *end;
+        long w;
+        switch (c) {
+        case OPT_WORKERS:
+            w = strtol(optarg, &end, 10);
             if (*end || w < 1 || w > 64) {
-                fprintf(stderr, "refcheck: --workers: expected a number of workers 1..64, got '%s'\n", argv[i]);
+                fprintf(stderr, "refcheck: --workers: expected a number of workers 1..64, got '%s'\n", optarg);
                 return 2;
             }
             workers = (int)w;
-        } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
-            quiet = 1;
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(); return 0;
+        default: /* an unknown option, or one without its value */
+            fprintf(stderr, "refcheck: unexpected argument '%s'\n", argv[optind - 1]);
             usage();
-            return 0;
-        } else if (argv[i][0] == '-' || dir) {
+            return 2;
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (dir) {
             fprintf(stderr, "refcheck: unexpected argument '%s'\n", argv[i]);
             usage();
             return 2;
-        } else {
-            dir = argv[i];
         }
+        dir = argv[i];
     }
     if (!dir) {
         usage();

@@ -19,7 +19,7 @@
 #include "evaluate.h"
 #include "log.h"
 #include "model.h"
-#include "model_io.h"
+#include "model_ckpt.h"
 #include "optim.h"
 
 static volatile sig_atomic_t g_stop;

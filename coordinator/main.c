@@ -23,7 +23,7 @@
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
-#include "model_io.h"
+#include "model_ckpt.h"
 #include "refcase.h"
 
 #include "coord.h"

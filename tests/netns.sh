@@ -70,7 +70,7 @@ wait_for() { # wait_for PATTERN FILE SECONDS
   return 1
 }
 
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > /dev/null 2>&1
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
 # big enough that a step's messages take visible time at a few Mbit/s, small enough to
 # train fast on two shared cores
 steps=${SY_NETNS_STEPS:-1500}

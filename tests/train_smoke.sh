@@ -7,7 +7,7 @@ set -euo pipefail
 sy_args "$@"
 sy_tmpdir
 # a corpus from the repository's own text: each C source and header is one document
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > "$tmp/prep.out" 2>&1 ||
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
   { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
 check "prepare wrote train and val" '[ -s "$tmp/data/train.bin" ] && [ -s "$tmp/data/val.bin" ]'
 cat > "$tmp/tiny.yaml" <<YAML
@@ -40,5 +40,11 @@ check "bad config refused with file and key (rc $rc)" '[ $rc -ne 0 ] && grep -q 
 printf 'train:\n  sped: 3\n' > "$tmp/unk.yaml"
 "$bin/switchyard" train "$tmp/unk.yaml" > "$tmp/unk.out" 2>&1 || true
 check "unknown key refused" 'grep -q "train.sped" "$tmp/unk.out"'
+# ckpt diff: a checkpoint equals itself in any argument order; a bad --tol is refused
+ck="$tmp/run/step-00000060"
+check "ckpt diff of a checkpoint with itself passes" '"$bin/switchyard" ckpt diff --tol 0 "$ck" "$ck" > /dev/null 2>&1'
+rc=0
+"$bin/switchyard" ckpt diff "$ck" "$ck" --tol x > "$tmp/tol.out" 2>&1 || rc=$?
+check "ckpt diff refuses --tol x (rc $rc)" '[ $rc -eq 2 ] && grep -q -- "--tol: \"x\"" "$tmp/tol.out"'
 [ $fail -eq 0 ] || { echo "--- train output"; cat "$tmp/train.out"; }
 sy_summary

@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "yaml_diag.h"
 
 /* Generated at build time from configs/default.yaml (see common/CMakeLists.txt). */
 extern const char sy_default_config_yaml[];
@@ -480,46 +481,6 @@ static void build_schema(void) {
 
 /* ---- error messages with key paths and positions ------------------------------------ */
 
-/* What libcyaml said about a failed load: its first error line and its backtrace. */
-typedef struct {
-    char reason[256];
-    int n_frames;
-    struct {
-        char name[64];      /* mapping field name; empty for an anonymous mapping */
-        unsigned long line, col;
-    } frame[16];            /* innermost first */
-} cyaml_diag;
-
-static void capture_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args) {
-    cyaml_diag *d = ctx;
-    char msg[512];
-    if (level < CYAML_LOG_ERROR)
-        return;
-    vsnprintf(msg, sizeof msg, fmt, args);
-    msg[strcspn(msg, "\n")] = 0;
-    char name[64] = "";
-    unsigned long line, col;
-    int is_frame = sscanf(msg, "  in mapping field '%63[^']' (line: %lu, column: %lu)", name,
-                          &line, &col) == 3;
-    if (!is_frame) {
-        name[0] = 0; /* an anonymous mapping: its position only */
-        is_frame = sscanf(msg, "  in mapping (line: %lu, column: %lu)", &line, &col) == 2;
-    }
-    if (is_frame) {
-        if (d->n_frames < 16) {
-            snprintf(d->frame[d->n_frames].name, sizeof d->frame[0].name, "%s", name);
-            d->frame[d->n_frames].line = line;
-            d->frame[d->n_frames].col = col;
-            d->n_frames++;
-        }
-        return;
-    }
-    if (strstr(msg, "Backtrace:") || d->reason[0])
-        return;
-    const char *text = strncmp(msg, "Load: ", 6) ? msg : msg + 6;
-    snprintf(d->reason, sizeof d->reason, "%.255s", text);
-}
-
 /* Sets "name: key: reason at line L, column C", leaving out empty parts. */
 static void seterr_at(const char *name, const char *key, unsigned long line, unsigned long col,
                       const char *reason) {
@@ -669,7 +630,7 @@ static const char *describe_event(const char *ev) {
 
 /* Turns a captured libcyaml failure into "name: key: reason at line L, column C". */
 static void cyaml_error(const char *name, const char *text, size_t len, cyaml_err_t err,
-                        const cyaml_diag *d) {
+                        const sy_yaml_diag *d) {
     if (err == CYAML_ERR_LIBYAML_PARSER) {
         syntax_error(name, text, len);
         return;
@@ -798,10 +759,10 @@ int sy_config_load_string(sy_config *cfg, const char *yaml, size_t len, const ch
     free(tmp.source);
     tmp.source = strdup(name);
 
-    cyaml_diag diag;
+    sy_yaml_diag diag;
     memset(&diag, 0, sizeof diag);
     const cyaml_config_t cc = {
-        .log_fn = capture_log,
+        .log_fn = sy_yaml_diag_log,
         .log_ctx = &diag,
         .mem_fn = cyaml_mem,
         .log_level = CYAML_LOG_ERROR,

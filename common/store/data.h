@@ -153,6 +153,9 @@ void sy_corpus_destroy(sy_corpus **c);
 /* Id of language `name`, added on first use (ids in order of first use). -1 with a
  * message for a bad name or too many languages. */
 int sy_corpus_lang(sy_corpus *c, const char *name);
+/* Languages registered so far, and the name of id (NULL when out of range). */
+int sy_corpus_n_langs(const sy_corpus *c);
+const char *sy_corpus_lang_name(const sy_corpus *c, int id);
 /* Appends one document (copied). Empty text is skipped. Returns documents added (0 or 1)
  * or -1 (document over 4 GiB, bad lang). */
 int sy_corpus_add_doc(sy_corpus *c, const void *text, size_t n, int lang);

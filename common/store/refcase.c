@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "yaml_diag.h"
 
 /* ---- the manifest as libcyaml sees it --------------------------------------------- */
 
@@ -146,52 +147,7 @@ static const cyaml_schema_value_t manifest_schema = {
 
 /* ---- libcyaml diagnostics -> "file: key: reason at line L, column C" ---------------- */
 
-typedef struct {
-    char reason[256];
-    char key[256];               /* built outermost-first once loading has failed */
-    int n_frames;
-    struct {
-        char name[64];           /* field name, or "[i]" for a sequence entry */
-        unsigned long line, col;
-    } frame[16];                 /* innermost first */
-} manifest_diag;
-
-static void capture_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args) {
-    manifest_diag *d = ctx;
-    char msg[512], name[64];
-    unsigned long line, col;
-    unsigned idx;
-    if (level < CYAML_LOG_ERROR)
-        return;
-    vsnprintf(msg, sizeof msg, fmt, args);
-    msg[strcspn(msg, "\n")] = 0;
-    int is_frame = 0;
-    if (sscanf(msg, "  in mapping field '%63[^']' (line: %lu, column: %lu)", name, &line,
-               &col) == 3) {
-        is_frame = 1;
-    } else if (sscanf(msg, "  in sequence entry '%u' (line: %lu, column: %lu)", &idx, &line,
-                      &col) == 3) {
-        snprintf(name, sizeof name, "[%u]", idx ? idx - 1 : 0); /* libcyaml counts from 1 */
-        is_frame = 1;
-    } else if (sscanf(msg, "  in mapping (line: %lu, column: %lu)", &line, &col) == 2) {
-        name[0] = 0;
-        is_frame = 1;
-    }
-    if (is_frame) {
-        if (d->n_frames < 16) {
-            snprintf(d->frame[d->n_frames].name, sizeof d->frame[0].name, "%s", name);
-            d->frame[d->n_frames].line = line;
-            d->frame[d->n_frames].col = col;
-            d->n_frames++;
-        }
-        return;
-    }
-    if (strstr(msg, "Backtrace:") || d->reason[0])
-        return;
-    snprintf(d->reason, sizeof d->reason, "%.255s", strncmp(msg, "Load: ", 6) ? msg : msg + 6);
-}
-
-static void manifest_error(const char *path, cyaml_err_t err, manifest_diag *d) {
+static void manifest_error(const char *path, cyaml_err_t err, sy_yaml_diag *d) {
     char key[256] = "", missing[64] = "";
     /* For a missing key, libcyaml's innermost frame is whichever field of the same
      * mapping it saw last (or the missing one itself): not part of the path. */
@@ -520,10 +476,10 @@ int sy_refcase_load(sy_refcase *rc, const char *dir) {
     }
     fclose(f);
 
-    manifest_diag diag;
+    sy_yaml_diag diag;
     memset(&diag, 0, sizeof diag);
     const cyaml_config_t cc = {
-        .log_fn = capture_log,
+        .log_fn = sy_yaml_diag_log,
         .log_ctx = &diag,
         .mem_fn = cyaml_mem,
         .log_level = CYAML_LOG_ERROR,

@@ -9,7 +9,8 @@
  * The figure has two panels sharing the step axis: (a) training ce, total loss and
  * validation ce; (b) tokens/s; a dashed vertical marker wherever membership changed
  * (the workers count, the coordinator's epoch, or the run id). It is written as SVG or
- * as PNG (own rasterizer, bitmap font and deflate encoder: no image library). */
+ * as PNG (own rasterizer and bitmap font; zlib compresses). The run-log reader is
+ * runlog.c, the parts of the figure are figure.c, svg.c, raster.c, font.c, png.c. */
 #ifndef SY_PLOT_H
 #define SY_PLOT_H
 
@@ -52,7 +53,7 @@ typedef enum { SY_PLOT_PNG = 0, SY_PLOT_SVG = 1 } sy_plot_format;
 
 typedef struct {
     int width, height; /* pixels; 0 = default 1000 x 760 */
-    int png_stored;    /* PNG: uncompressed (stored) deflate blocks instead of fixed Huffman */
+    int png_stored;    /* PNG: uncompressed (stored) deflate blocks instead of compressed ones */
 } sy_plot_opts;
 
 /* Where things landed, for callers and tests: a panel's plot area in pixels (x0,y0 top
@@ -79,7 +80,7 @@ int sy_plot_svg(const sy_runlog *log, const sy_plot_opts *opts, char **out, size
 /* Renders the figure into a malloc'd 8-bit RGB buffer of width*height*3 bytes. */
 int sy_plot_rgb(const sy_runlog *log, const sy_plot_opts *opts, uint8_t **rgb, sy_plot_layout *layout);
 /* Encodes 8-bit RGB pixels as a PNG file image (*out malloc'd). stored != 0 writes
- * uncompressed deflate blocks, otherwise LZ77 + fixed Huffman. */
+ * uncompressed deflate blocks, otherwise zlib's best compression. */
 int sy_png_encode(const uint8_t *rgb, int width, int height, int stored, uint8_t **out, size_t *len);
 
 /* Renders the log and writes it to path (format from the extension), through a

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fsutil.h"
 #include "log.h"
 
 #ifndef RENAME_NOREPLACE
@@ -242,100 +243,8 @@ __attribute__((format(printf, 2, 3))) static void sb_printf(strbuf *b, const cha
 
 /* ------------------------------------------------------------------ file system */
 
-/* write() until done, through EINTR and short writes. */
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* read() until n bytes or end of file; returns bytes read or -1. */
-static ssize_t read_all(int fd, void *buf, size_t n) {
-    char *p = buf;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, p + got, n - got > (1u << 30) ? (1u << 30) : n - got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
-/* Creates path with data (fully written, fsynced). O_EXCL: never overwrites. */
-static int write_file(const char *path, const void *data, size_t n) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        sy_seterr("%s: cannot create: %s", path, strerror(errno));
-        return -1;
-    }
-    if (write_all(fd, data, n) < 0 || fsync(fd) < 0) {
-        sy_seterr("%s: write failed: %s", path, strerror(errno));
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    if (close(fd) < 0) {
-        sy_seterr("%s: close failed: %s", path, strerror(errno));
-        unlink(path);
-        return -1;
-    }
-    return 0;
-}
-
-/* fsync a directory so the entries created or renamed in it are durable. */
-static int fsync_dir(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        sy_seterr("%s: cannot open directory: %s", path, strerror(errno));
-        return -1;
-    }
-    int rc = 0;
-    if (fsync(fd) < 0 && errno != EINVAL) { /* EINVAL: fs cannot sync directories */
-        sy_seterr("%s: fsync failed: %s", path, strerror(errno));
-        rc = -1;
-    }
-    close(fd);
-    return rc;
-}
-
 int sy_ckpt_make_root(const char *path) {
-    char p[PATH_MAX];
-    if (path_fmt(p, "%s", path) < 0)
-        return -1;
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || !*s) {
-            char c = *s;
-            *s = 0;
-            if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-                sy_seterr("%s: cannot create directory: %s", p, strerror(errno));
-                return -1;
-            }
-            *s = c;
-            if (!c)
-                break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        sy_seterr("%s: not a directory", path);
-        return -1;
-    }
-    return 0;
+    return sy_mkdirs(path);
 }
 
 /* rm -r without following symlinks. Checkpoint dirs are flat; depth is bounded anyway. */
@@ -534,7 +443,7 @@ static int writer_add(sy_ckpt_writer *w, const char *name, sy_dtype dtype, int n
         t->shape[i] = shape[i];
     t->bytes = bytes;
     t->crc = crc;
-    if (path_fmt(path, "%s/%s", w->tmp, file) < 0 || write_file(path, data, bytes) < 0) {
+    if (path_fmt(path, "%s/%s", w->tmp, file) < 0 || sy_write_new(path, data, bytes) < 0) {
         sy_err_prefix("tensor %s", name);
         goto fail;
     }
@@ -621,7 +530,7 @@ int sy_ckpt_writer_set_config(sy_ckpt_writer *w, const char *text, size_t len) {
     }
     char path[PATH_MAX];
     double t0 = sy_now();
-    if (path_fmt(path, "%s/" CONFIG_FILE, w->tmp) < 0 || write_file(path, text, len) < 0)
+    if (path_fmt(path, "%s/" CONFIG_FILE, w->tmp) < 0 || sy_write_new(path, text, len) < 0)
         return -1;
     w->has_config = 1;
     w->config_bytes = len;
@@ -691,7 +600,7 @@ static void fsync_parent(const char *root) {
         p[1] = 0;
     else
         *slash = 0;
-    if (fsync_dir(p) < 0)
+    if (sy_fsync_dir(p) < 0)
         sy_debug("checkpoint: %s", sy_lasterr()); /* best effort: may be unreadable */
 }
 
@@ -718,7 +627,7 @@ static int move_into_place(sy_ckpt_writer *w) {
     char old[PATH_MAX];
     if (renameat2(AT_FDCWD, w->tmp, AT_FDCWD, w->final, RENAME_EXCHANGE) == 0) {
         /* w->tmp now holds the old checkpoint */
-        if (fsync_dir(w->root) < 0)
+        if (sy_fsync_dir(w->root) < 0)
             return -1;
         if (rm_tree(w->tmp) < 0)
             sy_warn("checkpoint: %s", sy_lasterr());
@@ -737,7 +646,7 @@ static int move_into_place(sy_ckpt_writer *w) {
             sy_warn("checkpoint: could not restore %s from %s", w->final, old);
         return -1;
     }
-    if (fsync_dir(w->root) < 0)
+    if (sy_fsync_dir(w->root) < 0)
         return -1;
     if (rm_tree(old) < 0)
         sy_warn("checkpoint: %s", sy_lasterr());
@@ -755,9 +664,9 @@ int sy_ckpt_writer_commit(sy_ckpt_writer *w, int keep) {
     char *m = build_manifest(w, &len);
     if (!m)
         goto fail;
-    int rc = path_fmt(path, "%s/" MANIFEST, w->tmp) < 0 || write_file(path, m, len) < 0;
+    int rc = path_fmt(path, "%s/" MANIFEST, w->tmp) < 0 || sy_write_new(path, m, len) < 0;
     free(m);
-    if (rc || fsync_dir(w->tmp) < 0 || move_into_place(w) < 0 || fsync_dir(w->root) < 0)
+    if (rc || sy_fsync_dir(w->tmp) < 0 || move_into_place(w) < 0 || sy_fsync_dir(w->root) < 0)
         goto fail;
     fsync_parent(w->root);
     w->state = W_DONE;
@@ -902,41 +811,6 @@ static int parse_shape(char *s, sy_ckpt_tensor *t) {
     }
 }
 
-/* Reads a whole small file into a NUL-terminated buffer. */
-static char *slurp(const char *path, size_t max, size_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        sy_seterr("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    char *buf = NULL;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        sy_seterr("%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)st.st_size > max) {
-        sy_seterr("%s: %lld bytes, more than the limit of %zu", path, (long long)st.st_size, max);
-        goto out;
-    }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        sy_seterr("%s: out of memory", path);
-        goto out;
-    }
-    ssize_t got = read_all(fd, buf, (size_t)st.st_size);
-    if (got != (ssize_t)st.st_size) {
-        sy_seterr("%s: read failed: %s", path, got < 0 ? strerror(errno) : "file shrank");
-        free(buf);
-        buf = NULL;
-        goto out;
-    }
-    buf[got] = 0;
-    *len = (size_t)got;
-out:
-    close(fd);
-    return buf;
-}
 
 static int ck_add_meta(sy_ckpt *ck, const char *key, const char *val) {
     ck->keys[ck->nmeta] = strdup(key);
@@ -1091,7 +965,7 @@ sy_ckpt *sy_ckpt_open(const char *dir) {
     if (path_fmt(mpath, "%s/" MANIFEST, ck->dir) < 0)
         goto fail;
     size_t len = 0;
-    if (!(text = slurp(mpath, MAX_MANIFEST_BYTES, &len)))
+    if (sy_read_file(mpath, MAX_MANIFEST_BYTES, &text, &len) < 0)
         goto fail;
     /* last line: "crc32c XXXXXXXX\n", over every byte before it */
     if (len < 17 || text[len - 1] != '\n' || strlen(text) != len) {
@@ -1129,7 +1003,7 @@ sy_ckpt *sy_ckpt_open(const char *dir) {
     if (has_config) {
         char cpath[PATH_MAX];
         if (path_fmt(cpath, "%s/" CONFIG_FILE, ck->dir) < 0 ||
-            !(ck->config = slurp(cpath, MAX_CONFIG_BYTES, &ck->config_len)))
+            sy_read_file(cpath, MAX_CONFIG_BYTES, &ck->config, &ck->config_len) < 0)
             goto fail;
         if (ck->config_len != config_bytes) {
             sy_seterr("%s: %zu bytes, manifest says %" PRIu64, cpath, ck->config_len, config_bytes);
@@ -1255,7 +1129,7 @@ int sy_ckpt_read(const sy_ckpt *ck, const char *name, void *buf, size_t bytes) {
     int fd = open_tensor(ck, t, path);
     if (fd < 0)
         return -1;
-    ssize_t got = read_all(fd, buf, bytes);
+    ssize_t got = sy_read_all(fd, buf, bytes);
     close(fd);
     if (got != (ssize_t)bytes) {
         sy_seterr("%s: tensor %s: %s", path, name, got < 0 ? strerror(errno) : "short read");
@@ -1291,7 +1165,7 @@ int sy_ckpt_verify_tensor(const sy_ckpt *ck, int i) {
     int rc = 0;
     while (left) {
         size_t n = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
-        ssize_t got = read_all(fd, buf, n);
+        ssize_t got = sy_read_all(fd, buf, n);
         if (got != (ssize_t)n) {
             sy_seterr("%s: tensor %s: %s", path, t->name, got < 0 ? strerror(errno) : "short read");
             rc = -1;

@@ -1,13 +1,10 @@
-/* model_io.h: the model's state in a checkpoint, by canonical parameter name. Parameters
- * are stored as NAME, AdamW moments as adam.m/NAME and adam.v/NAME. Because names, not
- * workers, address tensors, a state saved by any mesh loads into any other. */
-#ifndef SY_MODEL_IO_H
-#define SY_MODEL_IO_H
-
-#include <stdint.h>
+/* model_ckpt.h: the model's state in a checkpoint: model_io.h's canonical tensor names
+ * (NAME, adam.m/NAME, adam.v/NAME) over a checkpoint writer or reader. */
+#ifndef SY_MODEL_CKPT_H
+#define SY_MODEL_CKPT_H
 
 #include "checkpoint.h"
-#include "model.h"
+#include "model_io.h"
 
 /* Adds every parameter held in `lay` from the arenas (m, v may be NULL: weights only). */
 int sy_model_io_save(sy_ckpt_writer *w, const sy_layout *lay, const float *params, const float *m, const float *v);

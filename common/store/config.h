@@ -8,28 +8,9 @@
 #include <stdint.h>
 
 #include "model_cfg.h"
+#include "train_cfg.h"
 
-typedef enum { SY_SCHED_COSINE = 0, SY_SCHED_LINEAR = 1, SY_SCHED_CONSTANT = 2 } sy_schedule;
 typedef enum { SY_WIRE_FP32 = 0, SY_WIRE_BF16 = 1 } sy_wire_dtype;
-
-typedef struct {
-    int64_t steps;           /* optimizer steps in the run */
-    int batch_size;          /* B: global sequences per step */
-    int seq_len;             /* T: tokens per sequence (<= model.seq_len) */
-    int groups;              /* routing groups in a single process (distributed: one per worker) */
-    uint64_t seed;
-    float lr;                /* peak learning rate */
-    float min_lr;            /* floor of the decay */
-    int64_t warmup_steps;
-    sy_schedule schedule;
-    float weight_decay;      /* AdamW decoupled weight decay (not applied to norms) */
-    float beta1, beta2, eps;
-    float grad_clip;         /* global-norm clipping; 0 = off */
-    int64_t eval_every;      /* steps between validation passes; 0 = only at the end */
-    int eval_batches;        /* batches per validation pass */
-    int64_t log_every;       /* steps between progress lines */
-    int threads;             /* compute threads; 0 = all cores */
-} sy_train_cfg;
 
 typedef struct {
     char *dir;               /* where prepare writes and train reads: train.bin, val.bin, ... */

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "train_cfg.h"
 #include "model.h"
 
 /* Learning rate at step (0-based): linear warmup to lr over warmup_steps, then decay
