@@ -206,6 +206,10 @@ check "every package the Dockerfile installs is a Debian package (missing:${miss
 notinsetup=""
 for p in $build_pk; do [[ "$setup_pk" == *" $p "* ]] || notinsetup+=" $p"; done
 check "the build stage installs scripts/setup.sh's packages (extra:${notinsetup:- none})" '[ -z "$notinsetup" ]'
+# and every library the build needs (setup.sh's -dev packages) is in the build stage
+devmissing=""
+for p in $setup_pk; do [[ "$p" == *-dev ]] && [[ " $build_pk " != *" $p "* ]] && devmissing+=" $p"; done
+check "the build stage has every -dev package of scripts/setup.sh (missing:${devmissing:- none})" '[ -z "$devmissing" ]'
 # packages of the shared libraries the binaries load, less what debian:12 already has
 # (Priority required/important, e.g. libc6)
 need_pk=$(for b in switchyard switchyard-coordinator switchyard-worker; do ldd "$bin/$b"; done | awk '/=> \//{print $3}' | sort -u |
