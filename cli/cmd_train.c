@@ -21,6 +21,7 @@
 #include "model.h"
 #include "model_io.h"
 #include "optim.h"
+#include "step.h"
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = sig; }
@@ -121,6 +122,7 @@ int cmd_train(int argc, char **argv) {
     int32_t *batch = NULL;
     int64_t *wanted = NULL, *kept = NULL;
     FILE *log = NULL;
+    sy_mesh mesh = {0};
     if ((path ? sy_config_load(&cfg, path) : sy_config_load_default(&cfg)))
         goto fail;
     for (int i = 0; i < nsets; i++)
@@ -215,6 +217,10 @@ int cmd_train(int argc, char **argv) {
             cfg.data.dir, train->n_bytes / 1e6, val->n_bytes / 1e6, B, T, tc->groups,
             tc->groups == 1 ? "" : "s", tc->steps, sy_blas_threads(), sy_blas_kernel());
 
+    /* the step of a distributed run, over a mesh of one rank and the local communicator */
+    sy_stepper st;
+    if (sy_stepper_local(&st, &mesh, m, &cfg, mom, vel, batch))
+        goto fail;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     double t_start = sy_now(), t_log = t_start, val_loss = NAN;
@@ -222,18 +228,10 @@ int cmd_train(int argc, char **argv) {
     double loss_acc = 0, ce_acc = 0, aux_acc = 0, z_acc = 0;
     int acc_n = 0;
     while (step < tc->steps && !g_stop) {
-        if (sy_batch_fill(train, tc->seed, step, 0, B, T, batch, NULL))
+        sy_step_result r;
+        if (sy_step_run(&st, train, step, &r))
             goto fail;
-        sy_pass ps = {.B = B, .T = T, .groups = tc->groups, .training = 1, .seed = tc->seed, .step = step};
-        sy_losses l;
-        sy_model_zero_grad(m);
-        if (sy_model_forward(m, &ps, batch, &l) || sy_model_backward(m))
-            goto fail;
-        if (!isfinite(l.total)) {
-            sy_seterr("train: the loss is %f at step %" PRId64 "; stopping (lower train.lr or raise grad_clip)",
-                      l.total, step);
-            goto fail;
-        }
+        sy_losses l = r.loss;
         for (int layer = 0; layer < cfg.model.n_layers; layer++) {
             if (!sy_is_switch_layer(&cfg.model, layer))
                 continue;
@@ -246,10 +244,8 @@ int cmd_train(int argc, char **argv) {
                 kept[(size_t)layer * cfg.model.n_experts + e] += k[e];
             }
         }
-        double norm = sqrt(sy_sumsq(sy_model_grads(m), lay->total));
-        float lr = sy_lr_at(tc, step);
-        sy_adamw_step(lay, sy_model_params(m), sy_model_grads(m), mom, vel, step + 1, lr, tc,
-                      sy_clip_scale(norm, tc->grad_clip));
+        double norm = r.grad_norm;
+        float lr = r.lr;
         step++;
         tokens_since += (int64_t)B * T;
         loss_acc += l.total;
@@ -317,6 +313,7 @@ out:
     free(batch);
     free(wanted);
     free(kept);
+    sy_mesh_free(&mesh);
     sy_model_destroy(&m);
     sy_tokens_destroy(&train);
     sy_tokens_destroy(&val);

@@ -57,6 +57,7 @@ typedef struct {
     float *mom, *vel;
     int32_t *batch;
     int16_t *lang;
+    sy_stepper stepper;     /* the step over this worker's model, buffers and peer collectives */
     sy_tokens *train;
     sy_refcase rc;
     int have_rc;
@@ -299,6 +300,16 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
         sy_seterr("assignment: out of memory");
         return -1;
     }
+    w->stepper = (sy_stepper){.model = w->model,
+                              .cfg = &w->cfg,
+                              .mesh = &w->mesh,
+                              .rank = w->rank,
+                              .groups = 1,
+                              .mom = w->mom,
+                              .vel = w->vel,
+                              .batch = w->batch,
+                              .lang = w->lang,
+                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange}};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
         for (int i = 0; i < lay->n_params; i++) {
@@ -385,8 +396,8 @@ static int save_state(worker *w, int64_t step) {
     return send_save_done(w, step, n);
 }
 
-/* Refcheck: one forward/backward on this rank's rows of the case; gradients and routing
- * go to the coordinator. */
+/* Refcheck: the step's forward, backward and gradient all-reduce on this rank's rows of
+ * the case (no optimizer); gradients and routing go to the coordinator. */
 static int refcheck_step(worker *w, sy_step_result *res) {
     const sy_mesh *m = &w->mesh;
     int rows = m->nrows[w->rank], T = w->rc.seq;
@@ -399,16 +410,7 @@ static int refcheck_step(worker *w, sy_step_result *res) {
                   .training = 1,
                   .token0 = (int64_t)m->row0[w->rank] * T};
     memset(res, 0, sizeof *res);
-    sy_model_zero_grad(w->model);
-    if (sy_model_forward(w->model, &ps, w->batch, &res->loss) || sy_model_backward(w->model))
-        return -1;
-    const sy_layout *lay = sy_model_layout(w->model);
-    if (allreduce_fn(w, 0, sy_model_grads(w->model), lay->dense_total, 0))
-        return -1;
-    if (m->dp > 1 && allreduce_fn(w, 1, sy_model_grads(w->model) + lay->dense_total, lay->total - lay->dense_total, 1))
-        return -1;
-    res->tokens = (int64_t)rows * T;
-    return 0;
+    return sy_step_grads(&w->stepper, &ps, 0, res);
 }
 
 static int send_refcheck_grads(worker *w) {
@@ -489,8 +491,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
-        rc = sy_step_run(w->model, &w->cfg, &w->mesh, w->rank, w->train, w->batch, w->lang, w->mom, w->vel, c->step,
-                         allreduce_fn, w, a2a_seconds, w->exchange, &res);
+        rc = sy_step_run(&w->stepper, w->train, c->step, &res);
     }
     if (rc) {
         if (rc == SY_PEER_ABORTED || *sy_heartbeat_abort_flag(w->hb)) {
