@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config
           libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
-          libopenblas-dev libopenblas0-pthread libcyaml-dev libcmocka-dev
+          libopenblas-dev libopenblas0-pthread libcyaml-dev libcmocka-dev libjansson-dev
           fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
           python3 iproute2 procps)
 
