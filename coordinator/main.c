@@ -1,15 +1,15 @@
 /* switchyard-coordinator: admits workers, plans the mesh, drives the steps and collects
- * checkpoints. A plain zmq_poll loop over the control ROUTER and a timer; each handler
- * is named after the message it handles. */
+ * checkpoints. A plain zmq_poll loop over the control ROUTER and the status socket; the
+ * periodic work is one tick(), each handler is named after the message it handles.
+ * Validation runs in a thread (eval.c), the reference-check mode in refcheck.c, the
+ * status socket in status.c. */
 #include <errno.h>
-#include <pthread.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -19,7 +19,6 @@
 #include "config.h"
 #include "ctrl.h"
 #include "data.h"
-#include "evaluate.h"
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
