@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <zmq.h>
 
 #include "blas_setup.h"
@@ -147,14 +148,23 @@ static int bench_model(int argc, char **argv) {
     long rss = peak_rss_bytes();
     double n = steps;
     if (json) {
-        printf("{\"mode\":\"single\",\"config\":\"%s\",\"threads\":%d,\"kernel\":\"%s\",\"batch\":%d,\"seq\":%d,"
-               "\"steps\":%d,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,\"forward_ms\":%.2f,\"backward_ms\":%.2f,"
-               "\"router_ms\":%.2f,\"experts_ms\":%.2f,\"alltoall_ms\":0,\"allreduce_ms\":0,\"optimizer_ms\":%.2f,"
-               "\"flops_per_token\":%.0f,\"achieved_gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,\"mfu\":%.4f,"
-               "\"peak_rss_bytes\":%ld,\"model_bytes\":%zu,\"rss_ratio\":%.3f,\"bytes_sent_per_step\":0}\n",
-               path ? path : def, sy_blas_threads(), sy_blas_kernel(), B, T, steps, tps, med * 1e3,
-               acc.forward / n * 1e3, acc.backward / n * 1e3, acc.router / n * 1e3, acc.experts / n * 1e3,
-               t_opt / n * 1e3, fpt, flops / 1e9, peak, flops / 1e9 / peak, rss, need, (double)rss / need);
+        /* jansson: the config path and kernel name are escaped as JSON strings */
+        json_t *o = json_pack(
+            "{s:s, s:s, s:i, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:f, "
+            "s:I, s:I, s:f, s:i}",
+            "mode", "single", "config", path ? path : def, "threads", sy_blas_threads(), "kernel", sy_blas_kernel(),
+            "batch", B, "seq", T, "steps", steps, "tokens_per_s", tps, "step_ms", med * 1e3, "forward_ms",
+            acc.forward / n * 1e3, "backward_ms", acc.backward / n * 1e3, "router_ms", acc.router / n * 1e3,
+            "experts_ms", acc.experts / n * 1e3, "alltoall_ms", 0, "allreduce_ms", 0, "optimizer_ms",
+            t_opt / n * 1e3, "flops_per_token", fpt, "achieved_gflops", flops / 1e9, "sgemm_peak_gflops", peak, "mfu",
+            flops / 1e9 / peak, "peak_rss_bytes", (json_int_t)rss, "model_bytes", (json_int_t)need, "rss_ratio",
+            (double)rss / need, "bytes_sent_per_step", 0);
+        if (!o || json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(8)) || puts("") == EOF) {
+            fprintf(stderr, "bench: cannot write the JSON line\n");
+            json_decref(o);
+            return 1;
+        }
+        json_decref(o);
     } else {
         printf("bench %s: batch %d x %d, %d threads, OpenBLAS kernel %s, %d measured steps (+%d warm-up)\n",
                path ? path : def, B, T, sy_blas_threads(), sy_blas_kernel(), steps, warmup);
