@@ -31,6 +31,7 @@
 #include "optim.h"
 #include "peer.h"
 #include "rng.h"
+#include "step.h"
 
 int sy_free_tcp_port(void);
 
@@ -136,31 +137,28 @@ static int bench_model(int argc, char **argv) {
         double g = sy_sgemm_probe(0.3);
         peak = g > peak ? g : peak;
     }
-    double *st = calloc((size_t)steps, sizeof(double));
+    double *times = calloc((size_t)steps, sizeof(double));
+    /* the training step itself, over a mesh of one rank and the local communicator */
+    sy_mesh mesh;
+    sy_stepper st;
+    if (sy_stepper_local(&st, &mesh, m, &cfg, mom, vel, batch)) {
+        fprintf(stderr, "bench: %s\n", sy_lasterr());
+        return 2;
+    }
     sy_model_times acc = {0};
     double t_opt = 0;
     for (int s = 0; s < warmup + steps; s++) {
-        if (train) {
-            sy_batch_fill(train, tc->seed, s, 0, B, T, batch, NULL);
-        } else {
+        if (!train) { /* sy_step_run draws real batches itself */
             sy_rng r = {sy_hash4(tc->seed, (uint64_t)s, 0, 0)};
             for (int i = 0; i < B * (T + 1); i++)
                 batch[i] = (int32_t)(sy_rng_next(&r) & 255);
         }
-        double t0 = sy_now();
-        sy_pass ps = {.B = B, .T = T, .groups = tc->groups, .training = 1, .seed = tc->seed, .step = s};
-        sy_losses l;
-        sy_model_zero_grad(m);
         sy_model_timers(m, NULL, 1);
-        if (sy_model_forward(m, &ps, batch, &l) || sy_model_backward(m)) {
+        sy_step_result r;
+        if (sy_step_run(&st, train, s, &r)) {
             fprintf(stderr, "bench: %s\n", sy_lasterr());
             return 1;
         }
-        double t1 = sy_now();
-        double norm = sqrt(sy_sumsq(sy_model_grads(m), lay->total));
-        sy_adamw_step(lay, sy_model_params(m), sy_model_grads(m), mom, vel, s + 1, sy_lr_at(tc, s), tc,
-                      sy_clip_scale(norm, tc->grad_clip));
-        double t2 = sy_now();
         if (s >= warmup) {
             sy_model_times mt;
             sy_model_timers(m, &mt, 0);
@@ -168,14 +166,14 @@ static int bench_model(int argc, char **argv) {
             acc.backward += mt.backward;
             acc.router += mt.router;
             acc.experts += mt.experts;
-            t_opt += t2 - t1;
-            st[s - warmup] = t2 - t0;
+            t_opt += r.t.optimizer;
+            times[s - warmup] = r.t.compute + r.t.alltoall + r.t.allreduce + r.t.optimizer;
         }
     }
     double total = 0;
     for (int i = 0; i < steps; i++)
-        total += st[i];
-    double med = median(st, steps);
+        total += times[i];
+    double med = median(times, steps);
     double tokens = (double)B * T, tps = tokens / med;
     double fpt = sy_model_flops_per_token(&cfg.model, T), flops = fpt * tps;
     size_t wbytes = lay->total * 4, acts = sy_model_activation_bytes(m);
@@ -214,7 +212,8 @@ static int bench_model(int argc, char **argv) {
         printf("  peak RSS            %10.1f MB vs %.1f MB of weights+grads+AdamW+activations (%.2fx)\n", rss / 1e6,
                need / 1e6, (double)rss / need);
     }
-    free(st);
+    free(times);
+    sy_mesh_free(&mesh);
     free(mom);
     free(vel);
     free(batch);

@@ -13,6 +13,17 @@
 
 #define SY_MODEL_IO_MAX_NAME 200 /* bytes in a state tensor's name, prefix included */
 
+/* The arrays the state holds per parameter: the weights and the two AdamW moments. */
+typedef enum { SY_ARENA_PARAMS = 0, SY_ARENA_M = 1, SY_ARENA_V = 2 } sy_arena;
+
+/* The tensor name of parameter `param`'s array in `arena` (NAME, adam.m/NAME, adam.v/NAME). */
+void sy_model_io_name(char *out, size_t n, sy_arena arena, const char *param);
+/* The other way: the arena a tensor name addresses, and the parameter name in it. */
+const char *sy_model_io_split_name(const char *tensor, sy_arena *arena);
+/* The expert a tensor belongs to (layers.L.experts.E.* and its moments: E), or -1 for a
+ * replicated tensor. From the name alone: a checkpoint of any mesh. */
+int sy_model_io_expert_of(const char *tensor);
+
 /* A place that holds named f32 tensors. Each call gets the full name (with its prefix)
  * and the parameter whose shape and size the tensor has. Functions return 0 or -1 with
  * sy_seterr naming the tensor. */

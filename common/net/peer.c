@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "bf16.h"
@@ -38,7 +39,23 @@ struct sy_peer {
     uint8_t *scratch;     /* send conversion buffer */
     size_t scratch_cap;
     uint64_t bytes_sent;
+    int *zc_refs;         /* 1 (this epoch's owner) + zero-copy payloads ZeroMQ still holds (atomic) */
 };
+
+/* ZeroMQ may release a zero-copy payload after the peer has moved to another epoch or
+ * been destroyed, so the count lives in its own block, freed by whoever drops the last
+ * reference. */
+static int *zc_refs_new(void) {
+    int *r = malloc(sizeof *r);
+    if (r)
+        *r = 1;
+    return r;
+}
+
+static void zc_unref(int *refs) {
+    if (refs && __atomic_sub_fetch(refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(refs);
+}
 
 sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
     /* ZeroMQ allocates every received frame; with glibc's default, megabyte frames are
@@ -52,6 +69,11 @@ sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
         return NULL;
     }
     p->ctx = zctx;
+    if (!(p->zc_refs = zc_refs_new())) {
+        free(p);
+        sy_seterr("peer: out of memory");
+        return NULL;
+    }
     p->pull = zmq_socket(zctx, ZMQ_PULL);
     if (!p->pull)
         goto fail;
@@ -114,6 +136,7 @@ void sy_peer_destroy(sy_peer **pp) {
     free(p->pending);
     free(p->held);
     free(p->scratch);
+    zc_unref(p->zc_refs);
     free(p);
     *pp = NULL;
 }
@@ -123,6 +146,14 @@ const char *sy_peer_endpoint(const sy_peer *p) { return p->endpoint; }
 int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *endpoints, int timeout_ms,
                   const volatile int *abort_flag) {
     close_push(p);
+    /* payloads of the epoch before may still be queued to a dead peer: no wait counts them */
+    int *refs = zc_refs_new();
+    if (!refs) {
+        sy_seterr("peer: out of memory");
+        return -1;
+    }
+    zc_unref(p->zc_refs);
+    p->zc_refs = refs;
     release_held(p);
     for (int i = p->n_pending - 1; i >= 0; i--)
         if (p->pending[i].h->epoch < epoch)
@@ -166,15 +197,38 @@ uint64_t sy_peer_bytes_sent(sy_peer *p, int reset) {
 
 /* ---------------------------------------------------------------- messages */
 
-static void no_free(void *data, void *hint) {
+/* ZeroMQ is done with a zero-copy payload (it has gone to the socket, or was dropped). */
+static void zc_released(void *data, void *hint) {
     (void)data;
-    (void)hint;
+    zc_unref(hint);
 }
 
-/* zero_copy: the payload is handed to ZeroMQ without a copy; the caller guarantees the
- * bytes stay unchanged until the receiver has them (the ring all-reduce's data
- * dependencies do: a rank only overwrites a segment it sent after receiving something the
- * peer could only send once it had that segment). */
+/* Waits until ZeroMQ has released every zero-copy payload, so the caller may change or
+ * free the buffers they came from. Bounded by the data timeout and the abort flag. */
+static int wait_zero_copy(sy_peer *p) {
+    double deadline = sy_now() + p->timeout_ms / 1000.0;
+    int left;
+    while ((left = __atomic_load_n(p->zc_refs, __ATOMIC_ACQUIRE) - 1) > 0) {
+        if (p->abort_flag && *p->abort_flag) {
+            sy_seterr("peer: aborted while sent buffers were still queued");
+            return SY_PEER_ABORTED;
+        }
+        if (sy_now() > deadline) {
+            sy_seterr("peer: %d sent buffer%s still queued after %.1f s", left, left == 1 ? "" : "s",
+                      p->timeout_ms / 1000.0);
+            return -1;
+        }
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* zero_copy: the payload is handed to ZeroMQ without a copy; the bytes must stay
+ * unchanged until ZeroMQ releases them. Within the ring all-reduce the data dependencies
+ * see to that (a rank only overwrites a segment it sent after receiving something the
+ * peer could only send once it had that segment); at its end, wait_zero_copy does (the
+ * last segments may still be queued when the caller goes on and reuses its buffer). */
 static int send_msg_zc(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, uint32_t chunk, int dtype,
                        const void *data, size_t bytes, int zero_copy);
 
@@ -201,7 +255,8 @@ static int send_msg_zc(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, 
     int rc = zmq_send(s, hb, hn, ZMQ_SNDMORE) < 0;
     if (!rc && zero_copy && bytes > 0) {
         zmq_msg_t m;
-        zmq_msg_init_data(&m, (void *)data, bytes, no_free, NULL);
+        __atomic_add_fetch(p->zc_refs, 1, __ATOMIC_RELAXED);
+        zmq_msg_init_data(&m, (void *)data, bytes, zc_released, p->zc_refs);
         rc = zmq_msg_send(&m, s, 0) < 0;
         if (rc)
             zmq_msg_close(&m);
@@ -533,7 +588,7 @@ int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint3
     }
 #undef SEG_OFF
 #undef SEG_LEN
-    return 0;
+    return wait_zero_copy(p);
 }
 
 int sy_peer_barrier(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag) {
