@@ -1,10 +1,10 @@
 #include "infer.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ffn.h"
 #include "kernels.h"
 #include "log.h"
 #include "router.h"
@@ -114,6 +114,18 @@ const int *sy_infer_routing(const sy_infer *s, int layer) {
     return s->choice + (size_t)layer * s->cfg.top_k;
 }
 
+/* y[M] = x[K] @ w[K,M] for one row: a matrix-vector product (sgemm's blocking does not pay here) */
+static void vecmat(float *y, const float *x, const float *w, int K, int M) {
+    cblas_sgemv(CblasRowMajor, CblasTrans, K, M, 1.0f, w, M, x, 1, 0.0f, y, 1);
+}
+
+/* y[C] = relu(x[C] @ w1[C,F]) @ w2[F,C], hid[F] scratch: ffn.h's block for one row */
+static void ffn_one(float *y, float *hid, const float *x, const float *w1, const float *w2, int C, int F) {
+    vecmat(hid, x, w1, C, F);
+    sy_relu_forward(hid, (size_t)F);
+    vecmat(y, hid, w2, F, C);
+}
+
 /* out[hd] = softmax_j(q . K_j * scale, j <= t) V_j for one head, keys and values with row stride C */
 static void attend(float *out, float *scores, const float *q, const float *K, const float *Vv, int t, int C, int hd) {
     const float scale = 1.0f / sqrtf((float)hd);
@@ -149,7 +161,7 @@ static void switch_one(sy_infer *s, int l) {
         }
         used[e]++;
         ch[j] = e;
-        sy_ffn_forward(s->eo, s->hid, s->ln, lw->ew1[e], lw->ew2[e], NULL, 1, C, F);
+        ffn_one(s->eo, s->hid, s->ln, lw->ew1[e], lw->ew2[e], C, F);
         sy_axpy(s->out, s->eo, s->r.probs[e], (size_t)C);
     }
 }
@@ -171,24 +183,62 @@ int sy_infer_step(sy_infer *s, int token, float *logits) {
     for (int l = 0; l < c->n_layers; l++) {
         const sy_layer_w *lw = &w->layers[l];
         sy_rmsnorm_forward(s->ln, &s->rstd, s->x, lw->norm1, 1, C);
-        sy_matmul_forward(s->qkv, s->ln, lw->wqkv, 1, C, 3 * C, 0.0f);
+        vecmat(s->qkv, s->ln, lw->wqkv, C, 3 * C);
         memcpy(s->k[l] + (size_t)t * C, s->qkv + C, (size_t)C * sizeof(float));
         memcpy(s->v[l] + (size_t)t * C, s->qkv + 2 * C, (size_t)C * sizeof(float));
         for (int h = 0; h < H; h++)
             attend(s->atto + h * hd, s->scores, s->qkv + h * hd, s->k[l] + h * hd, s->v[l] + h * hd, t, C, hd);
-        sy_matmul_forward(s->tmp, s->atto, lw->wo, 1, C, C, 0.0f);
+        vecmat(s->tmp, s->atto, lw->wo, C, C);
         for (int j = 0; j < C; j++)
             s->mid[j] = s->x[j] + s->tmp[j];
         sy_rmsnorm_forward(s->ln, &s->rstd, s->mid, lw->norm2, 1, C);
         if (sy_is_switch_layer(c, l))
             switch_one(s, l);
         else
-            sy_ffn_forward(s->out, s->hid, s->ln, lw->w1, lw->w2, NULL, 1, C, c->d_ff);
+            ffn_one(s->out, s->hid, s->ln, lw->w1, lw->w2, C, c->d_ff);
         for (int j = 0; j < C; j++)
             s->x[j] = s->mid[j] + s->out[j];
     }
     sy_rmsnorm_forward(s->ln, &s->rstd, s->x, w->normf, 1, C);
-    sy_matmul_forward(logits, s->ln, w->lm_head, 1, C, V, 0.0f);
+    vecmat(logits, s->ln, w->lm_head, C, V);
     s->len++;
     return 0;
+}
+
+static int desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+int sy_sample_token(float *logits, int V, float temperature, int top_k, double u) {
+    int best = 0;
+    for (int v = 1; v < V; v++)
+        if (logits[v] > logits[best])
+            best = v;
+    if (!(temperature > 0.0f) || top_k == 1)
+        return best;
+    float thresh = -INFINITY;
+    if (top_k > 0 && top_k < V && V <= 256) {
+        float sorted[256]; /* the k-th largest logit keeps at least k tokens (more on ties) */
+        memcpy(sorted, logits, (size_t)V * sizeof(float));
+        qsort(sorted, (size_t)V, sizeof(float), desc);
+        thresh = sorted[top_k - 1];
+    }
+    double sum = 0.0, mx = logits[best];
+    for (int v = 0; v < V; v++) {
+        double p = logits[v] >= thresh ? exp(((double)logits[v] - mx) / temperature) : 0.0;
+        logits[v] = (float)p;
+        sum += p;
+    }
+    double target = u * sum, acc = 0.0;
+    int last = best;
+    for (int v = 0; v < V; v++) {
+        if (logits[v] <= 0.0f)
+            continue;
+        acc += logits[v];
+        last = v;
+        if (acc > target)
+            return v;
+    }
+    return last;
 }

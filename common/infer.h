@@ -48,4 +48,9 @@ int sy_infer_step(sy_infer *s, int token, float *logits);
  * for a dense layer. */
 const int *sy_infer_routing(const sy_infer *s, int layer);
 
+/* Picks the next token from logits [V] (overwritten): temperature <= 0 takes the argmax
+ * (lowest index on ties); otherwise softmax(logits / temperature) restricted to the top_k
+ * most likely tokens (top_k <= 0 or >= V: all; V <= 256, the byte vocabulary), sampled by inverse CDF at u in [0, 1). */
+int sy_sample_token(float *logits, int V, float temperature, int top_k, double u);
+
 #endif
