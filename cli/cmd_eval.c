@@ -25,21 +25,25 @@
 #include "model_load.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: switchyard eval CHECKPOINT [--data DIR] [--batches N]\n"
+    fprintf(f, "usage: switchyard eval CHECKPOINT [--data DIR] [--batches N] [--json]\n"
                "  CHECKPOINT: a step-NNNNNNNN directory, or a run directory (its newest checkpoint).\n"
                "  Validation loss per language and the share of each language's tokens per expert, on\n"
-               "  DIR/val.bin (default: the checkpoint config's data.dir), the whole set or N batches.\n");
+               "  DIR/val.bin (default: the checkpoint config's data.dir), the whole set or N batches.\n"
+               "  --json: one JSON object instead of tables (with the mean loss terms per batch).\n");
 }
 
 int cmd_eval(int argc, char **argv) {
     const char *ckpt = NULL, *data_dir = NULL;
     int64_t max_batches = 0;
+    int json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--data") && i + 1 < argc)
+        } else if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--data") && i + 1 < argc)
             data_dir = argv[++i];
         else if (!strcmp(a, "--batches") && i + 1 < argc) {
             char *end;
@@ -99,6 +103,7 @@ int cmd_eval(int argc, char **argv) {
             dir, path, nb, B, T, W, (double)mc->eval_capacity_factor, cfg.train.groups,
             cfg.train.groups == 1 ? "" : "s");
     double t0 = sy_now();
+    sy_losses sum = {0, 0, 0, 0};
     for (int64_t bi = 0; bi < nb; bi++) {
         if (sy_batch_eval(val, (int)bi, B, T, batch) || sy_batch_eval_lang(val, (int)bi, B, T, lang))
             goto fail;
@@ -106,6 +111,10 @@ int cmd_eval(int argc, char **argv) {
         sy_losses l;
         if (sy_model_forward(m, &ps, batch, &l))
             goto fail;
+        sum.total += l.total;
+        sum.ce += l.ce;
+        sum.aux += l.aux;
+        sum.z += l.z;
         const float *logits = sy_model_logits(m);
         for (int r = 0; r < B; r++) {
             if (bi * B + r >= W)
@@ -137,6 +146,36 @@ int cmd_eval(int argc, char **argv) {
         total_loss += loss[g];
     }
     const char *dash = strrchr(dir, '-');
+    if (json) {
+        printf("{\"checkpoint\": \"%s\", \"data\": \"%s\", \"batches\": %" PRId64 ", \"batch_size\": %d, "
+               "\"seq_len\": %d, \"tokens\": %" PRId64 ", \"loss\": %.9g,\n \"batch_mean\": {\"total\": %.9g, "
+               "\"ce\": %.9g, \"aux\": %.9g, \"z\": %.9g},\n \"langs\": {",
+               dir, path, nb, B, T, total_n, total_n ? total_loss / total_n : NAN, sum.total / nb, sum.ce / nb,
+               sum.aux / nb, sum.z / nb);
+        int first = 1;
+        for (int g = 0; g < NL; g++) {
+            if (!count[g])
+                continue;
+            printf("%s\n  \"%s\": {\"tokens\": %" PRId64 ", \"loss\": %.9g, \"experts\": {", first ? "" : ",",
+                   sy_tokens_lang_name(val, g), count[g], loss[g] / count[g]);
+            first = 0;
+            int lfirst = 1;
+            for (int layer = 0; layer < L; layer++) {
+                if (!sy_is_switch_layer(mc, layer))
+                    continue;
+                const int64_t *rg = route + ((size_t)layer * NL + g) * (E + 1);
+                printf("%s\"%d\": [", lfirst ? "" : ", ", layer);
+                lfirst = 0;
+                for (int e = 0; e < E; e++)
+                    printf("%s%.6f", e ? ", " : "", (double)rg[e] / count[g]);
+                printf("]");
+            }
+            printf("}}");
+        }
+        printf("\n }}\n");
+        code = 0;
+        goto out;
+    }
     printf("checkpoint %s (step %lld)\nvalidation %s: %" PRId64 " tokens in %.1fs\n\n", dir,
            dash ? strtoll(dash + 1, NULL, 10) : -1LL, path, total_n, secs);
     printf("%-8s %10s %10s %10s\n", "lang", "tokens", "nats/byte", "bits/byte");
