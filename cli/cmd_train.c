@@ -16,10 +16,12 @@
 #include "commands.h"
 #include "config.h"
 #include "data.h"
+#include "distill.h"
 #include "evaluate.h"
 #include "log.h"
 #include "model.h"
 #include "model_io.h"
+#include "model_load.h"
 #include "optim.h"
 
 static volatile sig_atomic_t g_stop;
@@ -59,6 +61,62 @@ static int save_checkpoint(const sy_config *cfg, sy_model *m, const float *mom, 
     }
     sy_ckpt_writer_destroy(&w);
     return rc ? -1 : 0;
+}
+
+/* Distillation (train.distill_from): a teacher loaded from a checkpoint runs an eval
+ * forward on the same batch inside each step, and the student's loss becomes
+ * (1 - alpha) * hard CE + alpha * T^2 KL(teacher || student) + aux + z (distill.h). */
+typedef struct {
+    sy_model *model;
+    float *dlogits; /* [B*T, V] the soft term's gradient wrt the student's logits */
+    float alpha, temp;
+} teacher;
+
+static int teacher_open(teacher *t, const sy_config *cfg) {
+    const sy_train_cfg *tc = &cfg->train;
+    int B = tc->batch_size, T = tc->seq_len;
+    sy_config tcfg;
+    char dir[4096];
+    t->model = sy_model_load(tc->distill_from, &tcfg, B, T, dir, sizeof dir);
+    if (t->model && tcfg.model.vocab != cfg->model.vocab) {
+        sy_seterr("vocabulary %d, the student's is %d", tcfg.model.vocab, cfg->model.vocab);
+        sy_model_destroy(&t->model);
+    }
+    if (!t->model) {
+        sy_config_free(&tcfg);
+        sy_err_prefix("train.distill_from: %s", tc->distill_from);
+        return -1;
+    }
+    t->alpha = tc->distill_alpha;
+    t->temp = tc->distill_temperature;
+    t->dlogits = malloc((size_t)B * T * cfg->model.vocab * sizeof(float));
+    if (!t->dlogits) {
+        sy_config_free(&tcfg);
+        sy_seterr("train: out of memory");
+        return -1;
+    }
+    sy_info("distilling from %s (d_model %d, %d layers, %d experts every %d layers): alpha %g, temperature %g",
+            dir, tcfg.model.d_model, tcfg.model.n_layers, tcfg.model.n_experts, tcfg.model.switch_every,
+            (double)t->alpha, (double)t->temp);
+    sy_config_free(&tcfg);
+    return 0;
+}
+
+/* One step's forward and backward: with a teacher, the mixed loss; *soft = mean soft term. */
+static int forward_backward(sy_model *m, teacher *t, const sy_pass *ps, const int32_t *batch, sy_losses *l,
+                            double *soft) {
+    *soft = 0.0;
+    if (!t->model)
+        return sy_model_forward(m, ps, batch, l) || sy_model_backward(m) ? -1 : 0;
+    sy_pass tp = *ps;
+    tp.training = 0; /* the teacher's eval forward: eval capacity, no dropout or jitter */
+    sy_losses tl;
+    if (sy_model_forward(t->model, &tp, batch, &tl) || sy_model_forward(m, ps, batch, l))
+        return -1;
+    int N = ps->B * ps->T;
+    *soft = sy_distill_soft(t->dlogits, sy_model_logits(m), sy_model_logits(t->model), N,
+                            sy_model_layout(m)->cfg.vocab, t->temp, t->alpha / (float)N) / N;
+    return sy_model_backward_mix(m, 1.0f - t->alpha, t->dlogits);
 }
 
 static void print_load_table(const sy_model_cfg *c, const int64_t *wanted, const int64_t *kept) {
@@ -121,6 +179,7 @@ int cmd_train(int argc, char **argv) {
     int32_t *batch = NULL;
     int64_t *wanted = NULL, *kept = NULL;
     FILE *log = NULL;
+    teacher teach = {0};
     if ((path ? sy_config_load(&cfg, path) : sy_config_load_default(&cfg)))
         goto fail;
     for (int i = 0; i < nsets; i++)
@@ -149,6 +208,8 @@ int cmd_train(int argc, char **argv) {
     if (!(val = sy_tokens_load(p)))
         goto fail;
     if (!(m = sy_model_new(&cfg.model, B, T, NULL)))
+        goto fail;
+    if (tc->distill_from && teacher_open(&teach, &cfg))
         goto fail;
     const sy_layout *lay = sy_model_layout(m);
     mom = calloc(lay->total, sizeof(float));
@@ -219,15 +280,16 @@ int cmd_train(int argc, char **argv) {
     signal(SIGTERM, on_signal);
     double t_start = sy_now(), t_log = t_start, val_loss = NAN;
     int64_t first_step = step, tokens_since = 0;
-    double loss_acc = 0, ce_acc = 0, aux_acc = 0, z_acc = 0;
+    double loss_acc = 0, ce_acc = 0, aux_acc = 0, z_acc = 0, soft_acc = 0;
     int acc_n = 0;
     while (step < tc->steps && !g_stop) {
         if (sy_batch_fill(train, tc->seed, step, 0, B, T, batch, NULL))
             goto fail;
         sy_pass ps = {.B = B, .T = T, .groups = tc->groups, .training = 1, .seed = tc->seed, .step = step};
         sy_losses l;
+        double soft;
         sy_model_zero_grad(m);
-        if (sy_model_forward(m, &ps, batch, &l) || sy_model_backward(m))
+        if (forward_backward(m, &teach, &ps, batch, &l, &soft))
             goto fail;
         if (!isfinite(l.total)) {
             sy_seterr("train: the loss is %f at step %" PRId64 "; stopping (lower train.lr or raise grad_clip)",
@@ -256,6 +318,7 @@ int cmd_train(int argc, char **argv) {
         ce_acc += l.ce;
         aux_acc += l.aux;
         z_acc += l.z;
+        soft_acc += soft;
         acc_n++;
         int last = step == tc->steps;
         if ((tc->eval_every > 0 && step % tc->eval_every == 0) || last)
@@ -264,9 +327,11 @@ int cmd_train(int argc, char **argv) {
             double now = sy_now(), tps = tokens_since / (now - t_log);
             char eta[32];
             sy_fmt_duration(eta, sizeof eta, (tc->steps - step) * (double)B * T / tps);
-            char vbuf[32] = "";
+            char vbuf[64] = "";
+            if (teach.model)
+                snprintf(vbuf, sizeof vbuf, " | soft %.4f", soft_acc / acc_n);
             if (!isnan(val_loss))
-                snprintf(vbuf, sizeof vbuf, " | val %.4f", val_loss);
+                snprintf(vbuf + strlen(vbuf), sizeof vbuf - strlen(vbuf), " | val %.4f", val_loss);
             sy_info("step %6" PRId64 "/%" PRId64 " | loss %.4f (ce %.4f aux %.3f z %.3f)%s | lr %.2e | |g| %.2f | "
                     "%.0f tok/s | ETA %s",
                     step, tc->steps, loss_acc / acc_n, ce_acc / acc_n, aux_acc / acc_n, z_acc / acc_n, vbuf, lr,
@@ -284,7 +349,7 @@ int cmd_train(int argc, char **argv) {
             }
             t_log = now;
             tokens_since = 0;
-            loss_acc = ce_acc = aux_acc = z_acc = 0;
+            loss_acc = ce_acc = aux_acc = z_acc = soft_acc = 0;
             acc_n = 0;
         }
         if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0 && !last &&
@@ -318,6 +383,8 @@ out:
     free(wanted);
     free(kept);
     sy_model_destroy(&m);
+    sy_model_destroy(&teach.model);
+    free(teach.dlogits);
     sy_tokens_destroy(&train);
     sy_tokens_destroy(&val);
     sy_config_free(&cfg);
