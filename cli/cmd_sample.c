@@ -6,13 +6,15 @@
  *
  * Output is valid UTF-8: bytes are held until they complete a character; a byte that
  * cannot be part of valid UTF-8 is written as U+FFFD; at the end, up to 3 more bytes are
- * generated to finish a pending character, and a sequence still incomplete is dropped. */
+ * generated to finish a pending character, and a sequence still incomplete is dropped.
+ * One compute thread: per token the work is matrix-vector products of d_model rows. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas_setup.h"
 #include "commands.h"
 #include "config.h"
 #include "infer.h"
@@ -147,6 +149,9 @@ int cmd_sample(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    /* one token's matrix-vector products are far too small to split over threads: a
+     * second thread only adds hand-offs (and stalls badly on a busy machine) */
+    sy_blas_set_threads(1);
     sy_config cfg;
     char dir[4096];
     int code = 1;
