@@ -64,31 +64,24 @@ static int save_checkpoint(const sy_config *cfg, sy_model *m, const float *mom, 
 }
 
 /* Distillation (train.distill_from): a teacher loaded from a checkpoint runs an eval
- * forward on the same batch inside each step, and the student's loss becomes
- * (1 - alpha) * hard CE + alpha * T^2 KL(teacher || student) + aux + z (distill.h). */
-typedef struct {
-    sy_model *model;
-    float *dlogits; /* [B*T, V] the soft term's gradient wrt the student's logits */
-    float alpha, temp;
-} teacher;
-
-static int teacher_open(teacher *t, const sy_config *cfg) {
+ * forward on the same batch inside each step (common/distill.h). */
+static int teacher_open(sy_distill *t, const sy_config *cfg) {
     const sy_train_cfg *tc = &cfg->train;
     int B = tc->batch_size, T = tc->seq_len;
     sy_config tcfg;
     char dir[4096];
-    t->model = sy_model_load(tc->distill_from, &tcfg, B, T, dir, sizeof dir);
-    if (t->model && tcfg.model.vocab != cfg->model.vocab) {
+    t->teacher = sy_model_load(tc->distill_from, &tcfg, B, T, dir, sizeof dir);
+    if (t->teacher && tcfg.model.vocab != cfg->model.vocab) {
         sy_seterr("vocabulary %d, the student's is %d", tcfg.model.vocab, cfg->model.vocab);
-        sy_model_destroy(&t->model);
+        sy_model_destroy(&t->teacher);
     }
-    if (!t->model) {
+    if (!t->teacher) {
         sy_config_free(&tcfg);
         sy_err_prefix("train.distill_from: %s", tc->distill_from);
         return -1;
     }
     t->alpha = tc->distill_alpha;
-    t->temp = tc->distill_temperature;
+    t->temperature = tc->distill_temperature;
     t->dlogits = malloc((size_t)B * T * cfg->model.vocab * sizeof(float));
     if (!t->dlogits) {
         sy_config_free(&tcfg);
@@ -97,26 +90,9 @@ static int teacher_open(teacher *t, const sy_config *cfg) {
     }
     sy_info("distilling from %s (d_model %d, %d layers, %d experts every %d layers): alpha %g, temperature %g",
             dir, tcfg.model.d_model, tcfg.model.n_layers, tcfg.model.n_experts, tcfg.model.switch_every,
-            (double)t->alpha, (double)t->temp);
+            (double)t->alpha, (double)t->temperature);
     sy_config_free(&tcfg);
     return 0;
-}
-
-/* One step's forward and backward: with a teacher, the mixed loss; *soft = mean soft term. */
-static int forward_backward(sy_model *m, teacher *t, const sy_pass *ps, const int32_t *batch, sy_losses *l,
-                            double *soft) {
-    *soft = 0.0;
-    if (!t->model)
-        return sy_model_forward(m, ps, batch, l) || sy_model_backward(m) ? -1 : 0;
-    sy_pass tp = *ps;
-    tp.training = 0; /* the teacher's eval forward: eval capacity, no dropout or jitter */
-    sy_losses tl;
-    if (sy_model_forward(t->model, &tp, batch, &tl) || sy_model_forward(m, ps, batch, l))
-        return -1;
-    int N = ps->B * ps->T;
-    *soft = sy_distill_soft(t->dlogits, sy_model_logits(m), sy_model_logits(t->model), N,
-                            sy_model_layout(m)->cfg.vocab, t->temp, t->alpha / (float)N) / N;
-    return sy_model_backward_mix(m, 1.0f - t->alpha, t->dlogits);
 }
 
 static void print_load_table(const sy_model_cfg *c, const int64_t *wanted, const int64_t *kept) {
@@ -179,7 +155,7 @@ int cmd_train(int argc, char **argv) {
     int32_t *batch = NULL;
     int64_t *wanted = NULL, *kept = NULL;
     FILE *log = NULL;
-    teacher teach = {0};
+    sy_distill teach = {0};
     if ((path ? sy_config_load(&cfg, path) : sy_config_load_default(&cfg)))
         goto fail;
     for (int i = 0; i < nsets; i++)
@@ -289,7 +265,9 @@ int cmd_train(int argc, char **argv) {
         sy_losses l;
         double soft;
         sy_model_zero_grad(m);
-        if (forward_backward(m, &teach, &ps, batch, &l, &soft))
+        soft = 0.0;
+        if (teach.teacher ? sy_distill_forward_backward(&teach, m, &ps, batch, &l, &soft)
+                          : sy_model_forward(m, &ps, batch, &l) || sy_model_backward(m))
             goto fail;
         if (!isfinite(l.total)) {
             sy_seterr("train: the loss is %f at step %" PRId64 "; stopping (lower train.lr or raise grad_clip)",
@@ -328,7 +306,7 @@ int cmd_train(int argc, char **argv) {
             char eta[32];
             sy_fmt_duration(eta, sizeof eta, (tc->steps - step) * (double)B * T / tps);
             char vbuf[64] = "";
-            if (teach.model)
+            if (teach.teacher)
                 snprintf(vbuf, sizeof vbuf, " | soft %.4f", soft_acc / acc_n);
             if (!isnan(val_loss))
                 snprintf(vbuf + strlen(vbuf), sizeof vbuf - strlen(vbuf), " | val %.4f", val_loss);
@@ -383,7 +361,7 @@ out:
     free(wanted);
     free(kept);
     sy_model_destroy(&m);
-    sy_model_destroy(&teach.model);
+    sy_model_destroy(&teach.teacher);
     free(teach.dlogits);
     sy_tokens_destroy(&train);
     sy_tokens_destroy(&val);

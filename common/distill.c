@@ -30,3 +30,18 @@ double sy_distill_soft(float *dlogits, const float *student, const float *teache
     }
     return total;
 }
+
+int sy_distill_forward_backward(sy_distill *d, sy_model *student, const sy_pass *ps, const int32_t *tokens,
+                                sy_losses *l, double *soft) {
+    sy_pass tp = *ps;
+    tp.training = 0;
+    sy_losses tl;
+    if (sy_model_forward(d->teacher, &tp, tokens, &tl) || sy_model_forward(student, ps, tokens, l))
+        return -1;
+    int N = ps->B * ps->T, V = sy_model_layout(student)->cfg.vocab;
+    double denom = ps->ce_denom > 0 ? ps->ce_denom : (double)N;
+    *soft = sy_distill_soft(d->dlogits, sy_model_logits(student), sy_model_logits(d->teacher), N, V, d->temperature,
+                            (float)(d->alpha / denom)) /
+            denom;
+    return sy_model_backward_mix(student, 1.0f - d->alpha, d->dlogits);
+}

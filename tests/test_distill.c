@@ -83,7 +83,7 @@ static void test_value_and_gradient(void **state) {
         assert_true(fabs(d[i]) < 1e-7);
 }
 
-/* the mixed backward of the model: L = (1 - a) CE + aux + z + a * soft(logits, teacher) / N */
+/* the mixed backward of a dense student: L = (1 - a) CE + aux + z + a * soft(logits, teacher) / N */
 static double mixed_loss(sy_model *m, const sy_pass *ps, const int32_t *tok, const float *teacher, float a, float T,
                          float *dextra) {
     sy_losses l;
@@ -101,8 +101,8 @@ static void test_model_mix(void **state) {
     c.n_layers = 2;
     c.n_heads = 2;
     c.d_ff = 24;
-    c.n_experts = 2;
-    c.switch_every = 2;
+    c.n_experts = 1;
+    c.switch_every = 0; /* dense */
     c.seq_len = 8;
     c.eval_capacity_factor = 4.0f;
     c.init_scale = 1.0f;
@@ -117,13 +117,34 @@ static void test_model_mix(void **state) {
     rng_state = 17;
     for (int i = 0; i < B * (T + 1); i++)
         tok[i] = (int32_t)(runif() * 256);
-    for (int i = 0; i < N * V; i++)
-        teacher[i] = (float)(3 * runif() - 1.5);
+    /* the teacher: a sparse model (two switch layers of 4 experts, capacity binding:
+     * its routing drops tokens), the student above a dense one as in the Switch paper */
+    sy_model_cfg tc = c;
+    tc.n_layers = 4;
+    tc.n_experts = 4;
+    tc.switch_every = 2;
+    tc.eval_capacity_factor = 0.5f;
+    sy_model *tm = sy_model_new(&tc, B, T, NULL);
+    assert_non_null(tm);
+    sy_model_init_weights(tm, 21);
     sy_pass ps = {.B = B, .T = T, .groups = 1, .training = 0};
+    sy_losses tl;
+    assert_int_equal(sy_model_forward(tm, &ps, tok, &tl), 0);
+    memcpy(teacher, sy_model_logits(tm), (size_t)N * V * sizeof(float));
     const float a = 0.7f, Tt = 2.0f;
-    mixed_loss(m, &ps, tok, teacher, a, Tt, dextra);
+    /* the gradient from sy_distill_forward_backward (teacher forward inside) */
+    sy_distill d = {.teacher = tm, .dlogits = dextra, .alpha = a, .temperature = Tt};
+    sy_losses l;
+    double soft;
     sy_model_zero_grad(m);
-    assert_int_equal(sy_model_backward_mix(m, 1 - a, dextra), 0);
+    assert_int_equal(sy_distill_forward_backward(&d, m, &ps, tok, &l, &soft), 0);
+    double want = mixed_loss(m, &ps, tok, teacher, a, Tt, NULL);
+    const sy_model_cfg *mc = &c;
+    double got = (1 - a) * l.ce + mc->aux_loss_coef * l.aux + mc->z_loss_coef * l.z + a * soft;
+    printf("mixed loss: %.9f from the step, %.9f recomputed\n", got, want);
+    assert_true(fabs(got - want) < 1e-6);
+    sy_model_zero_grad(m);
+    assert_int_equal(sy_distill_forward_backward(&d, m, &ps, tok, &l, &soft), 0);
     /* Along the gradient itself: dL/de for e = g / |g| must be |g|. A directional
      * derivative sums over every parameter, so ReLU kinks crossed by a few elements
      * barely move it (element-wise differences of a float32 model would be noise). The
@@ -171,6 +192,7 @@ static void test_model_mix(void **state) {
     free(w0);
     free(teacher);
     free(dextra);
+    sy_model_destroy(&tm);
     sy_model_destroy(&m);
 }
 
