@@ -92,6 +92,10 @@ rc=0; "$sy" train "$tmp/tiny.yaml" --set checkpoint.dir="$tmp/s3" --set model.se
   --set train.distill_from="$ck" > "$tmp/bad6.out" 2>&1 || rc=$?
 check "teacher with a shorter context refused (rc $rc)" '[ $rc -ne 0 ] && grep -q "train.distill_from" "$tmp/bad6.out"'
 
+rc=0; timeout 60 "$sy" up "$tmp/tiny.yaml" --workers 1 --set checkpoint.dir="$tmp/s4" --set train.distill_from="$ck" \
+  > "$tmp/bad7.out" 2>&1 || rc=$?
+check "up refuses distillation, naming the key (rc $rc)" '[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "train.distill_from: distillation runs in one process" "$tmp/bad7.out"'
+
 [ $fail -eq 0 ] || { echo "--- train output"; cat "$tmp/train.out"; echo "--- eval"; cat "$tmp/eval.out"; }
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
