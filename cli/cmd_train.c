@@ -77,7 +77,7 @@ static int teacher_open(sy_distill *t, const sy_config *cfg) {
     }
     if (!t->teacher) {
         sy_config_free(&tcfg);
-        sy_err_prefix("train.distill_from: %s", tc->distill_from);
+        sy_err_prefix("train.distill_from"); /* the message names the path */
         return -1;
     }
     t->alpha = tc->distill_alpha;

@@ -43,8 +43,10 @@ sy_model *sy_model_load(const char *path, sy_config *cfg, int max_B, int T, char
     if (sy_config_load_string(cfg, yaml, len, name))
         goto out;
     if (!(m = sy_model_new(&cfg->model, max_B > 0 ? max_B : cfg->train.batch_size, T > 0 ? T : cfg->train.seq_len,
-                           NULL)))
+                           NULL))) {
+        sy_err_prefix("%s", found);
         goto out;
+    }
     if (sy_model_io_load(ck, sy_model_layout(m), sy_model_params(m), NULL, NULL, NULL)) {
         sy_model_destroy(&m);
         goto out;

@@ -851,11 +851,6 @@ int main(int argc, char **argv) {
     }
     if (sy_config_check(&c.cfg))
         goto bad;
-    if (c.cfg.train.distill_from) {
-        /* workers run no teacher yet: refuse rather than train without one */
-        sy_seterr("train.distill_from: distillation runs in one process (`switchyard train`), not on workers yet");
-        goto bad;
-    }
     c.min_workers = c.cfg.cluster.min_workers;
     /* the first mesh waits for --start-workers (switchyard up's N); after a loss the run goes
      * on with min_workers */

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
+#include "model_load.h"
 #include "peer.h"
 #include "refcase.h"
 #include "step.h"
@@ -52,6 +53,7 @@ typedef struct {
     int have_cfg;
     sy_mesh mesh;
     sy_model *model;
+    sy_distill distill;     /* teacher of train.distill_from for this rank's rows, or none */
     sy_experts *experts;
     sy_exchange *exchange;
     float *mom, *vel;
@@ -180,6 +182,9 @@ static void drop_assignment(worker *w) {
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
     sy_model_destroy(&w->model);
+    sy_model_destroy(&w->distill.teacher);
+    free(w->distill.dlogits);
+    w->distill.dlogits = NULL;
     free(w->mom);
     free(w->vel);
     free(w->batch);
@@ -279,6 +284,22 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
     int rows = m->nrows[w->rank];
     if (!(w->model = sy_model_new(mc, rows, T, held)))
         return -1;
+    if (w->cfg.train.distill_from && w->job != SWITCHYARD__JOB__JOB_REFCHECK) {
+        /* the teacher's checkpoint must be readable here at the same path */
+        sy_config tcfg;
+        w->distill.teacher = sy_model_load(w->cfg.train.distill_from, &tcfg, rows, T, NULL, 0);
+        sy_config_free(&tcfg);
+        if (!w->distill.teacher) {
+            sy_err_prefix("train.distill_from"); /* the message names the path */
+            return -1;
+        }
+        w->distill.alpha = w->cfg.train.distill_alpha;
+        w->distill.temperature = w->cfg.train.distill_temperature;
+        if (!(w->distill.dlogits = malloc((size_t)rows * T * mc->vocab * sizeof(float)))) {
+            sy_seterr("assignment: out of memory");
+            return -1;
+        }
+    }
     int group_rows = 0;
     for (int q = 0; q < m->ep; q++)
         group_rows += m->nrows[d * m->ep + q];
@@ -490,7 +511,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     } else {
         w->last_step = c->step;
         rc = sy_step_run(w->model, &w->cfg, &w->mesh, w->rank, w->train, w->batch, w->lang, w->mom, w->vel, c->step,
-                         allreduce_fn, w, a2a_seconds, w->exchange, &res);
+                         allreduce_fn, w, a2a_seconds, w->exchange, &w->distill, &res);
     }
     if (rc) {
         if (rc == SY_PEER_ABORTED || *sy_heartbeat_abort_flag(w->hb)) {

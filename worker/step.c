@@ -8,7 +8,7 @@
 
 int sy_step_run(sy_model *m, const sy_config *cfg, const sy_mesh *mesh, int rank, const sy_tokens *train,
                 int32_t *batch, int16_t *lang, float *mom, float *vel, int64_t step, sy_allreduce_fn allreduce, void *comm,
-                double (*a2a_seconds)(void *), void *a2a_ctx, sy_step_result *out) {
+                double (*a2a_seconds)(void *), void *a2a_ctx, sy_distill *distill, sy_step_result *out) {
     const sy_train_cfg *tc = &cfg->train;
     int rows = mesh->nrows[rank], row0 = mesh->row0[rank], T = tc->seq_len;
     memset(out, 0, sizeof *out);
@@ -25,7 +25,8 @@ int sy_step_run(sy_model *m, const sy_config *cfg, const sy_mesh *mesh, int rank
                   .step = step,
                   .token0 = (int64_t)row0 * T};
     sy_model_zero_grad(m);
-    if (sy_model_forward(m, &ps, batch, &out->loss) || sy_model_backward(m))
+    if (distill && distill->teacher ? sy_distill_forward_backward(distill, m, &ps, batch, &out->loss, &out->soft)
+                                    : sy_model_forward(m, &ps, batch, &out->loss) || sy_model_backward(m))
         return -1;
     double t1 = sy_now(), a1 = a2a_seconds ? a2a_seconds(a2a_ctx) : 0.0;
     out->t.alltoall = a1 - a0;

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "data.h"
+#include "distill.h"
 #include "mesh.h"
 #include "model.h"
 
@@ -26,14 +27,16 @@ typedef struct {
     float lr;
     sy_step_times t;
     int64_t tokens;        /* tokens computed here */
+    double soft;           /* this rank's share of the distillation soft term (0 without a teacher) */
 } sy_step_result;
 
 /* Runs step `step` (0-based). batch: [nrows, T+1] scratch; lang: [nrows, T] language of
  * each input token, filled here (may be NULL); m, v: optimizer moments;
  * a2a_seconds: time the exchange spent in its transport during this step (the caller
- * reads it from the exchange; it is subtracted from compute). */
+ * reads it from the exchange; it is subtracted from compute). distill: a teacher for
+ * these rows (train.distill_from), or NULL. */
 int sy_step_run(sy_model *m, const sy_config *cfg, const sy_mesh *mesh, int rank, const sy_tokens *train,
                 int32_t *batch, int16_t *lang, float *mom, float *vel, int64_t step, sy_allreduce_fn allreduce, void *comm,
-                double (*a2a_seconds)(void *), void *a2a_ctx, sy_step_result *out);
+                double (*a2a_seconds)(void *), void *a2a_ctx, sy_distill *distill, sy_step_result *out);
 
 #endif
