@@ -148,15 +148,28 @@ static int bench_model(int argc, char **argv) {
     size_t need = wbytes * 4 /* weights, grads, two moments */ + acts;
     long rss = peak_rss_bytes();
     double n = steps;
+    const sy_model_cfg *mc = &cfg.model;
+    size_t nparams = 0; /* trainable numbers, without the arena's alignment padding */
+    for (int i = 0; i < lay->n_params; i++)
+        nparams += lay->params[i].numel;
     if (json) {
         printf("{\"mode\":\"single\",\"config\":\"%s\",\"threads\":%d,\"kernel\":\"%s\",\"batch\":%d,\"seq\":%d,"
                "\"steps\":%d,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,\"forward_ms\":%.2f,\"backward_ms\":%.2f,"
                "\"router_ms\":%.2f,\"experts_ms\":%.2f,\"alltoall_ms\":0,\"allreduce_ms\":0,\"optimizer_ms\":%.2f,"
                "\"flops_per_token\":%.0f,\"achieved_gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,\"mfu\":%.4f,"
-               "\"peak_rss_bytes\":%ld,\"model_bytes\":%zu,\"rss_ratio\":%.3f,\"bytes_sent_per_step\":0}\n",
+               "\"peak_rss_bytes\":%ld,\"model_bytes\":%zu,\"rss_ratio\":%.3f,\"bytes_sent_per_step\":0,"
+               "\"params\":%zu,\"vocab\":%d,\"d_model\":%d,\"n_layers\":%d,\"n_heads\":%d,\"d_ff\":%d,"
+               "\"n_experts\":%d,\"switch_every\":%d,\"model_seq_len\":%d,\"top_k\":%d,"
+               "\"capacity_factor\":%.7g,\"aux_loss_coef\":%.7g,\"z_loss_coef\":%.7g,\"init_scale\":%.7g,"
+               "\"lr\":%.7g,\"weight_decay\":%.7g,\"beta1\":%.7g,\"beta2\":%.7g,\"eps\":%.7g,"
+               "\"grad_clip\":%.7g,\"seed\":%" PRIu64 "}\n",
                path ? path : def, sy_blas_threads(), sy_blas_kernel(), B, T, steps, tps, med * 1e3,
                acc.forward / n * 1e3, acc.backward / n * 1e3, acc.router / n * 1e3, acc.experts / n * 1e3,
-               t_opt / n * 1e3, fpt, flops / 1e9, peak, flops / 1e9 / peak, rss, need, (double)rss / need);
+               t_opt / n * 1e3, fpt, flops / 1e9, peak, flops / 1e9 / peak, rss, need, (double)rss / need, nparams,
+               mc->vocab, mc->d_model, mc->n_layers, mc->n_heads, mc->d_ff, mc->n_experts, mc->switch_every,
+               mc->seq_len, mc->top_k, (double)mc->capacity_factor, (double)mc->aux_loss_coef,
+               (double)mc->z_loss_coef, (double)mc->init_scale, (double)tc->lr, (double)tc->weight_decay,
+               (double)tc->beta1, (double)tc->beta2, (double)tc->eps, (double)tc->grad_clip, tc->seed);
     } else {
         printf("bench %s: batch %d x %d, %d threads, OpenBLAS kernel %s, %d measured steps (+%d warm-up)\n",
                path ? path : def, B, T, sy_blas_threads(), sy_blas_kernel(), steps, warmup);
@@ -166,6 +179,7 @@ static int bench_model(int argc, char **argv) {
         printf("  backward            %10.1f ms\n", acc.backward / n * 1e3);
         printf("  optimizer           %10.1f ms\n", t_opt / n * 1e3);
         printf("  all-to-all, all-reduce       0 ms  (one process)\n");
+        printf("  parameters          %10.2f M (%zu)\n", nparams / 1e6, nparams);
         printf("  model FLOPs/token   %10.2f M\n", fpt / 1e6);
         printf("  achieved            %10.1f GFLOP/s; sgemm here %.1f GFLOP/s; MFU %.0f%%\n", flops / 1e9, peak,
                100 * flops / 1e9 / peak);

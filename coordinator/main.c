@@ -323,10 +323,11 @@ static void log_step(coord *c) {
         fprintf(c->runlog,
                 "{\"run_id\":\"%s\",\"epoch\":%" PRIu64 ",\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,"
                 "\"aux\":%.6f,\"z\":%.6f,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
-                "\"compute_ms\":%.2f,\"alltoall_ms\":%.2f,\"allreduce_ms\":%.2f,\"workers\":%d,\"time\":%.3f}\n",
+                "\"compute_ms\":%.2f,\"alltoall_ms\":%.2f,\"allreduce_ms\":%.2f,\"bytes_sent\":%" PRIu64 ","
+                "\"workers\":%d,\"time\":%.3f}\n",
                 c->run_id, c->epoch, done, c->loss, c->ce, c->aux, c->z, c->lr, c->grad_norm, c->last_tps,
-                c->step_time * 1e3, c->last_compute * 1e3, c->last_a2a * 1e3, c->last_ar * 1e3, c->world,
-                sy_now() - c->t_start);
+                c->step_time * 1e3, c->last_compute * 1e3, c->last_a2a * 1e3, c->last_ar * 1e3, c->bytes_sent,
+                c->world, sy_now() - c->t_start);
         fflush(c->runlog);
     }
     c->log_loss += c->loss;
