@@ -3,8 +3,8 @@
 # side in one invocation, interleaved round by round (the order flips every round, so a
 # busy moment hits both sides alike), every figure the median over the rounds and every
 # ratio taken from this one run.
-# Usage: bench/run.sh [STEPS] [ROUNDS]   (defaults 10 and 3; builds first; uses the prepared
-# data when there is some, else random bytes: the speed is the same)
+# Usage: bench/run.sh [STEPS] [ROUNDS]   (defaults 10 and 3; builds first; prepares the
+# corpus `switchyard up` trains on when there is none)
 # Every row names the command that reproduces it. Needs Debian's python3-torch for the
 # PyTorch column (installed here when run as root).
 set -euo pipefail
@@ -25,7 +25,8 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
 fi
 [ -f data/train.bin ] || "$BIN/switchyard" prepare >/dev/null # `up` trains on the prepared corpus
 out=$(mktemp -d) || exit 1
-trap 'rm -rf "${out:?}"' EXIT
+# SY_BENCH_RAW=DIR keeps every measurement (one JSON line each) for a second look
+trap '[ -z "${SY_BENCH_RAW:-}" ] || { mkdir -p "$SY_BENCH_RAW" && cp "$out"/*.jsonl "$SY_BENCH_RAW"/; }; rm -rf "${out:?}"' EXIT
 threads=$(nproc)
 
 # one measurement = one JSON line appended to $out/NAME.jsonl
@@ -38,13 +39,14 @@ torch_single() { # the PyTorch peer copies its model from switchyard's JSON line
   OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
     "$PY" bench/torch_model.py --like "$out/like.json" --steps "$STEPS" --threads "$threads" >> "$out/torch_single.jsonl"
 }
-sy_up2() {
+sy_up2() { up2 "$1" sy_up2; }
+up2() {
   local dir="$out/up2.$1"
   "$BIN/switchyard" up configs/bench.yaml --workers 2 --fresh --set train.steps=$((STEPS + 3)) \
       --set checkpoint.dir="$dir" --set checkpoint.every=0 --set train.eval_batches=1 > "$dir.log" 2>&1 ||
     { tail -20 "$dir.log" >&2; exit 1; }
   # the steps after warm-up, from the run log
-  "$PY" - "$dir/run_log.jsonl" >> "$out/sy_up2.jsonl" <<'PY'
+  "$PY" - "$dir/run_log.jsonl" >> "$out/$2.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
 rows = rows[3:] or rows
@@ -55,6 +57,11 @@ if "bytes_sent" in rows[0]:
 print(json.dumps({k: med(k) for k in keys}))
 PY
 }
+# BASE_BIN=DIR (optional): another build's bin/ (e.g. of the previous commit), measured in the
+# same rounds, for "before / after" ratios taken from the same minutes of the machine
+base_single() { [ -z "${BASE_BIN:-}" ] || "$BASE_BIN/switchyard" bench configs/bench.yaml --steps "$STEPS" \
+                  --threads "$threads" --json 2>/dev/null >> "$out/base_single.jsonl"; }
+base_up2() { [ -z "${BASE_BIN:-}" ] || BIN=$BASE_BIN up2 "base.$1" base_up2; }
 sy_coll() { "$BIN/switchyard" bench "$1" --size 16M --workers 2 --iters 20 ${2:+--wire $2} --json 2>/dev/null \
               >> "$out/sy_$1${2:+_$2}.jsonl"; }
 torch_coll() { "$PY" bench/torch_collectives.py "$1" --size 16M --workers 2 --iters 20 >> "$out/torch_$1.jsonl"; }
@@ -62,10 +69,10 @@ torch_coll() { "$PY" bench/torch_collectives.py "$1" --size 16M --workers 2 --it
 for r in $(seq 1 "$ROUNDS"); do
   echo "bench: round $r of $ROUNDS (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   if [ $((r % 2)) = 1 ]; then
-    sy_single; torch_single; sy_up2 "$r"
+    sy_single; torch_single; base_single; sy_up2 "$r"; base_up2 "$r"
     sy_coll allreduce; torch_coll allreduce; sy_coll allreduce bf16; sy_coll alltoall; torch_coll alltoall
   else
-    torch_single; sy_single; sy_up2 "$r"
+    base_single; torch_single; sy_single; base_up2 "$r"; sy_up2 "$r"
     torch_coll allreduce; sy_coll allreduce; sy_coll allreduce bf16; torch_coll alltoall; sy_coll alltoall
   fi
 done
@@ -127,6 +134,17 @@ for op, name in (("allreduce", "all-reduce"), ("alltoall", "all-to-all")):
              f"{med('sy_allreduce_bf16', 'algbw_gbs'):.2f} / {med('sy_allreduce_bf16', 'busbw_gbs'):.2f}", "",
              f"{ratio('sy_allreduce_bf16', 'torch_allreduce', 'algbw_gbs'):.2f}x",
              "switchyard bench allreduce --size 16M --workers 2 --wire bf16")
+import os
+if os.path.exists(f"{out}/base_single.jsonl"):
+    print()
+    print("before / after, the same rounds (BASE_BIN):")
+    for k in ("tokens_per_s", "forward_ms", "backward_ms", "optimizer_ms"):
+        print(f"  single process {k}: before {f(med('base_single', k))}, after {f(med('sy_single', k))}, "
+              f"after/before {ratio('sy_single', 'base_single', k):.2f}")
+    for k in ("tokens_per_s", "step_ms", "compute_ms", "alltoall_ms", "allreduce_ms"):
+        print(f"  2 workers {k}: before {f(med('base_up2', k))}, after {f(med('sy_up2', k))}, "
+              f"after/before {ratio('sy_up2', 'base_up2', k):.2f}")
+    print("  per round, single tokens/s before: " + ", ".join(f(r["tokens_per_s"]) for r in rows("base_single")))
 print()
 print("per round (tokens/s): switchyard " + ", ".join(f(r["tokens_per_s"]) for r in rows("sy_single")) +
       "; PyTorch " + ", ".join(f(r["tokens_per_s"]) for r in rows("torch_single")) +
