@@ -144,6 +144,21 @@ static int send_state(coord *c, const member *mb, int r) {
     return sy_ctrl_send_blocking(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
 }
 
+static void broadcast_abort(coord *c, const char *reason);
+
+/* A member the control socket cannot reach while a mesh is handed out: declared dead at
+ * once (no waiting for its heartbeat timeout), the epoch being handed out is aborted
+ * everywhere and the main loop plans again with the workers left. */
+static void drop_unreachable(coord *c, member *mb, const char *why) {
+    mb->alive = 0;
+    sy_error("worker %s unreachable (%s): dropped from the mesh, planning again", mb->id, why);
+    sy_coord_event(c, "worker %s unreachable: dropped", mb->id);
+    broadcast_abort(c, "a worker of the new mesh is unreachable: planning again");
+    c->phase = WAITING;
+}
+
+/* Plans a mesh of the live workers and hands it out. 0: handed out; 1: a worker was
+ * unreachable and dropped, plan again; -1: error (message set). */
 static int start_epoch(coord *c) {
     int W = 0;
     double gf[MAX_WORKERS];
@@ -212,10 +227,12 @@ static int start_epoch(coord *c) {
         Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
         env.assignment = &a;
-        send_to(c, mb, &env);
-        if (a.state_follows && send_state(c, mb, r)) {
-            sy_err_prefix("sending the state of %s to rank %d", c->last_ckpt, r);
-            return -1;
+        if (send_to(c, mb, &env) || (a.state_follows && send_state(c, mb, r))) {
+            /* a worker that cannot be reached now (killed with another one, say) leaves the
+             * mesh; the others are told to drop this epoch and everyone re-plans */
+            sy_err_prefix("sending %s to rank %d", a.state_follows ? "the assignment and state" : "the assignment", r);
+            drop_unreachable(c, mb, sy_lasterr());
+            return 1;
         }
     }
     c->phase = ASSIGNING;
@@ -880,6 +897,11 @@ int main(int argc, char **argv) {
     c.zctx = zmq_ctx_new();
     c.router = zmq_socket(c.zctx, ZMQ_ROUTER);
     sy_sock_defaults(c.router, 1);
+    {
+        /* blocking sends (the checkpoint state) give up on a peer that stops reading */
+        int sndtimeo = c.cfg.cluster.timeout_ms * 4 > 10000 ? c.cfg.cluster.timeout_ms * 4 : 10000;
+        zmq_setsockopt(c.router, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    }
     if (zmq_bind(c.router, c.cfg.cluster.coordinator)) {
         sy_seterr("cannot bind the control socket at %s: %s", c.cfg.cluster.coordinator, zmq_strerror(errno));
         goto bad;
@@ -968,11 +990,14 @@ int main(int argc, char **argv) {
         check_liveness(&c);
         if (c.phase == WAITING && live_count(&c) >= (c.epochs_started ? c.min_workers : c.start_workers)) {
             c.epochs_started++;
-            if (start_epoch(&c)) {
+            int se = start_epoch(&c);
+            if (se < 0) {
                 sy_error("%s", sy_lasterr());
                 c.code = 1;
                 break;
             }
+            if (se > 0 && live_count(&c) < c.min_workers)
+                sy_warn("waiting for workers: %d of %d needed", live_count(&c), c.min_workers);
         }
         if (rc <= 0 || !(its[0].revents & ZMQ_POLLIN))
             continue;
