@@ -16,6 +16,7 @@ trap drill_cleanup EXIT
 fail=0 pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 skip() { echo "SKIP: $*"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { # wait_for PATTERN FILE SECONDS
   local i
