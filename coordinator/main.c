@@ -32,6 +32,7 @@ static volatile sig_atomic_t g_signal;
 static void on_signal(int sig) { g_signal = sig; }
 
 static void recover(coord *c, const char *reason);
+static void stop_now(coord *c, const char *why);
 
 /* Fault drill: SWITCHYARD_FAULT="kill@STEP:save" kills the coordinator halfway through
  * collecting checkpoint STEP (some tensors written to the temporary directory, no
@@ -737,6 +738,11 @@ static void recover(coord *c, const char *reason) {
         c->phase = DONE;
         return;
     }
+    if (c->stop_requested) {
+        /* the workers are going too (one signal for all): no recovery, nothing to wait for */
+        stop_now(c, reason);
+        return;
+    }
     if (c->step == c->failed_at) {
         if (++c->failures >= 5) {
             sy_error("step %" PRId64 " failed %d times in a row (%s): giving up", c->step, c->failures, reason);
@@ -761,6 +767,34 @@ static void recover(coord *c, const char *reason) {
     c->phase = WAITING;
     if (live < c->min_workers)
         sy_warn("waiting for workers: %d of %d needed", live, c->min_workers);
+}
+
+/* A worker says it leaves the run (a signal, no usable data): it is out of the mesh now,
+ * without waiting for its heartbeats to stop. */
+static void on_leaving(coord *c, member *mb, const char *why) {
+    if (!mb->alive)
+        return;
+    mb->alive = 0;
+    sy_warn("worker %s (rank %d) leaves the run: %s", mb->id, mb->rank, why);
+    sy_coord_event(c, "worker %s left: %.120s", mb->id, why);
+    if (mb->rank >= 0 && c->phase != WAITING && c->phase != DONE) {
+        char r[400];
+        snprintf(r, sizeof r, "rank %d (%s) left", mb->rank, mb->id);
+        if (!c->recover_started)
+            c->recover_started = sy_now();
+        recover(c, r);
+    }
+}
+
+/* A stop was asked for (a signal) and cannot complete as planned (a worker left, or the
+ * save takes too long): stop now. The last complete checkpoint is untouched. */
+static void stop_now(coord *c, const char *why) {
+    sy_warn("stopping without saving step %" PRId64 ": %s", c->step, why);
+    if (c->writer)
+        sy_ckpt_writer_destroy(&c->writer); /* the half-collected save never commits */
+    c->save_expect = 0;
+    c->code = 130;
+    c->phase = DONE;
 }
 
 static void check_liveness(coord *c) {
@@ -959,11 +993,18 @@ int main(int argc, char **argv) {
     c.t_start = sy_now();
     sy_info("run %s: coordinator on %s, waiting for %d worker%s (goes on with at least %d)", c.run_id,
             c.cfg.cluster.coordinator, c.start_workers, c.start_workers == 1 ? "" : "s", c.min_workers);
-    double next_hb = 0.0;
+    double next_hb = 0.0, stop_deadline = 0.0;
     int signals_seen = 0;
     while (c.phase != DONE) {
+        if (stop_deadline > 0 && sy_now() > stop_deadline) {
+            stop_now(&c, "the step and save asked for by the signal did not finish in time");
+            break;
+        }
         if (g_signal && !signals_seen) {
             signals_seen = 1;
+            /* the step and the save it asks for get a bounded time: workers that got the
+             * same signal may be gone already */
+            stop_deadline = sy_now() + 2.0 * c.cfg.cluster.timeout_ms / 1000.0 + 5.0;
             if (c.phase == TRAINING && !c.have_rc) {
                 sy_warn("signal %d: finishing step %" PRId64 ", saving a checkpoint, then stopping (again to stop "
                         "at once)",
@@ -1036,6 +1077,10 @@ int main(int argc, char **argv) {
                     on_heartbeat(&c, mb);
                     break;
                 case SWITCHYARD__ENVELOPE__MSG_ERROR:
+                    if (e->error->leaving) {
+                        on_leaving(&c, mb, e->error->message);
+                        break;
+                    }
                     sy_error("worker %s (rank %d): %s", mb->id, mb->rank, e->error->message);
                     if (e->error->epoch == c.epoch && c.phase != WAITING && c.phase != DONE)
                         recover(&c, "a worker failed its step");
@@ -1055,6 +1100,13 @@ int main(int argc, char **argv) {
     }
     if (c.stop_requested && c.code == 0)
         c.code = 130;
+    if (c.code == 130 && !c.have_rc) {
+        if (c.last_ckpt[0])
+            sy_warn("stopped on a signal; a restart resumes from %s (step %" PRId64 ")", c.last_ckpt,
+                    c.last_ckpt_step);
+        else
+            sy_warn("stopped on a signal before any checkpoint; a restart begins at step 0");
+    }
     broadcast_shutdown(&c, c.code ? "the run stopped" : "training finished");
     /* give the shutdown messages a moment to leave (LINGER is 0) */
     struct timespec pause = {0, 200 * 1000000L};

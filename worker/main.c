@@ -33,7 +33,14 @@
 enum { ST_REGISTERING = 0, ST_SETUP = 1, ST_READY = 2, ST_STEP = 3, ST_SAVING = 4 };
 
 static volatile sig_atomic_t g_signal;
-static void on_signal(int sig) { g_signal = sig; }
+static sy_heartbeat *volatile g_hb; /* set once the heartbeat thread runs */
+/* A signal ends the step in flight at its next wait (a peer may never send again: it got
+ * the same signal), then the main loop leaves. */
+static void on_signal(int sig) {
+    g_signal = sig;
+    if (g_hb)
+        sy_heartbeat_abort_from_signal(g_hb);
+}
 
 typedef struct {
     /* process */
@@ -126,6 +133,25 @@ static void send_error(worker *w, const char *msg) {
     e.epoch = w->epoch;
     e.rank = (uint32_t)(w->rank < 0 ? 0 : w->rank);
     e.message = (char *)msg;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
+    env.error = &e;
+    send_env(w, &env, NULL, 0);
+}
+
+/* Tells the coordinator this worker leaves the run (so it re-plans at once instead of
+ * waiting out the heartbeat timeout), with the reason. */
+static void send_leaving(worker *w, const char *why) {
+    char msg[1200];
+    if (!strcmp(why, "signal"))
+        snprintf(msg, sizeof msg, "leaving on signal %d", (int)g_signal);
+    else
+        snprintf(msg, sizeof msg, "%s", why);
+    Switchyard__Error e = SWITCHYARD__ERROR__INIT;
+    e.epoch = w->epoch;
+    e.rank = (uint32_t)(w->rank < 0 ? 0 : w->rank);
+    e.message = msg;
+    e.leaving = 1;
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
     env.error = &e;
@@ -696,6 +722,7 @@ int main(int argc, char **argv) {
     }
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
+    g_hb = w.hb;
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
             sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
     double next_register = 0.0, backoff = 1.0;
@@ -792,10 +819,12 @@ int main(int argc, char **argv) {
     }
     if (g_signal) {
         sy_info("signal %d: leaving", (int)g_signal);
+        send_leaving(&w, "signal");
         code = 0;
     }
 out:
     drop_assignment(&w);
+    g_hb = NULL;
     sy_heartbeat_stop(&w.hb);
     sy_peer_destroy(&w.peer);
     if (w.ctrl)
