@@ -46,12 +46,13 @@ YAML
   local l
   for l in "$@"; do echo "$l" >> "$f"; done
 }
-# coord NAME JOB MIN [args]: a coordinator on a free port; sets port, cpid
+# coord NAME JOB MIN [args]: a coordinator on free ports; sets port, sport, cpid
 coord() {
   local name=$1 job=$2 min=$3; shift 3
   port=$(free_port)
-  "$bin/switchyard-coordinator" "$job" --bind "tcp://127.0.0.1:$port" --min-workers "$min" \
-    --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
+  sport=$(free_port)
+  "$bin/switchyard-coordinator" "$job" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+    --min-workers "$min" --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
   cpid=$!; pids+=("$cpid")
 }
 # worker LOG [args]: a worker for the coordinator on $port; sets wpid
