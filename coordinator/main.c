@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "append.h"
 #include "blas_setup.h"
 #include "checkpoint.h"
 #include "config.h"
@@ -324,6 +326,31 @@ static void send_save_only(coord *c) {
 }
 
 
+/* One record of the run log, whole or not at all (a full disk never cuts or merges
+ * records); a failure is said once per streak, with the step it starts at. */
+static void runlog_printf(coord *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void runlog_printf(coord *c, const char *fmt, ...) {
+    static int failing;
+    if (!c->runlog)
+        return;
+    char rec[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(rec, sizeof rec, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof rec)
+        return;
+    if (sy_append_record(fileno(c->runlog), rec, (size_t)n)) {
+        if (!failing)
+            sy_error("run log %s/run_log.jsonl: %s; records from step %" PRId64 " on are missing",
+                     c->cfg.checkpoint.dir, sy_lasterr(), c->step + 1);
+        failing = 1;
+    } else if (failing) {
+        sy_warn("run log %s/run_log.jsonl: writing again at step %" PRId64, c->cfg.checkpoint.dir, c->step + 1);
+        failing = 0;
+    }
+}
+
 static void log_step(coord *c) {
     const sy_train_cfg *tc = &c->cfg.train;
     int64_t done = c->step + 1;
@@ -337,16 +364,13 @@ static void log_step(coord *c) {
     c->last_compute = c->t_compute / Wd;
     c->last_a2a = c->t_a2a / Wd;
     c->last_ar = c->t_ar / Wd;
-    if (c->runlog) {
-        fprintf(c->runlog,
+    runlog_printf(c,
                 "{\"run_id\":\"%s\",\"epoch\":%" PRIu64 ",\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,"
                 "\"aux\":%.6f,\"z\":%.6f,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,"
                 "\"compute_ms\":%.2f,\"alltoall_ms\":%.2f,\"allreduce_ms\":%.2f,\"workers\":%d,\"time\":%.3f}\n",
                 c->run_id, c->epoch, done, c->loss, c->ce, c->aux, c->z, c->lr, c->grad_norm, c->last_tps,
                 c->step_time * 1e3, c->last_compute * 1e3, c->last_a2a * 1e3, c->last_ar * 1e3, c->world,
                 sy_now() - c->t_start);
-        fflush(c->runlog);
-    }
     c->log_loss += c->loss;
     c->log_ce += c->ce;
     c->log_aux += c->aux;
@@ -420,11 +444,30 @@ static void eval_poll(coord *c) {
     c->val_loss = c->eval_result;
     c->val_step = c->eval_step;
     sy_info("validation loss %.4f nats/byte at step %" PRId64, c->val_loss, c->val_step);
-    if (c->runlog) {
-        fprintf(c->runlog, "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"val_ce\":%.6f,\"workers\":%d,\"time\":%.3f}\n",
-                c->run_id, c->val_step, c->val_loss, c->world, sy_now() - c->t_start);
-        fflush(c->runlog);
-    }
+    runlog_printf(c, "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"val_ce\":%.6f,\"workers\":%d,\"time\":%.3f}\n",
+                  c->run_id, c->val_step, c->val_loss, c->world, sy_now() - c->t_start);
+}
+
+/* A checkpoint could not be written (a full disk, a failing device): the run stops here
+ * rather than train on with nothing durable after the last good checkpoint. That one is
+ * verified again (every checksum) and named, so the user knows where a restart begins. */
+static void save_failed(coord *c, const char *why) {
+    sy_error("checkpoint step %" PRId64 " could not be written in %s: %s", c->save_step, c->cfg.checkpoint.dir, why);
+    sy_ckpt_writer_destroy(&c->writer); /* its temporary directory goes with it */
+    c->save_expect = 0;
+    char dir[4096];
+    int64_t st = 0;
+    int found = sy_ckpt_latest(c->cfg.checkpoint.dir, dir, sizeof dir, &st);
+    if (found == 0)
+        sy_error("stopping the run at step %" PRId64 " (no model saved after step %" PRId64 "); the last checkpoint "
+                 "%s verifies: free space and run again to resume from it",
+                 c->save_step, st, dir);
+    else
+        sy_error("stopping the run at step %" PRId64 "; no checkpoint in %s verifies, so a restart begins at step 0",
+                 c->save_step, c->cfg.checkpoint.dir);
+    sy_coord_event(c, "checkpoint step %lld failed: stopped", (long long)c->save_step);
+    c->code = 1;
+    c->phase = DONE;
 }
 
 static void finish_save(coord *c) {
@@ -449,9 +492,13 @@ static void finish_save(coord *c) {
         sy_ckpt_writer_set_config(c->writer, c->yaml, strlen(c->yaml));
     }
     double t0 = sy_now();
-    if (sy_ckpt_writer_commit(c->writer, c->have_rc ? 0 : c->cfg.checkpoint.keep)) {
-        sy_error("checkpoint step %" PRId64 ": %s", c->save_step, sy_lasterr());
-        c->code = 1;
+    if (!c->writer || sy_ckpt_writer_commit(c->writer, c->have_rc ? 0 : c->cfg.checkpoint.keep)) {
+        if (c->have_rc) {
+            sy_error("checkpoint step %" PRId64 ": %s", c->save_step, sy_lasterr());
+            c->code = 1;
+        } else {
+            save_failed(c, c->writer ? sy_lasterr() : "no checkpoint writer (see the error above)");
+        }
     } else {
         uint64_t bytes;
         double secs;
@@ -498,6 +545,8 @@ static void step_complete(coord *c) {
     if (saved)
         finish_save(c);
     sy_ckpt_writer_destroy(&c->writer);
+    if (c->phase == DONE)
+        return; /* the save failed: stopped */
     c->step++;
     if (c->step > c->failed_at)
         c->failures = 0;
@@ -522,15 +571,19 @@ static void step_complete(coord *c) {
         double val = evaluate_checkpoint(c, dir);
         c->val_loss = val;
         c->val_step = c->step;
-        if (c->runlog && !isnan(val)) {
-            fprintf(c->runlog, "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"val_ce\":%.6f,\"workers\":%d,\"time\":%.3f}\n",
-                    c->run_id, c->step, val, c->world, sy_now() - c->t_start);
-            fflush(c->runlog);
-        }
+        if (!isnan(val))
+            runlog_printf(c, "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"val_ce\":%.6f,\"workers\":%d,\"time\":%.3f}\n",
+                          c->run_id, c->step, val, c->world, sy_now() - c->t_start);
         sy_coord_event(c, "done: step %lld, validation loss %.4f", (long long)c->step, val);
-        sy_info("trained to step %" PRId64 " in %.1fs on %d worker%s; validation loss %.4f nats/byte; model saved "
-                "in %s",
-                c->step, secs, c->world, c->world == 1 ? "" : "s", val, dir);
+        if (c->last_ckpt_step == c->step && !strcmp(c->last_ckpt, dir))
+            sy_info("trained to step %" PRId64 " in %.1fs on %d worker%s; validation loss %.4f nats/byte; model saved "
+                    "in %s",
+                    c->step, secs, c->world, c->world == 1 ? "" : "s", val, dir);
+        else {
+            sy_error("trained to step %" PRId64 " but its checkpoint %s was not committed: no model saved", c->step,
+                     dir);
+            c->code = 1;
+        }
         const sy_model_cfg *mc = &c->cfg.model;
         int E = mc->n_experts, li = 0;
         printf("\nexpert load (share of routed choices / drop rate), training run:\n");
@@ -700,8 +753,9 @@ static void on_shard(coord *c, member *mb, const Switchyard__TensorShard *t, con
         raise(SIGKILL);
     }
     if (sy_ckpt_writer_add_crc(c->writer, t->name, dt, (int)t->n_shape, t->shape, payload, len, t->crc32c)) {
-        sy_error("tensor %s from %s: %s", t->name, mb->id, sy_lasterr());
-        c->code = 1;
+        char why[1400];
+        snprintf(why, sizeof why, "tensor %s from %s: %s", t->name, mb->id, sy_lasterr());
+        save_failed(c, why);
     }
 }
 

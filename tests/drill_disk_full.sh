@@ -36,4 +36,24 @@ for i, l in enumerate(data.split(b\"\\n\")[:-1]):
     r = json.loads(l); assert \"step\" in r, i
 print(len(data.split(b\"\\n\")) - 1, \"records\")
 " "$tmp/full/run/run_log.jsonl"'
+
+# B: the run log itself fills the disk (64 KB, no checkpoint before the last step): its
+# records stay whole, the gap is named, and the final save fails loudly
+mkdir "$tmp/tiny"
+mount -t tmpfs -o size=64k tmpfs "$tmp/tiny"
+drill_cleanup_hooks+=('umount "$tmp/tiny" 2>/dev/null')
+drill_job "$tmp/b.yaml" 400
+sed -i 's/^checkpoint: {every: 10, keep: 10}/checkpoint: {every: 0, keep: 10}/' "$tmp/b.yaml"
+coord b "$tmp/b.yaml" 1 --set checkpoint.dir="$tmp/tiny/run"
+worker b.w1
+wait_exit "$cpid" 120 || true
+check "B: a full disk under the run log is named" 'grep -q "run_log.jsonl: No space left on device" "$tmp/b.log"'
+check "B: the final save fails loudly, no model claimed (rc $rc)" '[ "$rc" -eq 1 ] && ! grep -q "model saved in" "$tmp/b.log" && grep -q "no checkpoint .* verifies" "$tmp/b.log"'
+check "B: run_log.jsonl: every line is one whole JSON record" '/usr/bin/python3 -c "
+import json, sys
+data = open(sys.argv[1], \"rb\").read()
+assert data.endswith(b\"\\n\"), \"last record cut\"
+for l in data.split(b\"\\n\")[:-1]: json.loads(l)
+print(len(data.split(b\"\\n\")) - 1, \"records\", len(data), \"bytes\")
+" "$tmp/tiny/run/run_log.jsonl"'
 drill_end
