@@ -2,6 +2,7 @@
 # A drill starts real coordinators and workers on free loopback ports in its own temp
 # directory, and kills only the processes it started. Expects $bin and $src set.
 
+bin=$(cd "$bin" && pwd) || exit 1
 tmp=$(mktemp -d) || exit 1
 pids=()
 drill_cleanup_hooks=()
