@@ -74,6 +74,8 @@ typedef struct {
     int have_rc;
     int code;
     double t_start;
+    uint64_t data_hash;        /* content hash of the training data (train.bin); 0 until known */
+    char data_hash_from[4400]; /* where that hash came from */
     /* elasticity */
     char last_ckpt[4096];      /* newest complete checkpoint of this run ("" = none: start from the seed) */
     int64_t last_ckpt_step;

@@ -674,8 +674,40 @@ static int standby_count(const coord *c) {
     return k;
 }
 
+static void on_leaving(coord *c, member *mb, const char *why);
+
+/* The worker's training data must be the run's: same content hash as the coordinator's
+ * train.bin (or, when the coordinator has none, as the first worker's). */
+static int data_matches(coord *c, member *mb, uint64_t h) {
+    if (c->have_rc)
+        return 1;
+    if (!c->data_hash) {
+        c->data_hash = h;
+        snprintf(c->data_hash_from, sizeof c->data_hash_from, "worker %s's (the first to report)", mb->id);
+        sy_info("training data: content hash %016llx, from worker %s", (unsigned long long)h, mb->id);
+        return 1;
+    }
+    if (h == c->data_hash)
+        return 1;
+    char reason[4800];
+    snprintf(reason, sizeof reason,
+             "its training data differs: its train.bin has content hash %016llx, %s has %016llx (copy the "
+             "coordinator's data/ or run the same `switchyard prepare`)",
+             (unsigned long long)h, c->data_hash_from, (unsigned long long)c->data_hash);
+    Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
+    no.reason = reason;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
+    env.refuse = &no;
+    sy_ctrl_send(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
+    on_leaving(c, mb, reason);
+    return 0;
+}
+
 static void on_ready(coord *c, member *mb, const Switchyard__Ready *r) {
     if (c->phase != ASSIGNING || r->epoch != c->epoch || mb->rank < 0)
+        return;
+    if (!data_matches(c, mb, r->data_hash))
         return;
     mb->ready = 1;
     for (int i = 0; i < c->world; i++)
@@ -829,7 +861,7 @@ static void on_leaving(coord *c, member *mb, const char *why) {
     if (!mb->alive)
         return;
     mb->alive = 0;
-    sy_warn("worker %s (rank %d) leaves the run: %s", mb->id, mb->rank, why);
+    sy_warn("worker %s (rank %d) is out of the run: %s", mb->id, mb->rank, why);
     sy_coord_event(c, "worker %s left: %.120s", mb->id, why);
     if (mb->rank >= 0 && c->phase != WAITING && c->phase != DONE) {
         char r[400];
@@ -1003,6 +1035,30 @@ int main(int argc, char **argv) {
         char vp[4096];
         snprintf(vp, sizeof vp, "%s/val.bin", c.cfg.data.dir);
         sy_tokens *vt = sy_tokens_load(vp);
+        if (!vt) {
+            sy_err_prefix("the coordinator validates every checkpoint on %s (run `switchyard prepare` here, or copy "
+                          "data/ from where it was prepared)",
+                          vp);
+            goto bad;
+        }
+        if (sy_eval_windows(vt, c.cfg.train.seq_len) < 1) {
+            sy_seterr("%s: %lld bytes, too few for one validation window of %d tokens (prepare with a larger "
+                      "--val-fraction)",
+                      vp, (long long)vt->n_bytes, c.cfg.train.seq_len + 1);
+            sy_tokens_destroy(&vt);
+            goto bad;
+        }
+        {
+            char tp[4096];
+            snprintf(tp, sizeof tp, "%s/train.bin", c.cfg.data.dir);
+            if (!sy_tokens_peek_hash(tp, &c.data_hash)) {
+                snprintf(c.data_hash_from, sizeof c.data_hash_from, "the coordinator's %s", tp);
+                sy_info("training data: %s, content hash %016llx; workers must hold the same", tp,
+                        (unsigned long long)c.data_hash);
+            } else {
+                sy_info("no %s here: the first worker's training data is the reference for the others", tp);
+            }
+        }
         if (vt) {
             c.n_langs = vt->n_langs < 16 ? vt->n_langs : 16;
             for (int g = 0; g < c.n_langs; g++)

@@ -72,6 +72,7 @@ typedef struct {
     int64_t last_step;
     double last_step_time;
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
+    int data_failed;        /* this machine has no usable training data: leave the run */
     int state_tensors;
 } worker;
 
@@ -345,7 +346,9 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
             char path[4096];
             snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
             if (!(w->train = sy_tokens_load(path))) {
-                sy_err_prefix("training data on this worker (run `switchyard prepare` here)");
+                sy_err_prefix("training data on this worker (run `switchyard prepare` here or copy the "
+                              "coordinator's data/)");
+                w->data_failed = 1;
                 return -1;
             }
         }
@@ -620,6 +623,7 @@ static void send_ready(worker *w) {
     Switchyard__Ready r = SWITCHYARD__READY__INIT;
     r.epoch = w->epoch;
     r.rank = (uint32_t)w->rank;
+    r.data_hash = w->train && w->job != SWITCHYARD__JOB__JOB_REFCHECK ? w->train->checksum : 0;
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_READY;
     env.ready = &r;
@@ -775,6 +779,13 @@ int main(int argc, char **argv) {
                          sy_lasterr());
                 sy_error("%s", msg);
                 w.epoch = e->assignment->epoch;
+                if (w.data_failed) {
+                    /* no data here: this worker cannot take part; the run goes on without it */
+                    send_leaving(&w, msg);
+                    sy_ctrl_msg_free(&m);
+                    code = 3;
+                    goto out;
+                }
                 send_error(&w, msg);
                 drop_assignment(&w);
                 break;
