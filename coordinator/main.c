@@ -911,6 +911,36 @@ static void usage(void) {
             "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n");
 }
 
+/* 1 (with a message) when root holds checkpoints and none of them verifies: starting
+ * at step 0 then would quietly throw the run away (and prune it); --fresh says so. */
+static int all_checkpoints_corrupt(const char *root) {
+    int64_t *steps = NULL;
+    size_t n = 0;
+    if (sy_ckpt_list(root, &steps, &n) < 0 || n == 0) {
+        free(steps);
+        return 0;
+    }
+    sy_seterr("every checkpoint in %s is corrupt or incomplete (%zu found, steps %lld..%lld; the reasons are above): "
+              "nothing to resume from. Restore them, or start over at step 0 with --fresh (they are left in place)",
+              root, n, (long long)steps[0], (long long)steps[n - 1]);
+    free(steps);
+    return 1;
+}
+
+/* A worker count on the command line: a whole number in 1..MAX_WORKERS, or a message. */
+static int parse_count(const char *flag, const char *s, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > MAX_WORKERS) {
+        fprintf(stderr, "switchyard-coordinator: %s: '%s' is not a worker count (a whole number, 1..%d)\n", flag, s,
+                MAX_WORKERS);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static coord c;
     c.code = 0;
@@ -924,10 +954,15 @@ int main(int argc, char **argv) {
             bind_ep = argv[++i];
         else if (!strcmp(argv[i], "--status") && i + 1 < argc)
             status_ep = argv[++i];
-        else if (!strcmp(argv[i], "--min-workers") && i + 1 < argc)
-            min_workers = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--start-workers") && i + 1 < argc)
-            start_workers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-workers") && i + 1 < argc) {
+            if (parse_count(argv[i], argv[i + 1], &min_workers))
+                return 2;
+            i++;
+        } else if (!strcmp(argv[i], "--start-workers") && i + 1 < argc) {
+            if (parse_count(argv[i], argv[i + 1], &start_workers))
+                return 2;
+            i++;
+        }
         else if (!strcmp(argv[i], "--set") && i + 1 < argc)
             sets[nsets++] = argv[++i];
         else if (!strcmp(argv[i], "--wire") && i + 1 < argc)
@@ -1070,6 +1105,8 @@ int main(int argc, char **argv) {
     if (!c.have_rc && !fresh) {
         int found = sy_ckpt_latest(c.cfg.checkpoint.dir, c.last_ckpt, sizeof c.last_ckpt, &c.last_ckpt_step);
         if (found < 0)
+            goto bad;
+        if (found == 1 && all_checkpoints_corrupt(c.cfg.checkpoint.dir))
             goto bad;
         if (found == 0) {
             sy_ckpt *ck = sy_ckpt_open(c.last_ckpt);

@@ -296,9 +296,9 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
         w->cfg.train.seq_len = T;
         tokens = w->rc.tokens;
     }
-    unsigned char held[4096] = {0};
-    if (mc->n_experts > 4096) {
-        sy_seterr("assignment: more than 4096 experts");
+    unsigned char held[SY_MAX_EXPERTS] = {0};
+    if (mc->n_experts > SY_MAX_EXPERTS) {
+        sy_seterr("assignment: more than %d experts", SY_MAX_EXPERTS);
         return -1;
     }
     for (int e = m->e_begin[p]; e < m->e_end[p]; e++)
