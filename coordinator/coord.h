@@ -27,6 +27,7 @@ typedef struct {
     char hb_id[300];
     char host[128];
     char endpoint[256];
+    char conn_addr[64];  /* the address its control connection comes from ("" unknown) */
     double gflops;
     unsigned cores, threads, pid;
     double last_seen;

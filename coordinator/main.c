@@ -612,7 +612,7 @@ static void step_complete(coord *c) {
 
 /* ---------------------------------------------------------------- handlers */
 
-static void on_register(coord *c, const char *id, const Switchyard__Register *r) {
+static void on_register(coord *c, const char *id, const Switchyard__Register *r, const char *conn_addr) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
     char reason[256] = "";
@@ -643,6 +643,7 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
     }
     snprintf(mb->host, sizeof mb->host, "%s", r->host);
     snprintf(mb->endpoint, sizeof mb->endpoint, "%s", r->peer_endpoint);
+    snprintf(mb->conn_addr, sizeof mb->conn_addr, "%s", conn_addr ? conn_addr : "");
     mb->gflops = r->gflops;
     mb->cores = r->cores;
     mb->threads = r->threads;
@@ -664,6 +665,53 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
         char why[400];
         snprintf(why, sizeof why, "rank %d (%s) registered again", mb->rank, id);
         recover(c, why);
+    }
+}
+
+/* "127.x.x.x", "::1", "localhost" (and those inside an endpoint "tcp://HOST:PORT"). */
+static int is_loopback(const char *a) {
+    if (!strncmp(a, "tcp://", 6))
+        a += 6;
+    if (*a == '[')
+        a++;
+    return !strncmp(a, "127.", 4) || !strncmp(a, "::1", 3) || !strncmp(a, "::ffff:127.", 11) ||
+           !strncmp(a, "localhost", 9);
+}
+
+/* A worker that advertises a loopback data endpoint can only be reached from the
+ * coordinator's machine. When any live worker comes from another machine (its control
+ * connection arrives from a non-loopback address), such workers are refused with the
+ * reason, before a mesh is planned that could never exchange a byte. */
+static void refuse_loopback_endpoints(coord *c) {
+    const member *remote = NULL;
+    for (int i = 0; i < c->n && !remote; i++)
+        if (c->m[i].alive && c->m[i].conn_addr[0] && !is_loopback(c->m[i].conn_addr))
+            remote = &c->m[i];
+    if (!remote)
+        return;
+    for (int i = 0; i < c->n; i++) {
+        member *mb = &c->m[i];
+        if (!mb->alive || !is_loopback(mb->endpoint))
+            continue;
+        char reason[1200];
+        snprintf(reason, sizeof reason,
+                 "its data endpoint %s is a loopback address, which worker %s (connecting from %s) on another machine "
+                 "cannot reach; start it with --advertise ADDR (an address the other machines reach it by), or "
+                 "--coordinator with the coordinator's network address",
+                 mb->endpoint, remote->id, remote->conn_addr);
+        sy_error("refusing worker %s: %s", mb->id, reason);
+        sy_coord_event(c, "worker %s refused: loopback endpoint", mb->id);
+        Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
+        no.reason = reason;
+        Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+        env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
+        env.refuse = &no;
+        sy_ctrl_send(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
+        mb->alive = 0;
+        if (!c->epochs_started && c->start_workers > c->min_workers) {
+            c->start_workers--; /* the first mesh no longer waits for the refused worker */
+            sy_info("the first mesh now waits for %d worker%s", c->start_workers, c->start_workers == 1 ? "" : "s");
+        }
     }
 }
 
@@ -1176,6 +1224,8 @@ int main(int argc, char **argv) {
             next_hb = now + c.cfg.cluster.heartbeat_ms / 1000.0;
         }
         check_liveness(&c);
+        if (c.phase == WAITING)
+            refuse_loopback_endpoints(&c);
         if (c.phase == WAITING && live_count(&c) >= (c.epochs_started ? c.min_workers : c.start_workers)) {
             c.epochs_started++;
             int se = start_epoch(&c);
@@ -1203,7 +1253,7 @@ int main(int argc, char **argv) {
             if (mb)
                 mb->last_seen = sy_now();
             if (e->msg_case == SWITCHYARD__ENVELOPE__MSG_REGISTER) {
-                on_register(&c, m.id, e->register_);
+                on_register(&c, m.id, e->register_, m.peer_addr);
             } else if (!mb) {
                 sy_debug("message %d from unknown peer '%s' ignored", (int)e->msg_case, m.id);
             } else {

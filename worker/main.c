@@ -717,6 +717,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
         goto out;
     }
+    if (!strncmp(sy_peer_endpoint(w.peer), "tcp://127.", 10))
+        sy_info("data endpoint %s is a loopback address: only workers on this machine can reach it (for a run "
+                "across machines give --advertise ADDR, or reach the coordinator by its network address)",
+                sy_peer_endpoint(w.peer));
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
