@@ -48,6 +48,7 @@ typedef struct {
     sy_heartbeat *hb;
     sy_peer *peer;
     char id[128], coordinator[256];
+    char advertised[300];   /* the data endpoint peers connect to (may differ from the bound one) */
     double gflops;
     int threads;
     /* assignment */
@@ -614,9 +615,13 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--port N] [--threads N]\n"
-            "  Registers with the coordinator and trains. Data endpoint: tcp://ADDR:PORT (ADDR defaults to the\n"
-            "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n");
+            "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--bind-data ADDR] [--port N]\n"
+            "                         [--threads N]\n"
+            "  Registers with the coordinator and trains. Peers reach its data socket at tcp://ADVERTISE:PORT:\n"
+            "  --advertise defaults to the address this machine uses to reach the coordinator, and may be a host\n"
+            "  name or an address behind NAT; --bind-data is the local address the socket binds (default: the\n"
+            "  advertised address when --advertise is not given, all interfaces (0.0.0.0) when it is);\n"
+            "  --port fixes PORT (0 = any free port).\n");
 }
 
 static void send_ready(worker *w) {
@@ -640,7 +645,7 @@ static int send_register(worker *w) {
     r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
     r.worker_id = w->id;
     r.host = host;
-    r.peer_endpoint = (char *)sy_peer_endpoint(w->peer);
+    r.peer_endpoint = w->advertised;
     r.cores = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
     r.memory_bytes = (uint64_t)si.totalram * si.mem_unit;
     r.gflops = w->gflops;
@@ -655,13 +660,15 @@ static int send_register(worker *w) {
 }
 
 int main(int argc, char **argv) {
-    const char *coordinator = NULL, *advertise = NULL, *threads = NULL;
+    const char *coordinator = NULL, *advertise = NULL, *threads = NULL, *bind_data = NULL;
     int port = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--coordinator") && i + 1 < argc)
             coordinator = argv[++i];
         else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
             advertise = argv[++i];
+        else if (!strcmp(argv[i], "--bind-data") && i + 1 < argc)
+            bind_data = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc)
             port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -698,6 +705,9 @@ int main(int argc, char **argv) {
     w.gflops = sy_sgemm_probe(0.2);
     fault_init();
     char addr[64];
+    /* what peers connect to and what the socket binds are separate: a host name or a NAT
+     * address can be advertised but not bound */
+    const char *bind_addr = bind_data ? bind_data : advertise ? "0.0.0.0" : NULL;
     if (!advertise) {
         if (local_addr_towards(coordinator, addr, sizeof addr)) {
             fprintf(stderr, "switchyard-worker: cannot tell which address reaches %s; give --advertise ADDR\n",
@@ -706,21 +716,31 @@ int main(int argc, char **argv) {
         }
         advertise = addr;
     }
+    if (!bind_addr)
+        bind_addr = advertise;
     int code = 1;
     w.zctx = zmq_ctx_new();
     char bind_ep[300];
     if (port > 0)
-        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", advertise, port);
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", bind_addr, port);
     else
-        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", advertise);
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", bind_addr);
     if (!(w.peer = sy_peer_new(w.zctx, bind_ep))) {
-        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        fprintf(stderr, "switchyard-worker: %s (--bind-data %s%s)\n", sy_lasterr(), bind_addr,
+                bind_data ? "" : ", the default");
+        code = 2;
         goto out;
     }
-    if (!strncmp(sy_peer_endpoint(w.peer), "tcp://127.", 10))
+    {
+        const char *bound = sy_peer_endpoint(w.peer), *colon = strrchr(bound, ':');
+        snprintf(w.advertised, sizeof w.advertised, "tcp://%s:%s", advertise, colon ? colon + 1 : "0");
+        if (strcmp(w.advertised, bound))
+            sy_info("data socket bound at %s, advertised to peers as %s", bound, w.advertised);
+    }
+    if (!strncmp(w.advertised, "tcp://127.", 10) || !strncmp(w.advertised, "tcp://localhost:", 16))
         sy_info("data endpoint %s is a loopback address: only workers on this machine can reach it (for a run "
                 "across machines give --advertise ADDR, or reach the coordinator by its network address)",
-                sy_peer_endpoint(w.peer));
+                w.advertised);
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
@@ -732,7 +752,7 @@ int main(int argc, char **argv) {
         goto out;
     g_hb = w.hb;
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
-            sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
+            w.advertised, w.gflops, w.threads, coordinator);
     double next_register = 0.0, backoff = 1.0;
     int registered = 0;
     while (!g_signal) {
