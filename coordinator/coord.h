@@ -14,6 +14,7 @@
 
 #define MAX_WORKERS 256
 #define SY_MAX_EVENTS 16
+#define SY_BAL_WINDOW 20 /* steps of measured compute behind a re-balance */
 
 typedef struct {
     double when;
@@ -37,6 +38,11 @@ typedef struct {
     int saved;
     int alive;
     double step_time;  /* its last step, seconds */
+    double compute_s;  /* its own compute in the last step (waits for peers excluded) */
+    double wait_s;     /* its time in all-to-all and all-reduce in the last step (transfer + waiting) */
+    double spr[SY_BAL_WINDOW]; /* seconds of compute per batch row, ring over recent steps */
+    int n_spr;
+    double speed;      /* rows/s the current shares follow (0: equal shares) */
 } member;
 
 typedef struct {
@@ -75,6 +81,9 @@ typedef struct {
     int have_rc;
     int code;
     double t_start;
+    int64_t epoch_step0;       /* the first step of the current epoch */
+    int straggler_rank;        /* the rank the others waited for in the last step (-1: none) */
+    double straggler_wait;     /* how long they waited for it, on average, seconds */
     uint64_t data_hash;        /* content hash of the training data (train.bin); 0 until known */
     char data_hash_from[4400]; /* where that hash came from */
     /* elasticity */
@@ -103,6 +112,14 @@ typedef struct {
     int64_t eval_step;
     double eval_result;
 } coord;
+
+/* Balancing from measured compute (balance.c). sample: one step report of a member;
+ * reset: a new epoch; due: at a checkpoint boundary, 1 when the mesh should be re-planned
+ * (members' speeds set for start_epoch); straggler: who the others waited for. */
+void sy_balance_sample(member *mb, double t_compute, int nrows, int first_of_epoch);
+void sy_balance_reset(coord *c);
+int sy_balance_due(coord *c);
+void sy_balance_straggler(coord *c);
 
 /* Appends to the recent-events ring (shown by `switchyard status`). */
 void sy_coord_event(coord *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

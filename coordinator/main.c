@@ -165,15 +165,19 @@ static void drop_unreachable(coord *c, member *mb, const char *why) {
 static int start_epoch(coord *c) {
     int W = 0;
     double gf[MAX_WORKERS];
+    int measured = 1;
     for (int i = 0; i < c->n; i++) {
         c->m[i].rank = -1;
         c->m[i].ready = c->m[i].reported = c->m[i].saved = 0;
         if (c->m[i].alive) {
             c->rank_member[W] = i;
-            gf[W] = c->m[i].gflops;
+            /* shares follow measured compute (balance.c), never the start-up sgemm probe */
+            gf[W] = c->m[i].speed;
+            measured &= gf[W] > 0;
             c->m[i].rank = W++;
         }
     }
+    sy_balance_reset(c);
     const sy_model_cfg *mc = c->have_rc ? &c->rc.model : &c->cfg.model;
     int B = c->have_rc ? c->rc.batch : c->cfg.train.batch_size;
     sy_mesh_free(&c->mesh);
@@ -181,13 +185,13 @@ static int start_epoch(coord *c) {
         sy_seterr("refcheck: the case's %d rows do not split evenly over %d workers", B, W);
         return -1;
     }
-    /* probes of workers sharing one machine are noisy: only a clear (2x) difference counts */
-    int by_speed = !c->have_rc && c->cfg.cluster.balance_by_speed;
-    if (sy_mesh_plan(&c->mesh, W, mc->n_experts, B, by_speed ? gf : NULL, 2.0))
+    int by_speed = !c->have_rc && c->cfg.cluster.balance_by_speed && measured;
+    if (sy_mesh_plan(&c->mesh, W, mc->n_experts, B, by_speed ? gf : NULL, 1.0))
         return -1;
     c->world = W;
     c->epoch++;
     c->step = c->last_ckpt[0] ? c->last_ckpt_step : 0;
+    c->epoch_step0 = c->step;
     sy_info("epoch %" PRIu64 ": mesh of %d worker%s = %d data group%s x %d expert rank%s%s", c->epoch, W,
             W == 1 ? "" : "s", c->mesh.dp, c->mesh.dp == 1 ? "" : "s", c->mesh.ep, c->mesh.ep == 1 ? "" : "s",
             c->mesh.balanced ? " (shares follow measured speed)" : "");
@@ -383,11 +387,15 @@ static void log_step(coord *c) {
     char eta[32];
     sy_fmt_duration(eta, sizeof eta, (tc->steps - done) * (double)tc->batch_size * tc->seq_len / tps);
     double W = c->world;
+    char strag[400] = "";
+    if (c->straggler_rank >= 0)
+        snprintf(strag, sizeof strag, " | straggler rank %d (%s): the others waited %.0f ms for it",
+                 c->straggler_rank, c->m[c->rank_member[c->straggler_rank]].id, c->straggler_wait * 1e3);
     sy_info("step %6" PRId64 "/%" PRId64 " | loss %.4f (ce %.4f aux %.3f z %.3f) | lr %.2e | |g| %.2f | %.0f tok/s | "
-            "step %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f) | ETA %s",
+            "step %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f) | ETA %s%s",
             done, tc->steps, c->log_loss / c->log_n, c->log_ce / c->log_n, c->log_aux / c->log_n, c->log_z / c->log_n,
             c->lr, c->grad_norm, tps, c->step_time * 1e3, c->t_compute / W * 1e3, c->t_a2a / W * 1e3,
-            c->t_ar / W * 1e3, eta);
+            c->t_ar / W * 1e3, eta, strag);
     c->log_t0 = now;
     c->log_tokens = 0;
     c->log_loss = c->log_ce = c->log_aux = c->log_z = 0;
@@ -540,6 +548,7 @@ static void step_complete(coord *c) {
         c->phase = DONE;
         return;
     }
+    sy_balance_straggler(c);
     log_step(c);
     int saved = c->save_expect;
     if (saved)
@@ -562,6 +571,10 @@ static void step_complete(coord *c) {
         sy_info("checkpoint boundary: admitting %d waiting worker%s", standby_count(c),
                 standby_count(c) == 1 ? "" : "s");
         c->phase = WAITING; /* the main loop re-plans with everyone alive */
+        return;
+    }
+    if (saved && c->step < c->cfg.train.steps && sy_balance_due(c)) {
+        c->phase = WAITING; /* the main loop re-plans with the measured shares */
         return;
     }
     if (c->step >= c->cfg.train.steps) {
@@ -790,6 +803,8 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
         return;
     mb->reported = 1;
     mb->step_time = r->t_compute + r->t_alltoall + r->t_allreduce + r->t_optimizer;
+    mb->wait_s = r->t_alltoall + r->t_allreduce;
+    sy_balance_sample(mb, r->t_compute, c->mesh.nrows[mb->rank], c->step == c->epoch_step0);
     if (c->load_lang && (int)r->languages == c->n_langs && r->n_expert_lang == n_lang_slots(c))
         for (size_t i = 0; i < r->n_expert_lang; i++)
             c->load_lang[i] += r->expert_lang[i];
@@ -1111,6 +1126,7 @@ int main(int argc, char **argv) {
     }
     c.val_loss = NAN;
     c.val_step = -1;
+    c.straggler_rank = -1;
     if (!c.have_rc && sy_status_bind(&c, c.cfg.cluster.status))
         goto bad;
     if (!c.have_rc) {
