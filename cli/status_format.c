@@ -299,9 +299,11 @@ static void table_workers(FILE *out, const Switchyard__StatusReply *r) {
         }
         ix[j] = i;
     }
-    static const int W[] = {4, 26, 5, 8, 9, 8, 9, 8, 10};
+    /* "comp/wait": the rank's own compute and its time in the collectives in the last
+     * step, in ms (the lock-step time is the same for every rank and hides who is slow) */
+    static const int W[] = {4, 26, 5, 8, 9, 8, 9, 10, 8};
     static const int R[] = {1, 0, 0, 0, 0, 1, 1, 1, 0};
-    static const char *H[] = {"rank", "host", "d/p", "experts", "rows", "GFLOP/s", "heartbeat", "step", "state"};
+    static const char *H[] = {"rank", "host", "d/p", "experts", "rows", "GFLOP/s", "heartbeat", "comp/wait", "state"};
     line_put(&l, "  ");
     for (int c = 0; c < 9; c++)
         line_cell(&l, H[c], W[c], R[c]);
@@ -319,13 +321,26 @@ static void table_workers(FILE *out, const Switchyard__StatusReply *r) {
         fmt_range(v[4], sizeof v[4], w->row0, (uint32_t)(w->row0 + (in ? w->nrows : 0)));
         fmt_f(v[5], sizeof v[5], "%.1f", w->gflops > 0 ? w->gflops : NAN);
         fmt_age(v[6], sizeof v[6], w->heartbeat_age_s);
-        fmt_f(v[7], sizeof v[7], "%.3fs", w->step_time_s > 0 ? w->step_time_s : NAN);
+        if (in && w->compute_s > 0)
+            snprintf(v[7], sizeof v[7], "%.0f/%.0f", w->compute_s * 1e3, w->wait_s * 1e3);
+        else
+            snprintf(v[7], sizeof v[7], "-");
         line_put(&l, "  ");
         for (int c = 0; c < 9; c++)
             line_cell(&l, c == 1 ? S(w->host) : c == 8 ? S(w->state) : v[c], W[c], R[c]);
         line_emit(out, &l);
     }
     free(ix);
+    for (size_t i = 0; i < r->n_workers && r->straggler_rank >= 0 && r->world > 1; i++) {
+        const Switchyard__WorkerStatus *w = r->workers[i];
+        if (w->rank != r->straggler_rank)
+            continue;
+        line_printf(&l, "  straggler: rank %d (", w->rank);
+        line_fit(&l, S(w->host), 26, 0);
+        line_printf(&l, "): computes %.0f ms, the others wait %.0f ms for it", w->compute_s * 1e3,
+                    r->straggler_wait_s * 1e3);
+        line_emit(out, &l);
+    }
 }
 
 static void table_expert_layer(FILE *out, const Switchyard__StatusReply *r, uint32_t layer) {
@@ -608,6 +623,8 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
         jstr(&o, "endpoint", w->endpoint);
         juint(&o, "cores", w->cores);
         juint(&o, "threads", w->threads);
+        jnum(&o, "compute_s", w->compute_s);
+        jnum(&o, "wait_s", w->wait_s);
         fputc('}', out);
     }
     fputs(r->n_workers ? "\n  ]" : "]", out);
@@ -661,6 +678,8 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
     TOP(&t, "error", json_str(out, r->error));
     TOP(&t, "lr", json_num(out, r->lr));
     TOP(&t, "grad_norm", json_num(out, r->grad_norm));
+    TOP(&t, "straggler_rank", fprintf(out, "%d", r->straggler_rank));
+    TOP(&t, "straggler_wait_s", json_num(out, r->straggler_wait_s));
     fputs("\n}\n", out);
     return ferror(out) ? -1 : 0;
 }
@@ -725,7 +744,7 @@ static void prom_scalar(FILE *out, const char *name, const char *type, const cha
 }
 
 /* Per-worker families: label set {worker, rank, host}. */
-enum { W_GFLOPS, W_HEARTBEAT, W_STEP, W_EXPERTS, W_ROWS, W_CORES, W_THREADS, W_N };
+enum { W_GFLOPS, W_HEARTBEAT, W_STEP, W_EXPERTS, W_ROWS, W_CORES, W_THREADS, W_COMPUTE, W_WAIT, W_N };
 
 static double worker_value(const Switchyard__WorkerStatus *w, int f) {
     switch (f) {
@@ -741,6 +760,10 @@ static double worker_value(const Switchyard__WorkerStatus *w, int f) {
         return w->rank >= 0 ? (double)w->nrows : 0;
     case W_CORES:
         return w->cores;
+    case W_COMPUTE:
+        return w->compute_s;
+    case W_WAIT:
+        return w->wait_s;
     default:
         return w->threads;
     }
@@ -824,12 +847,14 @@ int sy_status_prom(FILE *out, const Switchyard__StatusReply *r) {
         static const char *const wname[W_N] = {
             "switchyard_worker_gflops", "switchyard_worker_heartbeat_age_seconds", "switchyard_worker_step_seconds",
             "switchyard_worker_experts", "switchyard_worker_rows", "switchyard_worker_cores",
-            "switchyard_worker_threads"};
+            "switchyard_worker_threads", "switchyard_worker_compute_seconds", "switchyard_worker_wait_seconds"};
         static const char *const whelp[W_N] = {
             "Measured sgemm GFLOP/s of the worker.", "Seconds since the worker's last heartbeat.",
             "Wall time of the worker's last step.", "Experts the worker holds.",
             "Global batch rows the worker trains on.", "CPU cores of the worker's machine.",
-            "Compute threads the worker uses."};
+            "Compute threads the worker uses.",
+            "The worker's own compute in the last step (waits for peers excluded).",
+            "The worker's all-to-all and all-reduce time in the last step (transfer and waiting for peers)."};
         for (int f = 0; f < W_N; f++) {
             prom_family(out, wname[f], "gauge", whelp[f]);
             for (size_t i = 0; i < r->n_workers; i++) {

@@ -122,6 +122,8 @@ static void answer(coord *c, const client *to) {
     r.allreduce_s = c->last_ar;
     r.lr = c->lr;
     r.grad_norm = c->grad_norm;
+    r.straggler_rank = c->phase == WAITING ? -1 : c->straggler_rank;
+    r.straggler_wait_s = r.straggler_rank >= 0 ? c->straggler_wait : 0;
     r.uptime_s = now - c->t_start;
     r.world = (uint32_t)(c->phase == WAITING ? 0 : c->world);
     r.min_workers = (uint32_t)c->min_workers;
@@ -144,6 +146,8 @@ static void answer(coord *c, const client *to) {
         w->gflops = mb->gflops;
         w->heartbeat_age_s = now - mb->last_seen;
         w->step_time_s = mb->step_time;
+        w->compute_s = mb->compute_s;
+        w->wait_s = mb->wait_s;
         int in_mesh = mb->alive && mb->rank >= 0 && c->phase != WAITING && c->mesh.ep > 0;
         w->rank = in_mesh ? mb->rank : -1;
         w->data_rank = in_mesh ? sy_mesh_d(&c->mesh, mb->rank) : -1;

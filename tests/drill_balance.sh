@@ -34,8 +34,21 @@ else
   taskset -c 0 "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port_b" --threads 1 > "$tmp/b.slow" 2>&1 & pids+=("$!")
   sleep 0.5
   taskset -c 1 "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port_b" --threads 1 > "$tmp/b.fast" 2>&1 & pids+=("$!")
+  wait_for "step +10/" "$tmp/b.log" 120 || true
+  "$bin/switchyard" status "tcp://127.0.0.1:$sport" --json --timeout 3000 > "$tmp/st.json" 2> "$tmp/st.err" || true
+  "$bin/switchyard" status "tcp://127.0.0.1:$sport" --timeout 3000 > "$tmp/st.txt" 2>&1 || true
   wait_exit "$cpid" 300 || true
   slow=$(grep -oE "worker [^ ]+: data endpoint" "$tmp/b.slow" | awk '{print $2}' | sed 's/:$//' | head -1)
+  check "B: status names the slowed worker as the straggler, with each rank's own compute and wait" '/usr/bin/python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1])); slow = sys.argv[2]
+ws = {w[\"id\"]: w for w in d[\"workers\"] if w[\"rank\"] >= 0}
+assert d[\"straggler_rank\"] == ws[slow][\"rank\"], (d[\"straggler_rank\"], ws[slow][\"rank\"])
+assert d[\"straggler_wait_s\"] > 0 and all(w[\"compute_s\"] > 0 and w[\"wait_s\"] > 0 for w in ws.values())
+fast = [w for i, w in ws.items() if i != slow][0]
+assert ws[slow][\"compute_s\"] > fast[\"compute_s\"], (ws[slow], fast)
+" "$tmp/st.json" "$slow" && grep -q "straggler: rank" "$tmp/st.txt"'
+
   check "B: the run completes (rc $rc)" '[ "$rc" -eq 0 ]'
   check "B: the slowed worker ($slow) is named as the straggler" 'grep -E "straggler" "$tmp/b.log" | grep -q "$slow"'
   check "B: the mesh is re-planned from measured compute at a checkpoint" 'grep -q "re-balancing" "$tmp/b.log"'
