@@ -931,7 +931,14 @@ static void on_leaving(coord *c, member *mb, const char *why) {
         snprintf(r, sizeof r, "rank %d (%s) left", mb->rank, mb->id);
         if (!c->recover_started)
             c->recover_started = sy_now();
+        /* a worker leaving is no failure of the step: it must not use up the retries */
+        int failures = c->failures;
+        int64_t failed_at = c->failed_at;
         recover(c, r);
+        if (c->phase != DONE) {
+            c->failures = failures;
+            c->failed_at = failed_at;
+        }
     }
 }
 
@@ -1215,7 +1222,7 @@ int main(int argc, char **argv) {
             signals_seen = 1;
             /* the step and the save it asks for get a bounded time: workers that got the
              * same signal may be gone already */
-            stop_deadline = sy_now() + 2.0 * c.cfg.cluster.timeout_ms / 1000.0 + 5.0;
+            stop_deadline = sy_now() + 2.0 * c.cfg.cluster.timeout_ms / 1000.0 + 60.0;
             if (c.phase == TRAINING && !c.have_rc) {
                 sy_warn("signal %d: finishing step %" PRId64 ", saving a checkpoint, then stopping (again to stop "
                         "at once)",
