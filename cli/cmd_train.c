@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "append.h"
 #include "blas_setup.h"
 #include "checkpoint.h"
 #include "commands.h"
@@ -275,12 +276,15 @@ int cmd_train(int argc, char **argv) {
                 char vj[32] = "null";
                 if (!isnan(val_loss))
                     snprintf(vj, sizeof vj, "%.6f", val_loss);
-                fprintf(log,
+                /* whole records or none: a full disk never cuts or merges them */
+                char rec[1024];
+                int rn = snprintf(rec, sizeof rec,
                         "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,\"z\":%.6f,"
                         "\"val_ce\":%s,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"workers\":1,"
                         "\"time\":%.3f}\n",
                         run_id, step, loss_acc / acc_n, ce_acc / acc_n, aux_acc / acc_n, z_acc / acc_n, vj, lr, norm, tps, now - t_start);
-                fflush(log);
+                if (rn > 0 && (size_t)rn < sizeof rec && sy_append_record(fileno(log), rec, (size_t)rn))
+                    sy_error("%s/train_log.jsonl: %s (step %" PRId64 ")", cfg.checkpoint.dir, sy_lasterr(), step);
             }
             t_log = now;
             tokens_since = 0;
