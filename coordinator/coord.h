@@ -40,9 +40,11 @@ typedef struct {
     double step_time;  /* its last step, seconds */
     double compute_s;  /* its own compute in the last step (waits for peers excluded) */
     double wait_s;     /* its time in all-to-all and all-reduce in the last step (transfer + waiting) */
-    double spr[SY_BAL_WINDOW]; /* seconds of compute per batch row, ring over recent steps */
-    int n_spr;
-    double speed;      /* rows/s the current shares follow (0: equal shares) */
+    double tc[SY_BAL_WINDOW]; /* seconds of compute per step under the current plan, ring */
+    int n_tc;
+    int prev_rows;     /* rows under the plan before the last re-balance (0: none) */
+    double prev_t;     /* and its median compute per step */
+    double speed;      /* weight of its rows in the current shares (0: equal shares) */
 } member;
 
 typedef struct {
@@ -82,6 +84,7 @@ typedef struct {
     int code;
     double t_start;
     int64_t epoch_step0;       /* the first step of the current epoch */
+    int rebalancing;           /* the next epoch is a re-balance (measurements carry over) */
     int straggler_rank;        /* the rank the others waited for in the last step (-1: none) */
     double straggler_wait;     /* how long they waited for it, on average, seconds */
     uint64_t data_hash;        /* content hash of the training data (train.bin); 0 until known */

@@ -188,6 +188,9 @@ static int start_epoch(coord *c) {
     int by_speed = !c->have_rc && c->cfg.cluster.balance_by_speed && measured;
     if (sy_mesh_plan(&c->mesh, W, mc->n_experts, B, by_speed ? gf : NULL, 1.0))
         return -1;
+    /* rows follow the measured compute per row; experts stay evenly spread, or the
+     * expert work moved with them would skew the next measurement */
+    sy_mesh_equal_experts(&c->mesh);
     c->world = W;
     c->epoch++;
     c->step = c->last_ckpt[0] ? c->last_ckpt_step : 0;
