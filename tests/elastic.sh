@@ -30,7 +30,7 @@ YAML
 coord() {
   local name=$1 min=$2; shift 2
   port=$(free_port)
-  "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers "$min" \
+  "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$(free_port)" --min-workers "$min" \
     --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
   cpid=$!; pids+=("$cpid")
 }
@@ -81,13 +81,13 @@ check "D: resumed from step 10 (the half-sent checkpoint 20 was dropped)" 'grep 
 
 # E: the coordinator killed with checkpoint 30 half written, then restarted
 port=$(free_port)
-SWITCHYARD_FAULT=kill@30:save "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 \
+SWITCHYARD_FAULT=kill@30:save "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$(free_port)" --min-workers 2 \
   --set checkpoint.dir="$tmp/ecoord" >> "$tmp/ecoord.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 worker ecoord.w1; worker ecoord.w2
 finish
 check "E: the coordinator died of the drill" 'grep -q "half written" "$tmp/ecoord.log" && [ ! -d "$tmp/ecoord/step-00000030" ] && [ -d "$tmp/ecoord/step-00000020" ]'
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 \
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$(free_port)" --min-workers 2 \
   --set checkpoint.dir="$tmp/ecoord" > "$tmp/ecoord2.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 finish
