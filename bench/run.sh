@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 BIN=${SY_BUILD_DIR:-build}/bin
 STEPS=${1:-12}
-out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+out=$(mktemp -d) || exit 1; trap 'rm -rf -- "${out:?}"' EXIT
 row() { printf '| %s | %s | `%s` |\n' "$1" "$2" "$3"; }
 
 echo "| measurement | result | command |"

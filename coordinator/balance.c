@@ -28,13 +28,13 @@ void sy_balance_sample(member *mb, double t_compute, int nrows, int first_of_epo
 }
 
 void sy_balance_reset(coord *c) {
-    for (int i = 0; i < c->n; i++) {
-        c->m[i].n_tc = 0;
-        if (!c->rebalancing)
-            c->m[i].prev_rows = 0; /* another mesh (a death, a join): old figures no longer apply */
+    for (int i = 0; i < c->pool.n; i++) {
+        c->pool.m[i].n_tc = 0;
+        if (!c->bal.rebalancing)
+            c->pool.m[i].prev_rows = 0; /* another mesh (a death, a join): old figures no longer apply */
     }
-    c->rebalancing = 0;
-    c->straggler_rank = -1;
+    c->bal.rebalancing = 0;
+    c->bal.straggler_rank = -1;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -62,14 +62,14 @@ static double predicted(const double *a, const double *b, const int *rows, int W
 }
 
 int sy_balance_due(coord *c) {
-    int W = c->world, B = c->cfg.train.batch_size;
-    if (!c->cfg.cluster.balance_by_speed || c->have_rc || W < 2 || W > MAX_WORKERS || B < W)
+    int W = c->plan.world, B = c->cfg.train.batch_size;
+    if (!c->cfg.cluster.balance_by_speed || c->ref.on || W < 2 || W > MAX_WORKERS || B < W)
         return 0;
     double a[MAX_WORKERS], b[MAX_WORKERS], t[MAX_WORKERS];
     int cur[MAX_WORKERS], eq[MAX_WORKERS], best[MAX_WORKERS];
     for (int r = 0; r < W; r++) {
-        const member *mb = &c->m[c->rank_member[r]];
-        cur[r] = c->mesh.nrows[r];
+        const member *mb = &c->pool.m[c->plan.rank_member[r]];
+        cur[r] = c->plan.mesh.nrows[r];
         if (!(t[r] = median_compute(mb)))
             return 0;
         b[r] = t[r] / cur[r];
@@ -104,27 +104,27 @@ int sy_balance_due(coord *c) {
             "compute %.0f ms -> %.0f ms with %s shares",
             SY_BAL_WINDOW, p_cur * 1e3, p_target * 1e3, uneven ? "uneven" : "equal");
     for (int r = 0; r < W; r++) {
-        member *mb = &c->m[c->rank_member[r]];
+        member *mb = &c->pool.m[c->plan.rank_member[r]];
         sy_info("  rank %d (%s): %.1f ms compute per step on %d rows (%.2f ms per row), rows %d -> %d", r, mb->id,
                 t[r] * 1e3, cur[r], b[r] * 1e3, cur[r], target[r]);
         mb->prev_rows = cur[r];
         mb->prev_t = t[r];
         mb->speed = uneven ? target[r] : 0; /* weights that apportion to exactly these rows */
     }
-    c->rebalancing = 1;
+    c->bal.rebalancing = 1;
     sy_coord_event(c, "re-balanced: predicted compute %.0f -> %.0f ms", p_cur * 1e3, p_target * 1e3);
     return 1;
 }
 
 void sy_balance_straggler(coord *c) {
-    int W = c->world, slow = -1;
-    c->straggler_rank = -1;
-    c->straggler_wait = 0;
+    int W = c->plan.world, slow = -1;
+    c->bal.straggler_rank = -1;
+    c->bal.straggler_wait = 0;
     if (W < 2)
         return;
     double worst = 0, others = 0;
     for (int r = 0; r < W; r++) {
-        double t = c->m[c->rank_member[r]].compute_s;
+        double t = c->pool.m[c->plan.rank_member[r]].compute_s;
         if (t > worst) {
             worst = t;
             slow = r;
@@ -134,7 +134,7 @@ void sy_balance_straggler(coord *c) {
         return;
     for (int r = 0; r < W; r++)
         if (r != slow)
-            others += worst - c->m[c->rank_member[r]].compute_s;
-    c->straggler_rank = slow;
-    c->straggler_wait = others / (W - 1); /* how long the others waited for it, on average */
+            others += worst - c->pool.m[c->plan.rank_member[r]].compute_s;
+    c->bal.straggler_rank = slow;
+    c->bal.straggler_wait = others / (W - 1); /* how long the others waited for it, on average */
 }

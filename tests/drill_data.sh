@@ -10,7 +10,7 @@ set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
 mkdir -p "$tmp/c" "$tmp/good" "$tmp/none" "$tmp/other" "$tmp/noval/data"
-"$bin/switchyard" prepare --out "$tmp/c/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > "$tmp/prep.out" 2>&1
+"$bin/switchyard" prepare --out "$tmp/c/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1
 mkdir "$tmp/good/data" && cp "$tmp/c/data/"*.bin "$tmp/good/data/"
 "$bin/switchyard" prepare --out "$tmp/other/data" --val-fraction 0.2 --split file "$src"/worker/*.[ch] > /dev/null 2>&1
 cp "$tmp/c/data/train.bin" "$tmp/noval/data/"

@@ -1,6 +1,7 @@
 /* test_config: the run configuration: defaults, the shipped YAML files, every class of
  * refused input (with file, key and reason in the message), overrides, and the
  * to_yaml -> load round trip. */
+#define _GNU_SOURCE /* nftw in tmpdir.h */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,32 +16,18 @@
 #include "config.h"
 #include "log.h"
 
+#define SY_TMPDIR_NAME "config"
+#include "tmpdir.h"
+
 /* From the generated default_config_yaml.c (common/CMakeLists.txt). */
 extern const char sy_default_config_yaml[];
 extern const unsigned long sy_default_config_yaml_len;
 
-static char g_tmpdir[64];
-
-static int setup_tmpdir(void **state) {
-    snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/sy_test_config_XXXXXX");
-    return mkdtemp(g_tmpdir) ? 0 : -1;
-}
-
-static int remove_tmpdir(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/c.yaml", g_tmpdir);
-    unlink(path);
-    return rmdir(g_tmpdir);
-}
-
 /* Writes text to <tmp>/c.yaml and returns that path. */
 static const char *write_config(const char *text) {
-    static char path[128];
-    snprintf(path, sizeof path, "%s/c.yaml", g_tmpdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    static char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", tpath("c.yaml"));
+    write_file(path, text, strlen(text));
     return path;
 }
 
@@ -368,7 +355,7 @@ static void test_cross_field(void **state) {
 
 static void test_missing_file_and_bad_yaml(void **state) {
     char path[128];
-    snprintf(path, sizeof path, "%s/none.yaml", g_tmpdir);
+    snprintf(path, sizeof path, "%s", tpath("none.yaml"));
     sy_config c;
     sy_config_defaults(&c);
     assert_int_equal(sy_config_load(&c, path), -1);
@@ -574,5 +561,5 @@ int main(void) {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_model_cfg_check),
     };
-    return cmocka_run_group_tests(tests, setup_tmpdir, remove_tmpdir);
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }

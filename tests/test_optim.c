@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "train_cfg.h"
 #include "log.h"
 #include "model.h"
 #include "optim.h"

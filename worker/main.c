@@ -27,7 +27,9 @@
 #include "mesh.h"
 #include "model.h"
 #include "peer.h"
+#include "model_io.h"
 #include "refcase.h"
+#include "run.h"
 #include "step.h"
 
 enum { ST_REGISTERING = 0, ST_SETUP = 1, ST_READY = 2, ST_STEP = 3, ST_SAVING = 4 };
@@ -65,6 +67,9 @@ typedef struct {
     float *mom, *vel;
     int32_t *batch;
     int16_t *lang;
+    sy_stepper stepper;     /* the step over this worker's model, buffers and peer collectives */
+    sy_expert_load load;    /* this step's routing, for the report */
+    uint32_t *rep_wanted, *rep_kept, *rep_lang; /* the report's copies of it */
     sy_tokens *train;
     sy_refcase rc;
     int have_rc;
@@ -216,6 +221,11 @@ static void drop_assignment(worker *w) {
     free(w->group_all);
     free(w->group_data);
     free(w->group_replicas);
+    sy_expert_load_free(&w->load);
+    free(w->rep_wanted);
+    free(w->rep_kept);
+    free(w->rep_lang);
+    w->rep_wanted = w->rep_kept = w->rep_lang = NULL;
     w->mom = w->vel = NULL;
     w->batch = NULL;
     w->group_all = w->group_data = w->group_replicas = NULL;
@@ -297,15 +307,21 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
         w->cfg.train.seq_len = T;
         tokens = w->rc.tokens;
     }
-    unsigned char held[SY_MAX_EXPERTS] = {0};
     if (mc->n_experts > SY_MAX_EXPERTS) {
         sy_seterr("assignment: more than %d experts", SY_MAX_EXPERTS);
+        return -1;
+    }
+    unsigned char *held = calloc((size_t)mc->n_experts, 1);
+    if (!held) {
+        sy_seterr("assignment: out of memory");
         return -1;
     }
     for (int e = m->e_begin[p]; e < m->e_end[p]; e++)
         held[e] = 1;
     int rows = m->nrows[w->rank];
-    if (!(w->model = sy_model_new(mc, rows, T, held)))
+    w->model = sy_model_new(mc, rows, T, held);
+    free(held);
+    if (!w->model)
         return -1;
     int group_rows = 0;
     for (int q = 0; q < m->ep; q++)
@@ -323,10 +339,40 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
     w->vel = calloc(lay->total, sizeof(float));
     w->batch = malloc((size_t)rows * (T + 1) * sizeof(int32_t));
     w->lang = malloc((size_t)rows * T * sizeof(int16_t));
-    if (!w->mom || !w->vel || !w->batch || !w->lang) {
+    /* the report's expert load, by language for training (a refcheck case has none) */
+    int n_langs = 0;
+    if (!tokens) {
+        if (!w->train) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
+            if (!(w->train = sy_tokens_load(path))) {
+                sy_err_prefix("training data on this worker (run `switchyard prepare` here or copy the "
+                              "coordinator's data/)");
+                w->data_failed = 1;
+                return -1;
+            }
+        }
+        n_langs = w->train->n_langs;
+    }
+    if (sy_expert_load_init(&w->load, mc, n_langs))
+        return -1;
+    w->rep_wanted = calloc(sy_expert_load_count(&w->load) + 1, sizeof(uint32_t));
+    w->rep_kept = calloc(sy_expert_load_count(&w->load) + 1, sizeof(uint32_t));
+    w->rep_lang = calloc(sy_expert_load_lang_count(&w->load) + 1, sizeof(uint32_t));
+    if (!w->mom || !w->vel || !w->batch || !w->lang || !w->rep_wanted || !w->rep_kept || !w->rep_lang) {
         sy_seterr("assignment: out of memory");
         return -1;
     }
+    w->stepper = (sy_stepper){.model = w->model,
+                              .cfg = &w->cfg,
+                              .mesh = &w->mesh,
+                              .rank = w->rank,
+                              .groups = 1,
+                              .mom = w->mom,
+                              .vel = w->vel,
+                              .batch = w->batch,
+                              .lang = w->lang,
+                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange}};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
         for (int i = 0; i < lay->n_params; i++) {
@@ -343,16 +389,6 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
         sy_model_init_weights(w->model, w->cfg.train.seed);
         w->state_pending = a->state_follows;
         w->state_tensors = 0;
-        if (!w->train) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
-            if (!(w->train = sy_tokens_load(path))) {
-                sy_err_prefix("training data on this worker (run `switchyard prepare` here or copy the "
-                              "coordinator's data/)");
-                w->data_failed = 1;
-                return -1;
-            }
-        }
     }
     sy_heartbeat_set_timing(w->hb, w->cfg.cluster.heartbeat_ms, w->cfg.cluster.timeout_ms);
     sy_heartbeat_clear_abort(w->hb, w->epoch);
@@ -402,10 +438,10 @@ static int save_state(worker *w, int64_t step) {
         if (!sends_param(w, p))
             continue;
         int64_t shape[2] = {p->shape[0], p->shape[1]};
-        const float *arenas[3] = {sy_model_params(w->model), w->mom, w->vel};
-        const char *prefix[3] = {"", "adam.m/", "adam.v/"};
-        for (int k = 0; k < 3; k++) {
-            snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
+        const float *arenas[3] = {[SY_ARENA_PARAMS] = sy_model_params(w->model), [SY_ARENA_M] = w->mom,
+                                  [SY_ARENA_V] = w->vel};
+        for (int k = SY_ARENA_PARAMS; k <= SY_ARENA_V; k++) {
+            sy_model_io_name(name, sizeof name, (sy_arena)k, p->name);
             if (send_tensor(w, step, name, "f32", p->ndim, shape, arenas[k] + p->offset, p->numel * sizeof(float)))
                 return -1;
             if (++n == (total + 1) / 2)
@@ -415,8 +451,8 @@ static int save_state(worker *w, int64_t step) {
     return send_save_done(w, step, n);
 }
 
-/* Refcheck: one forward/backward on this rank's rows of the case; gradients and routing
- * go to the coordinator. */
+/* Refcheck: the step's forward, backward and gradient all-reduce on this rank's rows of
+ * the case (no optimizer); gradients and routing go to the coordinator. */
 static int refcheck_step(worker *w, sy_step_result *res) {
     const sy_mesh *m = &w->mesh;
     int rows = m->nrows[w->rank], T = w->rc.seq;
@@ -429,16 +465,7 @@ static int refcheck_step(worker *w, sy_step_result *res) {
                   .training = 1,
                   .token0 = (int64_t)m->row0[w->rank] * T};
     memset(res, 0, sizeof *res);
-    sy_model_zero_grad(w->model);
-    if (sy_model_forward(w->model, &ps, w->batch, &res->loss) || sy_model_backward(w->model))
-        return -1;
-    const sy_layout *lay = sy_model_layout(w->model);
-    if (allreduce_fn(w, 0, sy_model_grads(w->model), lay->dense_total, 0))
-        return -1;
-    if (m->dp > 1 && allreduce_fn(w, 1, sy_model_grads(w->model) + lay->dense_total, lay->total - lay->dense_total, 1))
-        return -1;
-    res->tokens = (int64_t)rows * T;
-    return 0;
+    return sy_step_grads(&w->stepper, &ps, 0, res);
 }
 
 static int send_refcheck_grads(worker *w) {
@@ -477,15 +504,9 @@ static int on_state_shard(worker *w, const Switchyard__TensorShard *t, const voi
         return 0;
     }
     const sy_layout *lay = sy_model_layout(w->model);
-    const char *name = t->name;
-    float *arena = sy_model_params(w->model);
-    if (!strncmp(name, "adam.m/", 7)) {
-        arena = w->mom;
-        name += 7;
-    } else if (!strncmp(name, "adam.v/", 7)) {
-        arena = w->vel;
-        name += 7;
-    }
+    sy_arena which;
+    const char *name = sy_model_io_split_name(t->name, &which);
+    float *arena = which == SY_ARENA_M ? w->mom : which == SY_ARENA_V ? w->vel : sy_model_params(w->model);
     int i = sy_layout_find(lay, name);
     if (i < 0)
         return 0; /* not held here */
@@ -499,6 +520,31 @@ static int on_state_shard(worker *w, const Switchyard__TensorShard *t, const voi
     memcpy(arena + p->offset, payload, len);
     w->state_tensors++;
     return 0;
+}
+
+/* This step's routing into the report: choices and kept tokens per expert, and (training)
+ * the kept tokens by the language of the document they come from. */
+static void report_load(worker *w, Switchyard__StepReport *r) {
+    sy_expert_load *ld = &w->load;
+    int training = w->job != SWITCHYARD__JOB__JOB_REFCHECK;
+    sy_expert_load_clear(ld);
+    sy_expert_load_add_model(ld, w->model, training ? w->lang : NULL,
+                             (int64_t)w->mesh.nrows[w->rank] * w->cfg.train.seq_len);
+    size_t n = sy_expert_load_count(ld), nl = sy_expert_load_lang_count(ld);
+    for (size_t i = 0; i < n; i++) {
+        w->rep_wanted[i] = (uint32_t)ld->wanted[i];
+        w->rep_kept[i] = (uint32_t)ld->kept[i];
+    }
+    r->n_expert_wanted = r->n_expert_kept = n;
+    r->expert_wanted = w->rep_wanted;
+    r->expert_kept = w->rep_kept;
+    if (training && nl > 0) {
+        for (size_t i = 0; i < nl; i++)
+            w->rep_lang[i] = (uint32_t)ld->lang[i];
+        r->n_expert_lang = nl;
+        r->expert_lang = w->rep_lang;
+        r->languages = (uint32_t)ld->n_langs;
+    }
 }
 
 static int on_step(worker *w, const Switchyard__StepCmd *c) {
@@ -519,8 +565,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
-        rc = sy_step_run(w->model, &w->cfg, &w->mesh, w->rank, w->train, w->batch, w->lang, w->mom, w->vel, c->step,
-                         allreduce_fn, w, a2a_seconds, w->exchange, &res);
+        rc = sy_step_run(&w->stepper, w->train, c->step, &res);
     }
     if (rc) {
         if (rc == SY_PEER_ABORTED || *sy_heartbeat_abort_flag(w->hb)) {
@@ -557,52 +602,11 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.t_allreduce = res.t.allreduce;
     r.t_optimizer = res.t.optimizer;
     r.bytes_sent = sy_peer_bytes_sent(w->peer, 0);
-    const sy_model_cfg *mc = &w->cfg.model;
-    uint32_t wanted[4096], kept[4096];
-    size_t nl = 0;
-    for (int l = 0; l < mc->n_layers; l++) {
-        if (!sy_is_switch_layer(mc, l) || (nl + 1) * mc->n_experts > 4096)
-            continue;
-        int wa[4096], ke[4096];
-        sy_model_expert_load(w->model, l, wa, ke);
-        for (int e = 0; e < mc->n_experts; e++) {
-            wanted[nl * mc->n_experts + e] = (uint32_t)wa[e];
-            kept[nl * mc->n_experts + e] = (uint32_t)ke[e];
-        }
-        nl++;
-    }
-    r.n_expert_wanted = r.n_expert_kept = nl * mc->n_experts;
-    r.expert_wanted = wanted;
-    r.expert_kept = kept;
-    /* kept tokens of each expert by the language of the document they come from */
-    int NL = w->train && w->job != SWITCHYARD__JOB__JOB_REFCHECK ? w->train->n_langs : 0;
-    uint32_t *bylang = NULL;
-    if (NL > 0 && nl > 0 && (bylang = calloc(nl * mc->n_experts * NL, sizeof(uint32_t)))) {
-        int N = w->mesh.nrows[w->rank] * w->cfg.train.seq_len, li = 0;
-        for (int l = 0; l < mc->n_layers; l++) {
-            int k;
-            const int *route = sy_model_routing(w->model, l, &k);
-            if (!route)
-                continue;
-            for (int t = 0; t < N; t++)
-                for (int j = 0; j < k; j++) {
-                    int e = route[(size_t)t * k + j];
-                    int g = w->lang[t];
-                    if (e >= 0 && g >= 0 && g < NL)
-                        bylang[((size_t)li * mc->n_experts + e) * NL + g]++;
-                }
-            li++;
-        }
-        r.n_expert_lang = nl * mc->n_experts * NL;
-        r.expert_lang = bylang;
-        r.languages = (uint32_t)NL;
-    }
+    report_load(w, &r);
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REPORT;
     env.report = &r;
-    int src = send_env(w, &env, NULL, 0);
-    free(bylang);
-    if (src)
+    if (send_env(w, &env, NULL, 0))
         return -1;
     if (c->grads)
         return send_refcheck_grads(w);
@@ -753,7 +757,7 @@ int main(int argc, char **argv) {
     g_hb = w.hb;
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
             w.advertised, w.gflops, w.threads, coordinator);
-    double next_register = 0.0, backoff = 1.0;
+    double next_register = 0.0, backoff = 1.0, ctrl_heard = 0.0;
     int registered = 0;
     while (!g_signal) {
         if (sy_heartbeat_shutdown(w.hb)) {
@@ -768,7 +772,14 @@ int main(int argc, char **argv) {
             next_register = sy_now() + backoff;
             backoff = backoff * 2 > 8 ? 8 : backoff * 2;
         }
-        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered)) {
+        /* lost = silent on both connections: after a network outage the heartbeat
+         * connection may come back seconds after the control one (each TCP connection
+         * retransmits on its own timer); an Assignment that just arrived proves the
+         * coordinator is there, and dropping it would make the coordinator re-plan again
+         * and again until it gives the run up */
+        double ctrl_limit = (w.have_cfg ? w.cfg.cluster.timeout_ms : 5000) / 1000.0;
+        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered) &&
+            sy_now() - ctrl_heard > ctrl_limit) {
             sy_warn("lost the coordinator: dropping the assignment, registering again");
             drop_assignment(&w);
             registered = 0;
@@ -786,6 +797,7 @@ int main(int argc, char **argv) {
             sy_warn("%s", sy_lasterr());
             continue;
         }
+        ctrl_heard = sy_now();
         Switchyard__Envelope *e = m.env;
         switch (e->msg_case) {
         case SWITCHYARD__ENVELOPE__MSG_REFUSE:
