@@ -181,6 +181,9 @@ static int bench_model(int argc, char **argv) {
     long rss = peak_rss_bytes();
     double n = steps;
     int rc = 0;
+    size_t nparams = 0; /* trainable numbers, without the arena's alignment padding */
+    for (int i = 0; i < lay->n_params; i++)
+        nparams += lay->params[i].numel;
     if (json) {
         json_error_t jerr;
         json_t *o = json_pack_ex(
@@ -195,6 +198,26 @@ static int bench_model(int argc, char **argv) {
             "achieved_gflops", rnd(flops / 1e9, 2), "sgemm_peak_gflops", rnd(peak, 2), "mfu",
             rnd(flops / 1e9 / peak, 4), "peak_rss_bytes", (json_int_t)rss, "model_bytes", (json_int_t)need,
             "rss_ratio", rnd((double)rss / need, 3), "bytes_sent_per_step", 0);
+        /* the model and its training settings: the PyTorch peer (bench/torch_model.py --like)
+         * builds the same model from this line */
+        const sy_model_cfg *mc = &cfg.model;
+        json_t *model = json_pack_ex(
+            &jerr, 0,
+            "{s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I}",
+            "params", (json_int_t)nparams, "vocab", mc->vocab, "d_model", mc->d_model, "n_layers", mc->n_layers,
+            "n_heads", mc->n_heads, "d_ff", mc->d_ff, "n_experts", mc->n_experts, "switch_every", mc->switch_every,
+            "model_seq_len", mc->seq_len, "top_k", mc->top_k, "capacity_factor", (double)mc->capacity_factor,
+            "aux_loss_coef", (double)mc->aux_loss_coef, "z_loss_coef", (double)mc->z_loss_coef, "init_scale",
+            (double)mc->init_scale, "lr", (double)tc->lr, "weight_decay", (double)tc->weight_decay, "beta1",
+            (double)tc->beta1, "beta2", (double)tc->beta2, "eps", (double)tc->eps, "grad_clip", (double)tc->grad_clip,
+            "seed", (json_int_t)tc->seed);
+        if (o && model)
+            json_object_update(o, model);
+        if (!model) {
+            json_decref(o);
+            o = NULL;
+        }
+        json_decref(model);
         if (print_json(o, &jerr))
             rc = 1;
     } else {
@@ -206,6 +229,7 @@ static int bench_model(int argc, char **argv) {
         printf("  backward            %10.1f ms\n", acc.backward / n * 1e3);
         printf("  optimizer           %10.1f ms\n", t_opt / n * 1e3);
         printf("  all-to-all, all-reduce       0 ms  (one process)\n");
+        printf("  parameters          %10.2f M (%zu)\n", nparams / 1e6, nparams);
         printf("  model FLOPs/token   %10.2f M\n", fpt / 1e6);
         printf("  achieved            %10.1f GFLOP/s; sgemm here %.1f GFLOP/s; MFU %.0f%%\n", flops / 1e9, peak,
                100 * flops / 1e9 / peak);

@@ -335,6 +335,7 @@ static void log_step(coord *c) {
                                                          .grad_norm = c->cur.grad_norm,
                                                          .tokens_per_s = c->last.tps,
                                                          .times = &t,
+                                                         .bytes_sent = c->cur.bytes_sent,
                                                          .workers = c->plan.world,
                                                          .time = sy_now() - c->books.t_start});
     sy_progress_add(&c->books.progress, &c->cur.loss, (int64_t)c->cur.tokens);

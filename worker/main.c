@@ -26,6 +26,7 @@
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
+#include "model_load.h"
 #include "peer.h"
 #include "model_io.h"
 #include "refcase.h"
@@ -62,6 +63,7 @@ typedef struct {
     int have_cfg;
     sy_mesh mesh;
     sy_model *model;
+    sy_distill distill;     /* teacher of train.distill_from for this rank's rows, or none */
     sy_experts *experts;
     sy_exchange *exchange;
     float *mom, *vel;
@@ -213,6 +215,9 @@ static void drop_assignment(worker *w) {
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
     sy_model_destroy(&w->model);
+    sy_model_destroy(&w->distill.teacher);
+    free(w->distill.dlogits);
+    w->distill.dlogits = NULL;
     free(w->mom);
     free(w->vel);
     free(w->batch);
@@ -323,6 +328,22 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
     free(held);
     if (!w->model)
         return -1;
+    if (w->cfg.train.distill_from && w->job != SWITCHYARD__JOB__JOB_REFCHECK) {
+        /* the teacher's checkpoint must be readable here at the same path */
+        sy_config tcfg;
+        w->distill.teacher = sy_model_load(w->cfg.train.distill_from, &tcfg, rows, T, NULL, 0);
+        sy_config_free(&tcfg);
+        if (!w->distill.teacher) {
+            sy_err_prefix("train.distill_from"); /* the message names the path */
+            return -1;
+        }
+        w->distill.alpha = w->cfg.train.distill_alpha;
+        w->distill.temperature = w->cfg.train.distill_temperature;
+        if (!(w->distill.dlogits = malloc((size_t)rows * T * mc->vocab * sizeof(float)))) {
+            sy_seterr("assignment: out of memory");
+            return -1;
+        }
+    }
     int group_rows = 0;
     for (int q = 0; q < m->ep; q++)
         group_rows += m->nrows[d * m->ep + q];
@@ -372,7 +393,8 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
                               .vel = w->vel,
                               .batch = w->batch,
                               .lang = w->lang,
-                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange}};
+                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange},
+                              .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
         for (int i = 0; i < lay->n_params; i++) {

@@ -1,7 +1,7 @@
 #include "ffn.h"
 
+#include <cblas.h>
 #include <stddef.h>
-#include <string.h>
 
 #include "kernels.h"
 
@@ -23,9 +23,9 @@ void sy_ffn_backward(float *dX, float *dw1, float *dw2, float *dH, const float *
     if (n == 0)
         return;
     size_t nf = (size_t)n * F;
-    /* dH = dY w2^T (overwrite), dw2 += H^T dY */
-    memset(dH, 0, nf * sizeof(float));
-    sy_matmul_backward(dH, dw2, dY, H, w2, n, F, C);
+    /* dH = dY w2^T (overwritten by sgemm's beta 0: no pass to zero n*F floats first), dw2 += H^T dY */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, C, 1.0f, dY, C, w2, C, 0.0f, dH, F);
+    sy_matmul_backward(NULL, dw2, dY, H, w2, n, F, C);
     if (mask)
         for (size_t i = 0; i < nf; i++)
             dH[i] *= mask[i];

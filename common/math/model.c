@@ -801,7 +801,11 @@ static int switch_backward(sy_model *m, int l, const sy_pass *ps, const float *d
     return 0;
 }
 
-int sy_model_backward(sy_model *m) {
+int sy_model_backward(sy_model *m) { return sy_model_backward_mix(m, 1.0f, NULL); }
+
+const float *sy_model_logits(const sy_model *m) { return m->have_forward ? m->logits : NULL; }
+
+int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_extra) {
     if (!m->have_forward) {
         sy_seterr("model: backward without a forward");
         return -1;
@@ -814,8 +818,10 @@ int sy_model_backward(sy_model *m) {
     int drop = ps->training && c->dropout > 0;
     double t_start = sy_now();
     double cd = ps->ce_denom > 0 ? ps->ce_denom : (double)N;
-    /* logits become dlogits in place */
-    sy_crossentropy(m->logits, m->logits, m->targets, N, V, (float)(1.0 / cd));
+    /* logits become dlogits in place: hard_scale * d(mean CE), plus the caller's term */
+    sy_crossentropy(m->logits, m->logits, m->targets, N, V, (float)(hard_scale / cd));
+    if (dlogits_extra)
+        sy_axpy(m->logits, dlogits_extra, 1.0f, (size_t)N * V);
     memset(m->dtmp, 0, NC * sizeof(float));
     sy_matmul_backward(m->dtmp, m->g.lm_head, m->logits, m->lnf, m->w.lm_head, N, C, V);
     memset(m->dres, 0, NC * sizeof(float));

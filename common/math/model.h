@@ -120,6 +120,14 @@ int sy_experts_backward(void *x, const sy_pass *pass, int layer, const int *coun
 int sy_model_forward(sy_model *m, const sy_pass *pass, const int32_t *tokens, sy_losses *out);
 /* Backward of the last forward; accumulates into the gradient arena. */
 int sy_model_backward(sy_model *m);
+/* Logits [N, V] of the last forward, (row, position) order; NULL when there is none.
+ * Valid until the next backward (which turns them into gradients in place). */
+const float *sy_model_logits(const sy_model *m);
+/* Backward of a loss that mixes the model's own terms with one of the caller's on the
+ * logits: hard_scale * mean cross-entropy + aux + z + X, where dlogits_extra [N, V] (or
+ * NULL) is dX/dlogits, already divided by the caller's denominators. hard_scale 1 and
+ * NULL is sy_model_backward. Used by distillation (distill.h). */
+int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_extra);
 
 /* Routing of the last forward for switch layer l: [N, k] expert per choice (-1 dropped),
  * in (row, position) order. NULL for a dense layer. */

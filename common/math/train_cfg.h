@@ -24,6 +24,9 @@ typedef struct {
     int eval_batches;        /* batches per validation pass */
     int64_t log_every;       /* steps between progress lines */
     int threads;             /* compute threads; 0 = all cores */
+    char *distill_from;      /* teacher checkpoint (or run directory) to distil from; NULL = none */
+    float distill_alpha;     /* weight of the teacher's soft targets; 1 - alpha on the hard targets */
+    float distill_temperature; /* softmax temperature of the soft targets (> 0) */
 } sy_train_cfg;
 
 #endif

@@ -69,6 +69,7 @@ typedef struct {
     unsigned char endpoint;      /* strings: must look like a ZeroMQ endpoint */
     int multiple_of;             /* ints: value must be a multiple of this (0 = any) */
     const char *const *choices;  /* K_ENUM: names indexed by value, NULL-terminated */
+    unsigned char may_be_empty;  /* strings: "" (stored as NULL) means "not set" */
 } key_def;
 
 static const char *const g_schedule_names[] = {"cosine", "linear", "constant", NULL};
@@ -80,15 +81,16 @@ _Static_assert(sizeof(sy_wire_dtype) == sizeof(int), "enums are stored as int");
 #define OFF(member) offsetof(sy_config, member)
 #define INF HUGE_VAL
 /* Closed range [lo, hi]; see the *_OPEN variants for excluded ends. */
-#define INT_KEY(sec, key, member, lo, hi) {sec, key, K_INT, OFF(member), lo, hi, 0, 0, 0, 0, NULL}
-#define I64_KEY(sec, key, member, lo) {sec, key, K_I64, OFF(member), lo, INF, 0, 0, 0, 0, NULL}
+#define INT_KEY(sec, key, member, lo, hi) {sec, key, K_INT, OFF(member), lo, hi, 0, 0, 0, 0, NULL, 0}
+#define I64_KEY(sec, key, member, lo) {sec, key, K_I64, OFF(member), lo, INF, 0, 0, 0, 0, NULL, 0}
 #define FLT_KEY(sec, key, member, lo, lo_open) \
-    {sec, key, K_FLOAT, OFF(member), lo, INF, lo_open, 0, 0, 0, NULL}
-#define RATE_KEY(sec, key, member) {sec, key, K_FLOAT, OFF(member), 0, 1, 0, 1, 0, 0, NULL}
+    {sec, key, K_FLOAT, OFF(member), lo, INF, lo_open, 0, 0, 0, NULL, 0}
+#define RATE_KEY(sec, key, member) {sec, key, K_FLOAT, OFF(member), 0, 1, 0, 1, 0, 0, NULL, 0}
 #define STR_KEY(sec, key, member, endpoint) \
-    {sec, key, K_STR, OFF(member), 0, 0, 0, 0, endpoint, 0, NULL}
+    {sec, key, K_STR, OFF(member), 0, 0, 0, 0, endpoint, 0, NULL, 0}
+#define OPT_STR_KEY(sec, key, member) {sec, key, K_STR, OFF(member), 0, 0, 0, 0, 0, 0, NULL, 1}
 #define ENUM_KEY(sec, key, member, names) \
-    {sec, key, K_ENUM, OFF(member), 0, 0, 0, 0, 0, 0, names}
+    {sec, key, K_ENUM, OFF(member), 0, 0, 0, 0, 0, 0, names, 0}
 
 /* Order here is the order of sy_config_to_yaml's output. Upper bounds on sizes are far
  * beyond a CPU model; they exist so that products of sizes cannot overflow. */
@@ -116,7 +118,7 @@ static const key_def g_keys[] = {
     I64_KEY(SEC_TRAIN, "steps", train.steps, 1),
     INT_KEY(SEC_TRAIN, "batch_size", train.batch_size, 1, 1 << 24),
     INT_KEY(SEC_TRAIN, "seq_len", train.seq_len, 1, 1 << 20),
-    {SEC_TRAIN, "seed", K_U64, OFF(train.seed), 0, 0, 0, 0, 0, 0, NULL},
+    {SEC_TRAIN, "seed", K_U64, OFF(train.seed), 0, 0, 0, 0, 0, 0, NULL, 0},
     FLT_KEY(SEC_TRAIN, "lr", train.lr, 0, 1),
     FLT_KEY(SEC_TRAIN, "min_lr", train.min_lr, 0, 0),
     I64_KEY(SEC_TRAIN, "warmup_steps", train.warmup_steps, 0),
@@ -130,6 +132,9 @@ static const key_def g_keys[] = {
     INT_KEY(SEC_TRAIN, "eval_batches", train.eval_batches, 1, INT_MAX),
     I64_KEY(SEC_TRAIN, "log_every", train.log_every, 1),
     INT_KEY(SEC_TRAIN, "threads", train.threads, 0, 4096),
+    OPT_STR_KEY(SEC_TRAIN, "distill_from", train.distill_from),
+    {SEC_TRAIN, "distill_alpha", K_FLOAT, OFF(train.distill_alpha), 0, 1, 0, 0, 0, 0, NULL, 0}, /* [0, 1] */
+    FLT_KEY(SEC_TRAIN, "distill_temperature", train.distill_temperature, 0, 1),
 
     STR_KEY(SEC_DATA, "dir", data.dir, 0),
     RATE_KEY(SEC_DATA, "val_fraction", data.val_fraction),
@@ -143,12 +148,12 @@ static const key_def g_keys[] = {
     INT_KEY(SEC_CLUSTER, "min_workers", cluster.min_workers, 1, 65536),
     INT_KEY(SEC_CLUSTER, "heartbeat_ms", cluster.heartbeat_ms, 1, INT_MAX),
     INT_KEY(SEC_CLUSTER, "timeout_ms", cluster.timeout_ms, 1, INT_MAX),
-    {SEC_CLUSTER, "join_at_once", K_BOOL, OFF(cluster.join_at_once), 0, 0, 0, 0, 0, 0, NULL},
-    {SEC_CLUSTER, "balance_by_speed", K_BOOL, OFF(cluster.balance_by_speed), 0, 0, 0, 0, 0, 0, NULL},
+    {SEC_CLUSTER, "join_at_once", K_BOOL, OFF(cluster.join_at_once), 0, 0, 0, 0, 0, 0, NULL, 0},
+    {SEC_CLUSTER, "balance_by_speed", K_BOOL, OFF(cluster.balance_by_speed), 0, 0, 0, 0, 0, 0, NULL, 0},
 
     ENUM_KEY(SEC_WIRE, "dtype", wire.dtype, g_dtype_names),
     /* a segment holds whole fp32 (and so bf16) elements */
-    {SEC_WIRE, "chunk_bytes", K_INT, OFF(wire.chunk_bytes), 64, INT_MAX, 0, 0, 0, 4, NULL},
+    {SEC_WIRE, "chunk_bytes", K_INT, OFF(wire.chunk_bytes), 64, INT_MAX, 0, 0, 0, 4, NULL, 0},
 };
 #define N_KEYS ((int)(sizeof g_keys / sizeof g_keys[0]))
 
@@ -205,6 +210,8 @@ static int check_number(const key_def *k, double v, char *why, size_t n) {
 }
 
 static int check_string(const key_def *k, const char *s, char *why, size_t n) {
+    if ((!s || !*s) && k->may_be_empty)
+        return 0;
     if (!s || !*s) {
         snprintf(why, n, "must not be empty");
         return -1;
@@ -361,6 +368,11 @@ static int set_value(sy_config *cfg, const key_def *k, const char *s, char *why,
     case K_STR: {
         if (check_string(k, s, why, n) < 0)
             return -1;
+        if (!*s) { /* an optional string left empty: not set */
+            free(*(char **)p);
+            *(char **)p = NULL;
+            return 0;
+        }
         char *copy = strdup(s);
         if (!copy) {
             snprintf(why, n, "out of memory");
@@ -701,6 +713,9 @@ void sy_config_defaults(sy_config *cfg) {
         .eval_batches = 16,
         .log_every = 10,
         .threads = 0,
+        .distill_from = NULL,
+        .distill_alpha = 0.5f,
+        .distill_temperature = 2.0f,
     };
     cfg->data.val_fraction = 0.05f;
     cfg->checkpoint.every = 100;
@@ -724,6 +739,7 @@ void sy_config_free(sy_config *cfg) {
     if (!cfg)
         return;
     free(cfg->data.dir);
+    free(cfg->train.distill_from);
     free(cfg->checkpoint.dir);
     free(cfg->cluster.coordinator);
     free(cfg->cluster.status);
@@ -735,7 +751,7 @@ void sy_config_free(sy_config *cfg) {
 static int config_copy(sy_config *dst, const sy_config *src) {
     *dst = *src;
     char **strings[] = {&dst->data.dir, &dst->checkpoint.dir, &dst->cluster.coordinator,
-                        &dst->cluster.status, &dst->source};
+                        &dst->cluster.status, &dst->source, &dst->train.distill_from};
     int ok = 1;
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         if (*strings[i] && !(*strings[i] = strdup(*strings[i])))

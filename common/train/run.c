@@ -156,6 +156,8 @@ void sy_runlog_write_step(sy_runlog *log, const sy_runlog_step *s) {
         json_object_set_new(o, "alltoall_ms", num(s->times->alltoall * 1e3, "%.2f"));
         json_object_set_new(o, "allreduce_ms", num(s->times->allreduce * 1e3, "%.2f"));
     }
+    if (s->bytes_sent)
+        json_object_set_new(o, "bytes_sent", json_integer((json_int_t)s->bytes_sent));
     json_object_set_new(o, "workers", json_integer(s->workers));
     json_object_set_new(o, "time", num(s->time, "%.3f"));
     write_line(log, o);

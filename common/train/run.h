@@ -64,12 +64,13 @@ typedef struct {
     sy_losses loss;
     double lr, grad_norm, tokens_per_s;
     const sy_run_times *times; /* NULL: not written */
+    uint64_t bytes_sent;   /* bytes the ranks sent in the step (all-to-all + all-reduce); 0: not written */
     int workers;
     double time;           /* seconds since the run started here */
 } sy_runlog_step;
 
 /* {"run_id","epoch"?,"step","loss","ce","aux","z","lr","grad_norm","tokens_per_s",
- *  "step_ms"?,"compute_ms"?,"alltoall_ms"?,"allreduce_ms"?,"workers","time"} */
+ *  "step_ms"?,"compute_ms"?,"alltoall_ms"?,"allreduce_ms"?,"bytes_sent"?,"workers","time"} */
 void sy_runlog_write_step(sy_runlog *log, const sy_runlog_step *s);
 /* {"run_id","step","val_ce","workers","time"} */
 void sy_runlog_write_val(sy_runlog *log, const char *run_id, int64_t step, double val_ce, int workers, double time);

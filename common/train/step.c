@@ -35,7 +35,10 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
     const sy_comm *c = &st->comm;
     double t0 = sy_now(), a0 = a2a_now(c);
     sy_model_zero_grad(st->model);
-    if (sy_model_forward(st->model, pass, st->batch, &out->loss) || sy_model_backward(st->model))
+    out->soft = 0.0;
+    if (st->distill && st->distill->teacher
+            ? sy_distill_forward_backward(st->distill, st->model, pass, st->batch, &out->loss, &out->soft)
+            : sy_model_forward(st->model, pass, st->batch, &out->loss) || sy_model_backward(st->model))
         return -1;
     double t1 = sy_now();
     out->t.alltoall = a2a_now(c) - a0;

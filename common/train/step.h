@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "data.h"
+#include "distill.h"
 #include "mesh.h"
 #include "model.h"
 
@@ -47,6 +48,7 @@ typedef struct {
     int32_t *batch;        /* [nrows, T+1] scratch */
     int16_t *lang;         /* [nrows, T] language of each input token, filled by the step; or NULL */
     sy_comm comm;
+    sy_distill *distill;   /* a teacher for these rows (train.distill_from), or NULL */
 } sy_stepper;
 
 /* A single process's stepper: plans *mesh as one rank holding every row and expert
@@ -64,6 +66,7 @@ typedef struct {
     float lr;
     sy_step_times t;
     int64_t tokens;        /* tokens computed here */
+    double soft;           /* this rank's share of the distillation soft term (0 without a teacher) */
 } sy_step_result;
 
 /* Forward, backward and the gradient all-reduce of one pass over the rows in st->batch

@@ -48,3 +48,23 @@ check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((f
 sy_summary() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# sy_word_corpus DIR: 20 text files of pseudo-random words (a fixed LCG), the same on
+# every machine and whatever the source tree holds: for tests whose figures depend on the
+# data (summation-order drift after several AdamW steps).
+sy_word_corpus() {
+  local dir=$1 words x f line _
+  words=(the a switch expert router token gate capacity layer worker ring mesh step loss
+         bytes group batch 0 1 2 3 4 5 6 7 8 9 "{" "}" ";" "=" "+" "(" ")" int float return)
+  mkdir -p "$dir"
+  x=12345
+  for f in $(seq -w 1 20); do
+    line=""
+    for _ in $(seq 1 1500); do
+      x=$(( (x * 1103515245 + 12345) % 2147483648 ))
+      line+="${words[$(( (x >> 16) % ${#words[@]} ))]} "
+      [ $(( (x >> 8) % 11 )) -eq 0 ] && line+=$'\n'
+    done
+    printf '%s\n' "$line" > "$dir/doc$f.txt"
+  done
+}
