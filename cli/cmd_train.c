@@ -11,16 +11,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "blas_setup.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "config.h"
 #include "data.h"
+#include "distill.h"
 #include "evaluate.h"
 #include "log.h"
 #include "model.h"
-#include "model_io.h"
+#include "model_ckpt.h"
+#include "model_load.h"
 #include "optim.h"
+#include "run.h"
+#include "step.h"
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = sig; }
@@ -36,20 +41,13 @@ static void usage(void) {
 
 
 static int save_checkpoint(const sy_config *cfg, sy_model *m, const float *mom, const float *vel, int64_t step,
-                           const char *run_id) {
+                           const char *run_id, const char *yaml) {
     double t0 = sy_now();
     sy_ckpt_writer *w = sy_ckpt_writer_new(cfg->checkpoint.dir, step);
     if (!w)
         return -1;
-    char buf[64];
-    char *yaml = sy_config_to_yaml(cfg);
-    snprintf(buf, sizeof buf, "%" PRId64, step);
     int rc = sy_model_io_save(w, sy_model_layout(m), sy_model_params(m), mom, vel) ||
-             sy_ckpt_writer_set(w, SY_CKPT_KEY_RUN_ID, run_id) || sy_ckpt_writer_set(w, SY_CKPT_KEY_DATA_POS, buf) ||
-             sy_ckpt_writer_set(w, "adam_t", buf) || sy_ckpt_writer_set(w, "workers", "1") ||
-             (yaml && sy_ckpt_writer_set_config(w, yaml, strlen(yaml))) ||
-             sy_ckpt_writer_commit(w, cfg->checkpoint.keep);
-    free(yaml);
+             sy_run_ckpt_meta(w, run_id, step, 1, yaml) || sy_ckpt_writer_commit(w, cfg->checkpoint.keep);
     if (!rc) {
         uint64_t bytes;
         double secs;
@@ -61,28 +59,36 @@ static int save_checkpoint(const sy_config *cfg, sy_model *m, const float *mom, 
     return rc ? -1 : 0;
 }
 
-static void print_load_table(const sy_model_cfg *c, const int64_t *wanted, const int64_t *kept) {
-    int E = c->n_experts;
-    printf("\nexpert load (share of routed choices / drop rate), training run:\n");
-    printf("%-8s", "layer");
-    for (int e = 0; e < E && e < 16; e++)
-        printf("  expert %-6d", e);
-    printf("   drop\n");
-    for (int l = 0; l < c->n_layers; l++) {
-        if (!sy_is_switch_layer(c, l))
-            continue;
-        int64_t tw = 0, tk = 0;
-        for (int e = 0; e < E; e++) {
-            tw += wanted[(size_t)l * E + e];
-            tk += kept[(size_t)l * E + e];
-        }
-        printf("%-8d", l);
-        for (int e = 0; e < E && e < 16; e++) {
-            int64_t w = wanted[(size_t)l * E + e], k = kept[(size_t)l * E + e];
-            printf("  %5.1f%% / %4.1f%%", tw ? 100.0 * w / tw : 0.0, w ? 100.0 * (w - k) / w : 0.0);
-        }
-        printf("  %5.2f%%\n", tw ? 100.0 * (tw - tk) / tw : 0.0);
+/* Distillation (train.distill_from): a teacher loaded from a checkpoint runs an eval
+ * forward on the same batch inside each step (common/distill.h). */
+static int teacher_open(sy_distill *t, const sy_config *cfg) {
+    const sy_train_cfg *tc = &cfg->train;
+    int B = tc->batch_size, T = tc->seq_len;
+    sy_config tcfg;
+    char dir[4096];
+    t->teacher = sy_model_load(tc->distill_from, &tcfg, B, T, dir, sizeof dir);
+    if (t->teacher && tcfg.model.vocab != cfg->model.vocab) {
+        sy_seterr("vocabulary %d, the student's is %d", tcfg.model.vocab, cfg->model.vocab);
+        sy_model_destroy(&t->teacher);
     }
+    if (!t->teacher) {
+        sy_config_free(&tcfg);
+        sy_err_prefix("train.distill_from"); /* the message names the path */
+        return -1;
+    }
+    t->alpha = tc->distill_alpha;
+    t->temperature = tc->distill_temperature;
+    t->dlogits = malloc((size_t)B * T * cfg->model.vocab * sizeof(float));
+    if (!t->dlogits) {
+        sy_config_free(&tcfg);
+        sy_seterr("train: out of memory");
+        return -1;
+    }
+    sy_info("distilling from %s (d_model %d, %d layers, %d experts every %d layers): alpha %g, temperature %g",
+            dir, tcfg.model.d_model, tcfg.model.n_layers, tcfg.model.n_experts, tcfg.model.switch_every,
+            (double)t->alpha, (double)t->temperature);
+    sy_config_free(&tcfg);
+    return 0;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -96,8 +102,15 @@ int cmd_train(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--set") && i + 1 < argc)
             sets[nsets++] = argv[++i];
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
-            steps_override = strtoll(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
+            char *end;
+            steps_override = strtoll(argv[++i], &end, 10);
+            if (*end || steps_override < 1) {
+                fprintf(stderr, "train: --steps '%s': expected a whole number >= 1\n", argv[i]);
+                free(sets);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--resume"))
             resume = 1;
         else if (!strcmp(argv[i], "--fresh"))
@@ -119,19 +132,18 @@ int cmd_train(int argc, char **argv) {
     sy_model *m = NULL;
     float *mom = NULL, *vel = NULL;
     int32_t *batch = NULL;
-    int64_t *wanted = NULL, *kept = NULL;
-    FILE *log = NULL;
+    sy_expert_load load = {0};
+    sy_runlog *log = NULL;
+    char *yaml = NULL;
+    sy_mesh mesh = {0};
+    sy_distill teach = {0};
     if ((path ? sy_config_load(&cfg, path) : sy_config_load_default(&cfg)))
         goto fail;
     for (int i = 0; i < nsets; i++)
         if (sy_config_set(&cfg, sets[i]))
             goto fail;
-    if (steps_override > 0) {
-        char s[64];
-        snprintf(s, sizeof s, "train.steps=%" PRId64, steps_override);
-        if (sy_config_set(&cfg, s))
-            goto fail;
-    }
+    if (steps_override > 0)
+        cfg.train.steps = steps_override;
     if (sy_config_check(&cfg))
         goto fail;
     if (cfg.train.threads > 0)
@@ -150,19 +162,20 @@ int cmd_train(int argc, char **argv) {
         goto fail;
     if (!(m = sy_model_new(&cfg.model, B, T, NULL)))
         goto fail;
+    if (tc->distill_from && teacher_open(&teach, &cfg))
+        goto fail;
     const sy_layout *lay = sy_model_layout(m);
     mom = calloc(lay->total, sizeof(float));
     vel = calloc(lay->total, sizeof(float));
     batch = malloc((size_t)B * (T + 1) * sizeof(int32_t));
-    wanted = calloc((size_t)cfg.model.n_layers * cfg.model.n_experts, sizeof(int64_t));
-    kept = calloc((size_t)cfg.model.n_layers * cfg.model.n_experts, sizeof(int64_t));
-    if (!mom || !vel || !batch || !wanted || !kept) {
+    yaml = sy_config_to_yaml(&cfg);
+    if (!mom || !vel || !batch || !yaml) {
         sy_seterr("train: out of memory");
         goto fail;
     }
     int64_t step = 0;
     char run_id[64];
-    snprintf(run_id, sizeof run_id, "%08lx-%04x", (unsigned long)time(NULL), (unsigned)(getpid() & 0xffff));
+    sy_run_id_new(run_id, sizeof run_id);
     char latest[4096];
     int found = resume == 0 ? 1 : sy_ckpt_latest(cfg.checkpoint.dir, latest, sizeof latest, &step);
     if (found < 0)
@@ -174,9 +187,7 @@ int cmd_train(int argc, char **argv) {
             sy_ckpt_close(&ck);
             goto fail;
         }
-        const char *rid = sy_ckpt_get(ck, SY_CKPT_KEY_RUN_ID);
-        if (rid)
-            snprintf(run_id, sizeof run_id, "%s", rid);
+        sy_run_id_from_ckpt(ck, run_id, sizeof run_id);
         sy_ckpt_close(&ck);
         sy_info("resuming run %s from %s (step %" PRId64 "%s)", run_id, latest, step,
                 had ? "" : ", no optimizer state: moments start at zero");
@@ -194,10 +205,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (sy_ckpt_make_root(cfg.checkpoint.dir))
         goto fail;
-    snprintf(p, sizeof p, "%s/train_log.jsonl", cfg.checkpoint.dir);
-    log = fopen(p, "a");
-    if (!log)
-        sy_warn("%s: cannot open the run log: %s", p, strerror(errno));
+    if (!(log = sy_runlog_open(cfg.checkpoint.dir, "train_log.jsonl")))
+        sy_warn("%s", sy_lasterr());
+    if (sy_expert_load_init(&load, &cfg.model, 0))
+        goto fail;
 
     size_t n_dense = 0, n_expert = 0;
     for (int i = 0; i < lay->n_params; i++) {
@@ -215,91 +226,66 @@ int cmd_train(int argc, char **argv) {
             cfg.data.dir, train->n_bytes / 1e6, val->n_bytes / 1e6, B, T, tc->groups,
             tc->groups == 1 ? "" : "s", tc->steps, sy_blas_threads(), sy_blas_kernel());
 
+    /* the step of a distributed run, over a mesh of one rank and the local communicator */
+    sy_stepper st;
+    if (sy_stepper_local(&st, &mesh, m, &cfg, mom, vel, batch))
+        goto fail;
+    st.distill = &teach;
+    double soft_acc = 0;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    double t_start = sy_now(), t_log = t_start, val_loss = NAN;
-    int64_t first_step = step, tokens_since = 0;
-    double loss_acc = 0, ce_acc = 0, aux_acc = 0, z_acc = 0;
-    int acc_n = 0;
+    double t_start = sy_now(), val_loss = NAN;
+    int64_t first_step = step, tokens_per_step = (int64_t)B * T;
+    sy_progress prog;
+    sy_progress_start(&prog);
     while (step < tc->steps && !g_stop) {
-        if (sy_batch_fill(train, tc->seed, step, 0, B, T, batch, NULL))
+        sy_step_result r;
+        if (sy_step_run(&st, train, step, &r))
             goto fail;
-        sy_pass ps = {.B = B, .T = T, .groups = tc->groups, .training = 1, .seed = tc->seed, .step = step};
-        sy_losses l;
-        sy_model_zero_grad(m);
-        if (sy_model_forward(m, &ps, batch, &l) || sy_model_backward(m))
-            goto fail;
-        if (!isfinite(l.total)) {
-            sy_seterr("train: the loss is %f at step %" PRId64 "; stopping (lower train.lr or raise grad_clip)",
-                      l.total, step);
-            goto fail;
-        }
-        for (int layer = 0; layer < cfg.model.n_layers; layer++) {
-            if (!sy_is_switch_layer(&cfg.model, layer))
-                continue;
-            int w[1024], k[1024];
-            if (cfg.model.n_experts > 1024)
-                break;
-            sy_model_expert_load(m, layer, w, k);
-            for (int e = 0; e < cfg.model.n_experts; e++) {
-                wanted[(size_t)layer * cfg.model.n_experts + e] += w[e];
-                kept[(size_t)layer * cfg.model.n_experts + e] += k[e];
-            }
-        }
-        double norm = sqrt(sy_sumsq(sy_model_grads(m), lay->total));
-        float lr = sy_lr_at(tc, step);
-        sy_adamw_step(lay, sy_model_params(m), sy_model_grads(m), mom, vel, step + 1, lr, tc,
-                      sy_clip_scale(norm, tc->grad_clip));
+        sy_expert_load_add_model(&load, m, NULL, 0);
+        sy_progress_add(&prog, &r.loss, r.tokens);
+        soft_acc += r.soft;
         step++;
-        tokens_since += (int64_t)B * T;
-        loss_acc += l.total;
-        ce_acc += l.ce;
-        aux_acc += l.aux;
-        z_acc += l.z;
-        acc_n++;
         int last = step == tc->steps;
-        if ((tc->eval_every > 0 && step % tc->eval_every == 0) || last)
+        if ((tc->eval_every > 0 && step % tc->eval_every == 0) || last) {
             val_loss = sy_evaluate(m, val, &cfg, batch);
-        if (step % tc->log_every == 0 || last || step == first_step + 1) {
-            double now = sy_now(), tps = tokens_since / (now - t_log);
-            char eta[32];
-            sy_fmt_duration(eta, sizeof eta, (tc->steps - step) * (double)B * T / tps);
-            char vbuf[32] = "";
-            if (!isnan(val_loss))
-                snprintf(vbuf, sizeof vbuf, " | val %.4f", val_loss);
-            sy_info("step %6" PRId64 "/%" PRId64 " | loss %.4f (ce %.4f aux %.3f z %.3f)%s | lr %.2e | |g| %.2f | "
-                    "%.0f tok/s | ETA %s",
-                    step, tc->steps, loss_acc / acc_n, ce_acc / acc_n, aux_acc / acc_n, z_acc / acc_n, vbuf, lr,
-                    norm, tps, eta);
-            if (log) {
-                char vj[32] = "null";
-                if (!isnan(val_loss))
-                    snprintf(vj, sizeof vj, "%.6f", val_loss);
-                fprintf(log,
-                        "{\"run_id\":\"%s\",\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,\"z\":%.6f,"
-                        "\"val_ce\":%s,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"workers\":1,"
-                        "\"time\":%.3f}\n",
-                        run_id, step, loss_acc / acc_n, ce_acc / acc_n, aux_acc / acc_n, z_acc / acc_n, vj, lr, norm, tps, now - t_start);
-                fflush(log);
-            }
-            t_log = now;
-            tokens_since = 0;
-            loss_acc = ce_acc = aux_acc = z_acc = 0;
-            acc_n = 0;
+            sy_info("validation loss %.4f nats/byte at step %" PRId64, val_loss, step);
+            sy_runlog_write_val(log, run_id, step, val_loss, 1, sy_now() - t_start);
+        }
+        if (sy_progress_due(step, tc->steps, first_step + 1, tc->log_every)) {
+            sy_run_times t = {.step = r.t.compute + r.t.alltoall + r.t.allreduce + r.t.optimizer,
+                              .compute = r.t.compute,
+                              .alltoall = r.t.alltoall,
+                              .allreduce = r.t.allreduce};
+            double tps = prog.tokens / (sy_now() - prog.t0);
+            sy_runlog_write_step(log, &(sy_runlog_step){.run_id = run_id,
+                                                        .step = step,
+                                                        .loss = {prog.sum.total / prog.n, prog.sum.ce / prog.n,
+                                                                 prog.sum.aux / prog.n, prog.sum.z / prog.n},
+                                                        .lr = r.lr,
+                                                        .grad_norm = r.grad_norm,
+                                                        .tokens_per_s = tps,
+                                                        .times = &t,
+                                                        .workers = 1,
+                                                        .time = sy_now() - t_start});
+            if (teach.teacher)
+                sy_info("distillation | soft %.4f (mean of the soft term since the last progress line)", soft_acc / prog.n);
+            soft_acc = 0;
+            sy_progress_log(&prog, step, tc->steps, tokens_per_step, r.lr, r.grad_norm, &t);
         }
         if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0 && !last &&
-            save_checkpoint(&cfg, m, mom, vel, step, run_id))
+            save_checkpoint(&cfg, m, mom, vel, step, run_id, yaml))
             goto fail;
     }
     if (g_stop)
         sy_warn("stopped by signal %d at step %" PRId64 ": saving a checkpoint", (int)g_stop, step);
     if (step > first_step || found != 0) {
-        if (save_checkpoint(&cfg, m, mom, vel, step, run_id))
+        if (save_checkpoint(&cfg, m, mom, vel, step, run_id, yaml))
             goto fail;
     }
     double secs = sy_now() - t_start;
     if (step > first_step) {
-        print_load_table(&cfg.model, wanted, kept);
+        sy_expert_load_print(&load, &cfg.model, stdout);
         printf("\ntrained steps %" PRId64 "..%" PRId64 " in %.1fs (%.0f tokens/s); validation loss %.4f nats/byte\n",
                first_step, step, secs, (step - first_step) * (double)B * T / secs, val_loss);
         printf("model saved under %s\n", cfg.checkpoint.dir);
@@ -309,15 +295,17 @@ int cmd_train(int argc, char **argv) {
 fail:
     fprintf(stderr, "train: %s\n", sy_lasterr());
 out:
-    if (log)
-        fclose(log);
+    sy_runlog_close(&log);
+    sy_expert_load_free(&load);
+    free(yaml);
     free(sets);
     free(mom);
     free(vel);
     free(batch);
-    free(wanted);
-    free(kept);
+    sy_mesh_free(&mesh);
     sy_model_destroy(&m);
+    sy_model_destroy(&teach.teacher);
+    free(teach.dlogits);
     sy_tokens_destroy(&train);
     sy_tokens_destroy(&val);
     sy_config_free(&cfg);

@@ -11,6 +11,9 @@ int cmd_up(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 /* Makes DIR with a coordinator, `workers` worker and an operator key pair (keygen --cluster). */
 int sy_keygen_cluster(const char *dir, int workers);

@@ -1,5 +1,6 @@
-/* coord.h: the coordinator's state, shared by its main loop (main.c) and its status
- * socket (status.c). */
+/* coord.h: the coordinator's state, in the parts its files share: the main loop and the
+ * message handlers (main.c), the status socket (status.c), validation off the loop
+ * (eval.c) and the reference-check mode (refcheck.c). */
 #ifndef SY_COORD_H
 #define SY_COORD_H
 
@@ -10,19 +11,19 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "mesh.h"
+#include "model.h"
 #include "refcase.h"
+#include "run.h"
 #include "sanitize.h"
 
 #define MAX_WORKERS 256
 #define SY_MAX_EVENTS 16
+#define SY_COORD_LANGS 16
+#define SY_BAL_WINDOW 20 /* steps of measured compute behind a re-balance */
 
-typedef struct {
-    double when;
-    char what[200];
-} sy_event;
+enum phase { WAITING, ASSIGNING, TRAINING, SAVING, DONE, EVALUATING };
 
-enum phase { WAITING, ASSIGNING, TRAINING, SAVING, DONE };
-
+/* One worker that registered. */
 typedef struct {
     char id[256];
     char hb_id[300];
@@ -37,78 +38,165 @@ typedef struct {
     int reported;
     int saved;
     int alive;
-    int banned;       /* removed for never finishing admission: its id may not register again */
-    int reregs;       /* Registers while in the mesh since it was last Ready */
+    int banned;        /* removed for never finishing admission: its id may not register again */
+    int reregs;        /* Registers while in the mesh since it was last Ready */
     double step_time;  /* its last step, seconds */
+    char conn_addr[64];  /* the address its control connection comes from ("" unknown) */
+    double compute_s;  /* its own compute in the last step (waits for peers excluded) */
+    double wait_s;     /* its time in all-to-all and all-reduce in the last step (transfer + waiting) */
+    double tc[SY_BAL_WINDOW]; /* seconds of compute per step under the current plan, ring */
+    int n_tc;
+    int prev_rows;     /* rows under the plan before the last re-balance (0: none) */
+    double prev_t;     /* and its median compute per step */
+    double speed;      /* weight of its rows in the current shares (0: equal shares) */
 } member;
+
+/* Who is there, and how many the run needs. */
+typedef struct {
+    member m[MAX_WORKERS];
+    int n;
+    int min_workers;           /* go on with at least this many */
+    int start_workers;         /* the first mesh waits for this many */
+} coord_pool;
+
+/* The mesh of the current epoch. */
+typedef struct {
+    sy_mesh mesh;
+    int world;
+    int rank_member[MAX_WORKERS]; /* rank -> index into pool.m */
+    int epochs_started;
+    double assign_started;     /* when the current epoch's assignments went out */
+} coord_plan;
+
+/* Balancing from measured compute (balance.c), and who the others wait for. */
+typedef struct {
+    int64_t epoch_step0;       /* the first step of the current epoch */
+    int rebalancing;           /* the next epoch is a re-balance (measurements carry over) */
+    int straggler_rank;        /* the rank the others waited for in the last step (-1: none) */
+    double straggler_wait;     /* how long they waited for it, on average, seconds */
+} coord_balance;
+
+/* The training data every worker must hold: the content hash of train.bin. */
+typedef struct {
+    uint64_t hash;             /* 0 until known */
+    char from[4400];           /* where that hash came from */
+} coord_data;
+
+/* The step in flight: the sums of the ranks' reports. */
+typedef struct {
+    sy_losses loss;
+    double grad_norm, lr;
+    double t_compute, t_a2a, t_ar, t_opt;  /* summed over ranks */
+    uint64_t tokens, bytes_sent;
+    double started, time;
+} coord_step;
+
+/* The last completed step and validation, as `switchyard status` shows them. */
+typedef struct {
+    sy_losses loss;
+    double tps, step_time, compute, a2a, ar; /* per-rank means */
+    double val_loss;           /* NaN until measured */
+    int64_t val_step;
+} coord_last;
+
+/* A checkpoint being collected from the workers. */
+typedef struct {
+    sy_ckpt_writer *writer;
+    int64_t step;
+    int expect;                /* the ranks send their state after this step */
+    int only;                  /* no step: the state as it is, then stop */
+} coord_save;
+
+/* The newest complete checkpoint, and recovery from failures. */
+typedef struct {
+    char last[4096];           /* newest complete checkpoint of this run ("" = none: start from the seed) */
+    int64_t last_step;
+    double time;               /* when it was committed */
+    int failures;              /* recoveries since the last step that completed */
+    int64_t failed_at;
+    double recover_started;    /* when the last recovery began (0 = none in progress) */
+    int stop_requested;        /* a signal: save, then stop */
+} coord_ckpt;
+
+/* The run's bookkeeping (common/run.h). */
+typedef struct {
+    char run_id[64];
+    double t_start, t_trained; /* when the run started here, when its last step was done */
+    sy_runlog *log;
+    sy_progress progress;
+    sy_expert_load load;       /* over the run, by language too */
+    char langs[SY_COORD_LANGS][16];
+} coord_books;
+
+/* Who may talk to the coordinator, and how much rejected input is logged. */
+typedef struct {
+    struct sy_zap *zap;        /* CURVE authentication (NULL with --insecure) */
+    int status_open;           /* the status socket takes anyone (--status-open) */
+    sy_ratelog reject_log;     /* rejected control input: rate-limited lines, counted */
+    int max_pending;           /* at most this many registered workers wait outside the mesh */
+} coord_security;
+
+/* Recent events for `switchyard status`. */
+typedef struct {
+    double when;
+    char what[200];
+} sy_event;
+typedef struct {
+    sy_event ev[SY_MAX_EVENTS];
+    int n, next;
+} coord_events;
+
+/* Validation of committed checkpoints in a thread of its own (eval.c): the loop never
+ * waits for it, so heartbeats and steps go on. */
+typedef struct {
+    pthread_t thread;
+    int running;
+    volatile int done;
+    const sy_config *cfg;
+    char dir[4096];
+    int64_t step;
+    double result;
+} coord_eval;
+
+/* Reference-check mode (refcheck.c): one step of a PyTorch case through the workers. */
+typedef struct {
+    int on;
+    const char *dir, *out_dir;
+    sy_refcase rc;
+} coord_refcheck;
 
 typedef struct {
     sy_config cfg;
     char *yaml;
     void *zctx, *router;
-    member m[MAX_WORKERS];
-    int n;
-    int min_workers;           /* go on with at least this many */
-    int start_workers;         /* the first mesh waits for this many */
-    int epochs_started;
+    void *status;              /* the read-only status ROUTER, or NULL */
     enum phase phase;
     uint64_t epoch;
     int64_t step, start_step;
-    char run_id[64];
-    sy_mesh mesh;
-    int world;
-    int rank_member[MAX_WORKERS];
-    /* step aggregation */
-    double loss, ce, aux, z, grad_norm, lr, t_compute, t_a2a, t_ar, t_opt, step_started, step_time;
-    uint64_t tokens, bytes_sent;
-    int64_t *load_wanted, *load_kept; /* [switch layers * E] over the run */
-    double log_t0;
-    int64_t log_tokens;
-    double log_loss, log_ce, log_aux, log_z;
-    int log_n;
-    FILE *runlog;
-    /* saving */
-    sy_ckpt_writer *writer;
-    int64_t save_step;
-    int save_expect;
-    int step_is_save_only;
-    /* refcheck */
-    const char *refcheck_dir, *out_dir;
-    sy_refcase rc;
-    int have_rc;
-    int code;
-    double t_start;
-    /* elasticity */
-    char last_ckpt[4096];      /* newest complete checkpoint of this run ("" = none: start from the seed) */
-    int64_t last_ckpt_step;
-    int failures;              /* recoveries since the last step that completed */
-    int64_t failed_at;
-    int stop_requested;        /* a signal: save, then stop */
-    double recover_started;    /* when the last recovery began (0 = none in progress) */
-    /* monitoring */
-    void *status;              /* the read-only status ROUTER, or NULL */
-    struct sy_zap *zap;        /* CURVE authentication (NULL with --insecure) */
-    int status_open;           /* the status socket takes anyone (--status-open) */
-    sy_ratelog reject_log;     /* rejected control input: rate-limited lines, counted */
-    int max_pending;           /* at most this many registered workers wait outside the mesh */
-    double assign_started;     /* when the current epoch's assignments went out */
-    double last_loss, last_ce, last_aux, last_z, last_tps, last_step_time, last_compute, last_a2a, last_ar;
-    double val_loss;           /* NaN until measured */
-    int64_t val_step;
-    double ckpt_time;          /* when last_ckpt was committed */
-    int n_langs;
-    char langs[16][16];
-    int64_t *load_lang;        /* [switch layers * E * n_langs] tokens by language per expert */
-    sy_event events[SY_MAX_EVENTS];
-    int n_events, next_event;
-    /* validation runs in its own thread so steps never wait for it */
-    pthread_t eval_thread;
-    int eval_running;
-    volatile int eval_done;
-    char eval_dir[4096];
-    int64_t eval_step;
-    double eval_result;
+    int code;                  /* exit code */
+    double next_heartbeat;
+    coord_pool pool;
+    coord_security sec;
+    coord_plan plan;
+    coord_balance bal;
+    coord_data data;
+    coord_step cur;
+    coord_last last;
+    coord_save save;
+    coord_ckpt ckpt;
+    coord_books books;
+    coord_events events;
+    coord_eval eval;
+    coord_refcheck ref;
 } coord;
+
+/* Balancing from measured compute (balance.c). sample: one step report of a member;
+ * reset: a new epoch; due: at a checkpoint boundary, 1 when the mesh should be re-planned
+ * (members' speeds set for start_epoch); straggler: who the others waited for. */
+void sy_balance_sample(member *mb, double t_compute, int nrows, int first_of_epoch);
+void sy_balance_reset(coord *c);
+int sy_balance_due(coord *c);
+void sy_balance_straggler(coord *c);
 
 /* Appends to the recent-events ring (shown by `switchyard status`). */
 void sy_coord_event(coord *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -116,5 +204,27 @@ void sy_coord_event(coord *c, const char *fmt, ...) __attribute__((format(printf
 int sy_status_bind(coord *c, const char *endpoint);
 void sy_status_serve(coord *c);
 void sy_status_close(coord *c);
+
+/* eval.c: starts validating checkpoint `dir` (step) unless a validation is running;
+ * returns 1 when started. */
+int coord_eval_start(coord_eval *e, const sy_config *cfg, const char *dir, int64_t step);
+/* 1 with the result when a validation finished since the last call, else 0. */
+int coord_eval_poll(coord_eval *e, double *val, int64_t *step);
+/* Waits for a running validation (at exit). */
+void coord_eval_join(coord_eval *e);
+
+/* main.c: commits the checkpoint being collected (keeping `keep`, 0 = all) and logs its
+ * size and speed; -1 with an error logged. */
+int coord_commit_save(coord *c, int keep);
+
+/* refcheck.c: loads the case of --refcheck (needs --out). */
+int coord_refcheck_load(coord *c);
+/* The model and global batch a mesh is planned for: the case's, or the config's. */
+const sy_model_cfg *coord_model(const coord *c);
+int coord_global_batch(const coord *c);
+/* -1 when the case's rows do not split evenly over `world` workers. */
+int coord_refcheck_split(const coord *c, int world);
+/* Commits the gathered gradients, routing and loss terms under --out, then DONE. */
+void coord_refcheck_finish(coord *c);
 
 #endif

@@ -20,15 +20,15 @@
 #define MAX_REQUEST 4096
 
 void sy_coord_event(coord *c, const char *fmt, ...) {
-    sy_event *e = &c->events[c->next_event];
+    sy_event *e = &c->events.ev[c->events.next];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->what, sizeof e->what, fmt, ap);
     va_end(ap);
     e->when = sy_now();
-    c->next_event = (c->next_event + 1) % SY_MAX_EVENTS;
-    if (c->n_events < SY_MAX_EVENTS)
-        c->n_events++;
+    c->events.next = (c->events.next + 1) % SY_MAX_EVENTS;
+    if (c->events.n < SY_MAX_EVENTS)
+        c->events.n++;
 }
 
 int sy_status_bind(coord *c, const char *endpoint) {
@@ -42,7 +42,7 @@ int sy_status_bind(coord *c, const char *endpoint) {
     /* a peer sending a frame larger than this is disconnected by ZeroMQ itself */
     int64_t maxsize = maxmsg;
     zmq_setsockopt(c->status, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
-    if (c->zap && !c->status_open && sy_curve_server(c->status, sy_sec_cert(), "status")) {
+    if (c->sec.zap && !c->sec.status_open && sy_curve_server(c->status, sy_sec_cert(), "status")) {
         zmq_close(c->status);
         c->status = NULL;
         return -1;
@@ -63,7 +63,7 @@ void sy_status_close(coord *c) {
 }
 
 static const char *state_name(const coord *c) {
-    if (c->recover_started && c->phase != DONE)
+    if (c->ckpt.recover_started && c->phase != DONE)
         return "recovering";
     switch (c->phase) {
     case WAITING:
@@ -71,9 +71,11 @@ static const char *state_name(const coord *c) {
     case ASSIGNING:
         return "assigning";
     case TRAINING:
-        return c->save_expect && !c->have_rc ? "checkpointing" : "training";
+        return c->save.expect && !c->ref.on ? "checkpointing" : "training";
     case SAVING:
         return "checkpointing";
+    case EVALUATING:
+        return "evaluating";
     case DONE:
         return "done";
     }
@@ -111,35 +113,37 @@ static void answer(coord *c, const client *to) {
     double now = sy_now();
     Switchyard__StatusReply r = SWITCHYARD__STATUS_REPLY__INIT;
     r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
-    r.run_id = c->run_id;
+    r.run_id = c->books.run_id;
     r.state = (char *)state_name(c);
     r.epoch = c->epoch;
     r.step = c->step;
     r.total_steps = c->cfg.train.steps;
-    r.loss = c->last_loss;
-    r.ce = c->last_ce;
-    r.aux = c->last_aux;
-    r.z = c->last_z;
-    r.val_loss = c->val_loss;
-    r.tokens_per_s = c->last_tps;
-    r.step_time_s = c->last_step_time;
-    r.compute_s = c->last_compute;
-    r.alltoall_s = c->last_a2a;
-    r.allreduce_s = c->last_ar;
-    r.lr = c->lr;
-    r.grad_norm = c->grad_norm;
-    r.uptime_s = now - c->t_start;
-    r.world = (uint32_t)(c->phase == WAITING ? 0 : c->world);
-    r.min_workers = (uint32_t)c->min_workers;
-    r.checkpoint_step = c->last_ckpt[0] ? c->last_ckpt_step : -1;
-    r.checkpoint_path = c->last_ckpt;
-    r.checkpoint_age_s = c->last_ckpt[0] && c->ckpt_time > 0 ? now - c->ckpt_time : 0;
+    r.loss = c->last.loss.total;
+    r.ce = c->last.loss.ce;
+    r.aux = c->last.loss.aux;
+    r.z = c->last.loss.z;
+    r.val_loss = c->last.val_loss;
+    r.tokens_per_s = c->last.tps;
+    r.step_time_s = c->last.step_time;
+    r.compute_s = c->last.compute;
+    r.alltoall_s = c->last.a2a;
+    r.allreduce_s = c->last.ar;
+    r.lr = c->cur.lr;
+    r.grad_norm = c->cur.grad_norm;
+    r.straggler_rank = c->phase == WAITING ? -1 : c->bal.straggler_rank;
+    r.straggler_wait_s = r.straggler_rank >= 0 ? c->bal.straggler_wait : 0;
+    r.uptime_s = now - c->books.t_start;
+    r.world = (uint32_t)(c->phase == WAITING ? 0 : c->plan.world);
+    r.min_workers = (uint32_t)c->pool.min_workers;
+    r.checkpoint_step = c->ckpt.last[0] ? c->ckpt.last_step : -1;
+    r.checkpoint_path = c->ckpt.last;
+    r.checkpoint_age_s = c->ckpt.last[0] && c->ckpt.time > 0 ? now - c->ckpt.time : 0;
 
     Switchyard__WorkerStatus ws[MAX_WORKERS], *wp[MAX_WORKERS];
     char states[MAX_WORKERS][16];
     size_t nw = 0;
-    for (int i = 0; i < c->n && nw < MAX_WORKERS; i++) {
-        const member *mb = &c->m[i];
+    for (int i = 0; i < c->pool.n && nw < MAX_WORKERS; i++) {
+        const member *mb = &c->pool.m[i];
         Switchyard__WorkerStatus *w = &ws[nw];
         switchyard__worker_status__init(w);
         w->id = (char *)mb->id;
@@ -150,15 +154,17 @@ static void answer(coord *c, const client *to) {
         w->gflops = mb->gflops;
         w->heartbeat_age_s = now - mb->last_seen;
         w->step_time_s = mb->step_time;
-        int in_mesh = mb->alive && mb->rank >= 0 && c->phase != WAITING && c->mesh.ep > 0;
+        w->compute_s = mb->compute_s;
+        w->wait_s = mb->wait_s;
+        int in_mesh = mb->alive && mb->rank >= 0 && c->phase != WAITING && c->plan.mesh.ep > 0;
         w->rank = in_mesh ? mb->rank : -1;
-        w->data_rank = in_mesh ? sy_mesh_d(&c->mesh, mb->rank) : -1;
-        w->expert_rank = in_mesh ? sy_mesh_p(&c->mesh, mb->rank) : -1;
+        w->data_rank = in_mesh ? sy_mesh_d(&c->plan.mesh, mb->rank) : -1;
+        w->expert_rank = in_mesh ? sy_mesh_p(&c->plan.mesh, mb->rank) : -1;
         if (in_mesh) {
-            w->expert_begin = (uint32_t)c->mesh.e_begin[w->expert_rank];
-            w->expert_end = (uint32_t)c->mesh.e_end[w->expert_rank];
-            w->row0 = (uint32_t)c->mesh.row0[mb->rank];
-            w->nrows = (uint32_t)c->mesh.nrows[mb->rank];
+            w->expert_begin = (uint32_t)c->plan.mesh.e_begin[w->expert_rank];
+            w->expert_end = (uint32_t)c->plan.mesh.e_end[w->expert_rank];
+            w->row0 = (uint32_t)c->plan.mesh.row0[mb->rank];
+            w->nrows = (uint32_t)c->plan.mesh.nrows[mb->rank];
         }
         snprintf(states[nw], sizeof states[nw], "%s",
                  !mb->alive ? "dead" : !in_mesh ? (c->phase == WAITING ? "waiting" : "joining")
@@ -171,9 +177,9 @@ static void answer(coord *c, const client *to) {
     r.workers = wp;
 
     /* experts: share of routed choices and drop rate over the run, by language */
-    const sy_model_cfg *mc = c->have_rc ? &c->rc.model : &c->cfg.model;
-    int E = mc->n_experts, SL = switch_layer_count(mc), NL = c->n_langs;
-    size_t ne = c->load_wanted ? (size_t)SL * E : 0;
+    const sy_model_cfg *mc = c->ref.on ? &c->ref.rc.model : &c->cfg.model;
+    int E = mc->n_experts, SL = switch_layer_count(mc), NL = c->books.load.n_langs;
+    size_t ne = c->books.load.wanted ? (size_t)SL * E : 0;
     Switchyard__ExpertStatus *es = calloc(ne + 1, sizeof *es);
     Switchyard__ExpertStatus **ep = calloc(ne + 1, sizeof *ep);
     double *lang = calloc(ne * (NL > 0 ? NL : 1) + 1, sizeof(double));
@@ -186,22 +192,22 @@ static void answer(coord *c, const client *to) {
             continue;
         int64_t tw = 0;
         for (int e = 0; e < E; e++)
-            tw += c->load_wanted[li * E + e];
+            tw += c->books.load.wanted[li * E + e];
         for (int e = 0; e < E; e++) {
             size_t k = (size_t)li * E + e;
             Switchyard__ExpertStatus *x = &es[k];
             switchyard__expert_status__init(x);
             x->layer = (uint32_t)l;
             x->expert = (uint32_t)e;
-            int64_t w = c->load_wanted[k], kp = c->load_kept[k];
+            int64_t w = c->books.load.wanted[k], kp = c->books.load.kept[k];
             x->share = tw ? (double)w / tw : 0.0;
             x->drop_rate = w ? (double)(w - kp) / w : 0.0;
-            if (NL > 0 && c->load_lang) {
+            if (NL > 0 && c->books.load.lang) {
                 int64_t tot = 0;
                 for (int g = 0; g < NL; g++)
-                    tot += c->load_lang[k * NL + g];
+                    tot += c->books.load.lang[k * NL + g];
                 for (int g = 0; g < NL; g++)
-                    lang[k * NL + g] = tot ? (double)c->load_lang[k * NL + g] / tot : 0.0;
+                    lang[k * NL + g] = tot ? (double)c->books.load.lang[k * NL + g] / tot : 0.0;
                 x->n_lang_share = (size_t)NL;
                 x->lang_share = &lang[k * NL];
             }
@@ -212,19 +218,19 @@ static void answer(coord *c, const client *to) {
     r.n_experts = ne;
     r.experts = ep;
     for (int g = 0; g < NL && g < 16; g++)
-        lnames[g] = c->langs[g];
+        lnames[g] = c->books.langs[g];
     r.n_languages = (size_t)(NL < 16 ? NL : 16);
     r.languages = lnames;
 
     Switchyard__EventStatus ev[SY_MAX_EVENTS], *evp[SY_MAX_EVENTS];
-    for (int i = 0; i < c->n_events; i++) {
-        int k = (c->next_event - 1 - i + 2 * SY_MAX_EVENTS) % SY_MAX_EVENTS; /* newest first */
+    for (int i = 0; i < c->events.n; i++) {
+        int k = (c->events.next - 1 - i + 2 * SY_MAX_EVENTS) % SY_MAX_EVENTS; /* newest first */
         switchyard__event_status__init(&ev[i]);
-        ev[i].age_s = now - c->events[k].when;
-        ev[i].what = c->events[k].what;
+        ev[i].age_s = now - c->events.ev[k].when;
+        ev[i].what = c->events.ev[k].what;
         evp[i] = &ev[i];
     }
-    r.n_events = (size_t)c->n_events;
+    r.n_events = (size_t)c->events.n;
     r.events = evp;
     send_reply(c, to, &r);
     free(es);
@@ -236,7 +242,7 @@ static void refuse(coord *c, const client *to, const char *why) {
     Switchyard__StatusReply r = SWITCHYARD__STATUS_REPLY__INIT;
     r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
     r.error = (char *)why;
-    r.run_id = c->run_id;
+    r.run_id = c->books.run_id;
     r.val_loss = NAN;
     r.checkpoint_step = -1;
     send_reply(c, to, &r);

@@ -1,4 +1,4 @@
-/* CURVE keys and the ZAP handler (common/curve.c) with real sockets: certificates round
+/* CURVE keys and the ZAP handler (common/net/curve.c) with real sockets: certificates round
  * trip and a secret readable by others is refused; a server accepts an allowed client
  * (whose key arrives as User-Id) and refuses any other; an unknown key held by the
  * handler is let in once the program allows it; allow-list directories are re-read. */

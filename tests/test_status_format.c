@@ -22,10 +22,10 @@
 
 #include <cmocka.h>
 
-/* The code under test lives in cli/ (the switchyard binary), which no library holds:
- * compile it into this test. */
-#include "../cli/cmd_status.c"
-#include "../cli/status_format.c"
+#include "commands.h"
+#include "log.h"
+#include "status_format.h"
+#include "switchyard.pb-c.h"
 
 /* ------------------------------------------------------------------------------------
  * A synthetic reply: 3 workers (one dead, one with a hostile host name), 2 switch
@@ -74,6 +74,8 @@ static void build(fixture *f) {
     r->allreduce_s = 0.085;
     r->lr = 3e-4;
     r->grad_norm = 0.823;
+    r->straggler_rank = 1;
+    r->straggler_wait_s = 0.2156;
     r->uptime_s = 3900;
     r->world = 3;
     r->min_workers = 2;
@@ -103,6 +105,8 @@ static void build(fixture *f) {
         w->gflops = gf[i];
         w->heartbeat_age_s = hb[i];
         w->step_time_s = st[i];
+        w->compute_s = i == 0 ? 0.262 : i == 1 ? 0.4776 : 0;
+        w->wait_s = i == 0 ? 1.05 : i == 1 ? 0.85 : 0;
         w->state = (char *)states[i];
         w->endpoint = i == 2 ? NULL : "tcp://10.0.0.1:6000";
         w->cores = 2;
@@ -278,7 +282,7 @@ static void test_table_workers(void **state) {
     char *w[16];
     char *l = line_with(t, "node-a");
     assert_int_equal(words(l, w, 16), 9);
-    const char *want_a[9] = {"0", "node-a", "0/0", "0-3", "0-7", "120.5", "0.4s", "1.381s", "training"};
+    const char *want_a[9] = {"0", "node-a", "0/0", "0-3", "0-7", "120.5", "0.4s", "262/1050", "training"};
     for (int i = 0; i < 9; i++)
         assert_string_equal(w[i], want_a[i]);
     free(l);
@@ -297,9 +301,12 @@ static void test_table_workers(void **state) {
     assert_null(strstr(l, "example.org"));
     char *tail = strstr(l, "...") + 3;
     assert_int_equal(words(tail, w, 16), 7);
-    const char *want_b[7] = {"0/1", "4-7", "0-7", "98.2", "1.2s", "1.402s", "training"};
+    const char *want_b[7] = {"0/1", "4-7", "0-7", "98.2", "1.2s", "478/850", "training"};
     for (int i = 0; i < 7; i++)
         assert_string_equal(w[i], want_b[i]);
+    /* the straggler is named: who the others waited for, and how long */
+    assert_has(t, "straggler: rank 1 (");
+    assert_has(t, "): computes 478 ms, the others wait 216 ms for it\n");
     /* columns line up: "0/1" starts where the header's "d/p" does */
     char *hl = line_with(t, "rank host");
     char *bl = line_with(t, "ev\"il");
@@ -797,7 +804,7 @@ static void test_json(void **state) {
                                  "aux", "z", "val_loss", "tokens_per_s", "step_time_s", "compute_s", "alltoall_s",
                                  "allreduce_s", "workers", "experts", "languages", "checkpoint_step",
                                  "checkpoint_path", "checkpoint_age_s", "events", "uptime_s", "world", "min_workers",
-                                 "error", "lr", "grad_norm"};
+                                 "error", "lr", "grad_norm", "straggler_rank", "straggler_wait_s"};
     assert_int_equal(v->n, sizeof keys / sizeof keys[0]);
     for (size_t i = 0; i < v->n; i++)
         assert_string_equal(v->keys[i], keys[i]);
@@ -835,10 +842,10 @@ static void test_json(void **state) {
     assert_int_equal(ws->n, 3);
     static const char *wkeys[] = {"id", "host", "rank", "data_rank", "expert_rank", "expert_begin", "expert_end",
                                   "row0", "nrows", "gflops", "heartbeat_age_s", "step_time_s", "state", "endpoint",
-                                  "cores", "threads"};
+                                  "cores", "threads", "compute_s", "wait_s"};
     for (size_t i = 0; i < 3; i++) {
-        assert_int_equal(ws->kids[i]->n, 16);
-        for (size_t k = 0; k < 16; k++)
+        assert_int_equal(ws->kids[i]->n, 18);
+        for (size_t k = 0; k < 18; k++)
             assert_string_equal(ws->kids[i]->keys[k], wkeys[k]);
     }
     /* reply order is kept (the dead worker first) */
@@ -942,7 +949,7 @@ static void test_json_hostile_strings(void **state) {
     v = jparse(t, err, sizeof err);
     if (!v)
         fail_msg("invalid JSON (%s):\n%s", err, t);
-    assert_int_equal(v->n, 29);
+    assert_int_equal(v->n, 31);
     assert_int_equal(jget(v, "workers")->n, 0);
     jv_free(v);
     free(t);
@@ -1471,10 +1478,10 @@ static run run_status(const char *first, ...) {
     int so = dup(1), se = dup(2);
     dup2(fo, 1);
     dup2(fe, 2);
-    double t0 = now_s();
+    double t0 = sy_now();
     run r;
     r.rc = cmd_status(argc, argv);
-    r.secs = now_s() - t0;
+    r.secs = sy_now() - t0;
     fflush(stdout);
     fflush(stderr);
     dup2(so, 1);
@@ -1687,14 +1694,14 @@ static void test_cmd_watch_sigint(void **state) {
     }
     struct timespec ts = {0, 400 * 1000 * 1000};
     nanosleep(&ts, NULL);
-    double t0 = now_s();
+    double t0 = sy_now();
     kill(pid, SIGINT);
     int st = 0;
     for (;;) { /* bounded wait so a hang fails instead of blocking the suite */
         pid_t w = waitpid(pid, &st, WNOHANG);
         if (w == pid)
             break;
-        if (now_s() - t0 > 5) {
+        if (sy_now() - t0 > 5) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
             fail_msg("status --watch did not stop on SIGINT");
@@ -1702,7 +1709,7 @@ static void test_cmd_watch_sigint(void **state) {
         struct timespec nap = {0, 10 * 1000 * 1000};
         nanosleep(&nap, NULL);
     }
-    assert_true(now_s() - t0 < 1.0);
+    assert_true(sy_now() - t0 < 1.0);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     server_stop(&s);

@@ -28,14 +28,24 @@
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
+#include "model_load.h"
 #include "peer.h"
+#include "model_io.h"
 #include "refcase.h"
+#include "run.h"
 #include "step.h"
 
 enum { ST_REGISTERING = 0, ST_SETUP = 1, ST_READY = 2, ST_STEP = 3, ST_SAVING = 4 };
 
 static volatile sig_atomic_t g_signal;
-static void on_signal(int sig) { g_signal = sig; }
+static sy_heartbeat *volatile g_hb; /* set once the heartbeat thread runs */
+/* A signal ends the step in flight at its next wait (a peer may never send again: it got
+ * the same signal), then the main loop leaves. */
+static void on_signal(int sig) {
+    g_signal = sig;
+    if (g_hb)
+        sy_heartbeat_abort_from_signal(g_hb);
+}
 
 typedef struct {
     /* process */
@@ -44,6 +54,7 @@ typedef struct {
     sy_peer *peer;
     sy_zap *zap;            /* CURVE authentication of the data socket (NULL with --insecure) */
     char id[128], coordinator[256];
+    char advertised[300];   /* the data endpoint peers connect to (may differ from the bound one) */
     double gflops;
     int threads;
     /* assignment */
@@ -55,11 +66,15 @@ typedef struct {
     int have_cfg;
     sy_mesh mesh;
     sy_model *model;
+    sy_distill distill;     /* teacher of train.distill_from for this rank's rows, or none */
     sy_experts *experts;
     sy_exchange *exchange;
     float *mom, *vel;
     int32_t *batch;
     int16_t *lang;
+    sy_stepper stepper;     /* the step over this worker's model, buffers and peer collectives */
+    sy_expert_load load;    /* this step's routing, for the report */
+    uint32_t *rep_wanted, *rep_kept, *rep_lang; /* the report's copies of it */
     sy_tokens *train;
     sy_refcase rc;
     int have_rc;
@@ -68,6 +83,7 @@ typedef struct {
     int64_t last_step;
     double last_step_time;
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
+    int data_failed;        /* this machine has no usable training data: leave the run */
     int state_tensors;
 } worker;
 
@@ -135,6 +151,25 @@ static void send_error(worker *w, const char *msg) {
     send_env(w, &env, NULL, 0);
 }
 
+/* Tells the coordinator this worker leaves the run (so it re-plans at once instead of
+ * waiting out the heartbeat timeout), with the reason. */
+static void send_leaving(worker *w, const char *why) {
+    char msg[1200];
+    if (!strcmp(why, "signal"))
+        snprintf(msg, sizeof msg, "leaving on signal %d", (int)g_signal);
+    else
+        snprintf(msg, sizeof msg, "%s", why);
+    Switchyard__Error e = SWITCHYARD__ERROR__INIT;
+    e.epoch = w->epoch;
+    e.rank = (uint32_t)(w->rank < 0 ? 0 : w->rank);
+    e.message = msg;
+    e.leaving = 1;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
+    env.error = &e;
+    send_env(w, &env, NULL, 0);
+}
+
 static int send_tensor(worker *w, int64_t step, const char *name, const char *dtype, int ndim, const int64_t *shape,
                        const void *data, size_t bytes) {
     Switchyard__TensorShard t = SWITCHYARD__TENSOR_SHARD__INIT;
@@ -183,6 +218,9 @@ static void drop_assignment(worker *w) {
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
     sy_model_destroy(&w->model);
+    sy_model_destroy(&w->distill.teacher);
+    free(w->distill.dlogits);
+    w->distill.dlogits = NULL;
     free(w->mom);
     free(w->vel);
     free(w->batch);
@@ -191,6 +229,11 @@ static void drop_assignment(worker *w) {
     free(w->group_all);
     free(w->group_data);
     free(w->group_replicas);
+    sy_expert_load_free(&w->load);
+    free(w->rep_wanted);
+    free(w->rep_kept);
+    free(w->rep_lang);
+    w->rep_wanted = w->rep_kept = w->rep_lang = NULL;
     w->mom = w->vel = NULL;
     w->batch = NULL;
     w->group_all = w->group_data = w->group_replicas = NULL;
@@ -272,16 +315,38 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
         w->cfg.train.seq_len = T;
         tokens = w->rc.tokens;
     }
-    unsigned char held[4096] = {0};
-    if (mc->n_experts > 4096) {
-        sy_seterr("assignment: more than 4096 experts");
+    if (mc->n_experts > SY_MAX_EXPERTS) {
+        sy_seterr("assignment: more than %d experts", SY_MAX_EXPERTS);
+        return -1;
+    }
+    unsigned char *held = calloc((size_t)mc->n_experts, 1);
+    if (!held) {
+        sy_seterr("assignment: out of memory");
         return -1;
     }
     for (int e = m->e_begin[p]; e < m->e_end[p]; e++)
         held[e] = 1;
     int rows = m->nrows[w->rank];
-    if (!(w->model = sy_model_new(mc, rows, T, held)))
+    w->model = sy_model_new(mc, rows, T, held);
+    free(held);
+    if (!w->model)
         return -1;
+    if (w->cfg.train.distill_from && w->job != SWITCHYARD__JOB__JOB_REFCHECK) {
+        /* the teacher's checkpoint must be readable here at the same path */
+        sy_config tcfg;
+        w->distill.teacher = sy_model_load(w->cfg.train.distill_from, &tcfg, rows, T, NULL, 0);
+        sy_config_free(&tcfg);
+        if (!w->distill.teacher) {
+            sy_err_prefix("train.distill_from"); /* the message names the path */
+            return -1;
+        }
+        w->distill.alpha = w->cfg.train.distill_alpha;
+        w->distill.temperature = w->cfg.train.distill_temperature;
+        if (!(w->distill.dlogits = malloc((size_t)rows * T * mc->vocab * sizeof(float)))) {
+            sy_seterr("assignment: out of memory");
+            return -1;
+        }
+    }
     int group_rows = 0;
     for (int q = 0; q < m->ep; q++)
         group_rows += m->nrows[d * m->ep + q];
@@ -298,10 +363,41 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
     w->vel = calloc(lay->total, sizeof(float));
     w->batch = malloc((size_t)rows * (T + 1) * sizeof(int32_t));
     w->lang = malloc((size_t)rows * T * sizeof(int16_t));
-    if (!w->mom || !w->vel || !w->batch || !w->lang) {
+    /* the report's expert load, by language for training (a refcheck case has none) */
+    int n_langs = 0;
+    if (!tokens) {
+        if (!w->train) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
+            if (!(w->train = sy_tokens_load(path))) {
+                sy_err_prefix("training data on this worker (run `switchyard prepare` here or copy the "
+                              "coordinator's data/)");
+                w->data_failed = 1;
+                return -1;
+            }
+        }
+        n_langs = w->train->n_langs;
+    }
+    if (sy_expert_load_init(&w->load, mc, n_langs))
+        return -1;
+    w->rep_wanted = calloc(sy_expert_load_count(&w->load) + 1, sizeof(uint32_t));
+    w->rep_kept = calloc(sy_expert_load_count(&w->load) + 1, sizeof(uint32_t));
+    w->rep_lang = calloc(sy_expert_load_lang_count(&w->load) + 1, sizeof(uint32_t));
+    if (!w->mom || !w->vel || !w->batch || !w->lang || !w->rep_wanted || !w->rep_kept || !w->rep_lang) {
         sy_seterr("assignment: out of memory");
         return -1;
     }
+    w->stepper = (sy_stepper){.model = w->model,
+                              .cfg = &w->cfg,
+                              .mesh = &w->mesh,
+                              .rank = w->rank,
+                              .groups = 1,
+                              .mom = w->mom,
+                              .vel = w->vel,
+                              .batch = w->batch,
+                              .lang = w->lang,
+                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange},
+                              .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
         for (int i = 0; i < lay->n_params; i++) {
@@ -318,14 +414,6 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
         sy_model_init_weights(w->model, w->cfg.train.seed);
         w->state_pending = a->state_follows;
         w->state_tensors = 0;
-        if (!w->train) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
-            if (!(w->train = sy_tokens_load(path))) {
-                sy_err_prefix("training data on this worker (run `switchyard prepare` here)");
-                return -1;
-            }
-        }
     }
     sy_heartbeat_set_timing(w->hb, w->cfg.cluster.heartbeat_ms, w->cfg.cluster.timeout_ms);
     sy_heartbeat_clear_abort(w->hb, w->epoch);
@@ -378,10 +466,10 @@ static int save_state(worker *w, int64_t step) {
         if (!sends_param(w, p))
             continue;
         int64_t shape[2] = {p->shape[0], p->shape[1]};
-        const float *arenas[3] = {sy_model_params(w->model), w->mom, w->vel};
-        const char *prefix[3] = {"", "adam.m/", "adam.v/"};
-        for (int k = 0; k < 3; k++) {
-            snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
+        const float *arenas[3] = {[SY_ARENA_PARAMS] = sy_model_params(w->model), [SY_ARENA_M] = w->mom,
+                                  [SY_ARENA_V] = w->vel};
+        for (int k = SY_ARENA_PARAMS; k <= SY_ARENA_V; k++) {
+            sy_model_io_name(name, sizeof name, (sy_arena)k, p->name);
             if (send_tensor(w, step, name, "f32", p->ndim, shape, arenas[k] + p->offset, p->numel * sizeof(float)))
                 return -1;
             if (++n == (total + 1) / 2)
@@ -391,8 +479,8 @@ static int save_state(worker *w, int64_t step) {
     return send_save_done(w, step, n);
 }
 
-/* Refcheck: one forward/backward on this rank's rows of the case; gradients and routing
- * go to the coordinator. */
+/* Refcheck: the step's forward, backward and gradient all-reduce on this rank's rows of
+ * the case (no optimizer); gradients and routing go to the coordinator. */
 static int refcheck_step(worker *w, sy_step_result *res) {
     const sy_mesh *m = &w->mesh;
     int rows = m->nrows[w->rank], T = w->rc.seq;
@@ -405,16 +493,7 @@ static int refcheck_step(worker *w, sy_step_result *res) {
                   .training = 1,
                   .token0 = (int64_t)m->row0[w->rank] * T};
     memset(res, 0, sizeof *res);
-    sy_model_zero_grad(w->model);
-    if (sy_model_forward(w->model, &ps, w->batch, &res->loss) || sy_model_backward(w->model))
-        return -1;
-    const sy_layout *lay = sy_model_layout(w->model);
-    if (allreduce_fn(w, 0, sy_model_grads(w->model), lay->dense_total, 0))
-        return -1;
-    if (m->dp > 1 && allreduce_fn(w, 1, sy_model_grads(w->model) + lay->dense_total, lay->total - lay->dense_total, 1))
-        return -1;
-    res->tokens = (int64_t)rows * T;
-    return 0;
+    return sy_step_grads(&w->stepper, &ps, 0, res);
 }
 
 static int send_refcheck_grads(worker *w) {
@@ -453,15 +532,9 @@ static int on_state_shard(worker *w, const Switchyard__TensorShard *t, const voi
         return 0;
     }
     const sy_layout *lay = sy_model_layout(w->model);
-    const char *name = t->name;
-    float *arena = sy_model_params(w->model);
-    if (!strncmp(name, "adam.m/", 7)) {
-        arena = w->mom;
-        name += 7;
-    } else if (!strncmp(name, "adam.v/", 7)) {
-        arena = w->vel;
-        name += 7;
-    }
+    sy_arena which;
+    const char *name = sy_model_io_split_name(t->name, &which);
+    float *arena = which == SY_ARENA_M ? w->mom : which == SY_ARENA_V ? w->vel : sy_model_params(w->model);
     int i = sy_layout_find(lay, name);
     if (i < 0)
         return 0; /* not held here */
@@ -475,6 +548,31 @@ static int on_state_shard(worker *w, const Switchyard__TensorShard *t, const voi
     memcpy(arena + p->offset, payload, len);
     w->state_tensors++;
     return 0;
+}
+
+/* This step's routing into the report: choices and kept tokens per expert, and (training)
+ * the kept tokens by the language of the document they come from. */
+static void report_load(worker *w, Switchyard__StepReport *r) {
+    sy_expert_load *ld = &w->load;
+    int training = w->job != SWITCHYARD__JOB__JOB_REFCHECK;
+    sy_expert_load_clear(ld);
+    sy_expert_load_add_model(ld, w->model, training ? w->lang : NULL,
+                             (int64_t)w->mesh.nrows[w->rank] * w->cfg.train.seq_len);
+    size_t n = sy_expert_load_count(ld), nl = sy_expert_load_lang_count(ld);
+    for (size_t i = 0; i < n; i++) {
+        w->rep_wanted[i] = (uint32_t)ld->wanted[i];
+        w->rep_kept[i] = (uint32_t)ld->kept[i];
+    }
+    r->n_expert_wanted = r->n_expert_kept = n;
+    r->expert_wanted = w->rep_wanted;
+    r->expert_kept = w->rep_kept;
+    if (training && nl > 0) {
+        for (size_t i = 0; i < nl; i++)
+            w->rep_lang[i] = (uint32_t)ld->lang[i];
+        r->n_expert_lang = nl;
+        r->expert_lang = w->rep_lang;
+        r->languages = (uint32_t)ld->n_langs;
+    }
 }
 
 static int on_step(worker *w, const Switchyard__StepCmd *c) {
@@ -495,8 +593,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
-        rc = sy_step_run(w->model, &w->cfg, &w->mesh, w->rank, w->train, w->batch, w->lang, w->mom, w->vel, c->step,
-                         allreduce_fn, w, a2a_seconds, w->exchange, &res);
+        rc = sy_step_run(&w->stepper, w->train, c->step, &res);
     }
     if (rc) {
         if (rc == SY_PEER_ABORTED || *sy_heartbeat_abort_flag(w->hb)) {
@@ -533,52 +630,11 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.t_allreduce = res.t.allreduce;
     r.t_optimizer = res.t.optimizer;
     r.bytes_sent = sy_peer_bytes_sent(w->peer, 0);
-    const sy_model_cfg *mc = &w->cfg.model;
-    uint32_t wanted[4096], kept[4096];
-    size_t nl = 0;
-    for (int l = 0; l < mc->n_layers; l++) {
-        if (!sy_is_switch_layer(mc, l) || (nl + 1) * mc->n_experts > 4096)
-            continue;
-        int wa[4096], ke[4096];
-        sy_model_expert_load(w->model, l, wa, ke);
-        for (int e = 0; e < mc->n_experts; e++) {
-            wanted[nl * mc->n_experts + e] = (uint32_t)wa[e];
-            kept[nl * mc->n_experts + e] = (uint32_t)ke[e];
-        }
-        nl++;
-    }
-    r.n_expert_wanted = r.n_expert_kept = nl * mc->n_experts;
-    r.expert_wanted = wanted;
-    r.expert_kept = kept;
-    /* kept tokens of each expert by the language of the document they come from */
-    int NL = w->train && w->job != SWITCHYARD__JOB__JOB_REFCHECK ? w->train->n_langs : 0;
-    uint32_t *bylang = NULL;
-    if (NL > 0 && nl > 0 && (bylang = calloc(nl * mc->n_experts * NL, sizeof(uint32_t)))) {
-        int N = w->mesh.nrows[w->rank] * w->cfg.train.seq_len, li = 0;
-        for (int l = 0; l < mc->n_layers; l++) {
-            int k;
-            const int *route = sy_model_routing(w->model, l, &k);
-            if (!route)
-                continue;
-            for (int t = 0; t < N; t++)
-                for (int j = 0; j < k; j++) {
-                    int e = route[(size_t)t * k + j];
-                    int g = w->lang[t];
-                    if (e >= 0 && g >= 0 && g < NL)
-                        bylang[((size_t)li * mc->n_experts + e) * NL + g]++;
-                }
-            li++;
-        }
-        r.n_expert_lang = nl * mc->n_experts * NL;
-        r.expert_lang = bylang;
-        r.languages = (uint32_t)NL;
-    }
+    report_load(w, &r);
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REPORT;
     env.report = &r;
-    int src = send_env(w, &env, NULL, 0);
-    free(bylang);
-    if (src)
+    if (send_env(w, &env, NULL, 0))
         return -1;
     if (c->grads)
         return send_refcheck_grads(w);
@@ -591,9 +647,13 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--port N] [--threads N]\n"
-            "  Registers with the coordinator and trains. Data endpoint: tcp://ADDR:PORT (ADDR defaults to the\n"
-            "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n%s",
+            "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--bind-data ADDR] [--port N]\n"
+            "                         [--threads N]\n"
+            "  Registers with the coordinator and trains. Peers reach its data socket at tcp://ADVERTISE:PORT:\n"
+            "  --advertise defaults to the address this machine uses to reach the coordinator, and may be a host\n"
+            "  name or an address behind NAT; --bind-data is the local address the socket binds (default: the\n"
+            "  advertised address when --advertise is not given, all interfaces (0.0.0.0) when it is);\n"
+            "  --port fixes PORT (0 = any free port).\n%s",
             sy_sec_usage());
 }
 
@@ -601,6 +661,7 @@ static void send_ready(worker *w) {
     Switchyard__Ready r = SWITCHYARD__READY__INIT;
     r.epoch = w->epoch;
     r.rank = (uint32_t)w->rank;
+    r.data_hash = w->train && w->job != SWITCHYARD__JOB__JOB_REFCHECK ? w->train->checksum : 0;
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_READY;
     env.ready = &r;
@@ -617,7 +678,7 @@ static int send_register(worker *w) {
     r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
     r.worker_id = w->id;
     r.host = host;
-    r.peer_endpoint = (char *)sy_peer_endpoint(w->peer);
+    r.peer_endpoint = w->advertised;
     r.cores = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
     r.memory_bytes = (uint64_t)si.totalram * si.mem_unit;
     r.gflops = w->gflops;
@@ -632,7 +693,7 @@ static int send_register(worker *w) {
 }
 
 int main(int argc, char **argv) {
-    const char *coordinator = NULL, *advertise = NULL, *threads = NULL;
+    const char *coordinator = NULL, *advertise = NULL, *threads = NULL, *bind_data = NULL;
     int port = 0;
     sy_sec_opts sec = {0};
     for (int i = 1; i < argc; i++) {
@@ -642,6 +703,8 @@ int main(int argc, char **argv) {
             coordinator = argv[++i];
         else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
             advertise = argv[++i];
+        else if (!strcmp(argv[i], "--bind-data") && i + 1 < argc)
+            bind_data = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc)
             port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -678,6 +741,9 @@ int main(int argc, char **argv) {
     w.gflops = sy_sgemm_probe(0.2);
     fault_init();
     char addr[64];
+    /* what peers connect to and what the socket binds are separate: a host name or a NAT
+     * address can be advertised but not bound */
+    const char *bind_addr = bind_data ? bind_data : advertise ? "0.0.0.0" : NULL;
     if (!advertise) {
         if (local_addr_towards(coordinator, addr, sizeof addr)) {
             fprintf(stderr, "switchyard-worker: cannot tell which address reaches %s; give --advertise ADDR\n",
@@ -686,6 +752,8 @@ int main(int argc, char **argv) {
         }
         advertise = addr;
     }
+    if (!bind_addr)
+        bind_addr = advertise;
     int code = 1;
     void *mon = NULL; /* handshake events of the control socket */
     if (sy_sec_client_init(&sec, NULL, "worker")) {
@@ -699,13 +767,25 @@ int main(int argc, char **argv) {
     }
     char bind_ep[300];
     if (port > 0)
-        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", advertise, port);
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", bind_addr, port);
     else
-        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", advertise);
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", bind_addr);
     if (!(w.peer = sy_peer_new_secure(w.zctx, bind_ep, sy_sec_cert(), w.zap))) {
-        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        fprintf(stderr, "switchyard-worker: %s (--bind-data %s%s)\n", sy_lasterr(), bind_addr,
+                bind_data ? "" : ", the default");
+        code = 2;
         goto out;
     }
+    {
+        const char *bound = sy_peer_endpoint(w.peer), *colon = strrchr(bound, ':');
+        snprintf(w.advertised, sizeof w.advertised, "tcp://%s:%s", advertise, colon ? colon + 1 : "0");
+        if (strcmp(w.advertised, bound))
+            sy_info("data socket bound at %s, advertised to peers as %s", bound, w.advertised);
+    }
+    if (!strncmp(w.advertised, "tcp://127.", 10) || !strncmp(w.advertised, "tcp://localhost:", 16))
+        sy_info("data endpoint %s is a loopback address: only workers on this machine can reach it (for a run "
+                "across machines give --advertise ADDR, or reach the coordinator by its network address)",
+                w.advertised);
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
@@ -720,11 +800,12 @@ int main(int argc, char **argv) {
     }
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
+    g_hb = w.hb;
     /* a refused CURVE handshake is never retried by libzmq: say so instead of waiting */
     mon = sy_curve_monitor_new(w.zctx, w.ctrl, "ctrl");
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
-            sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
-    double next_register = 0.0, backoff = 1.0;
+            w.advertised, w.gflops, w.threads, coordinator);
+    double next_register = 0.0, backoff = 1.0, ctrl_heard = 0.0;
     int registered = 0;
     while (!g_signal) {
         if (sy_heartbeat_shutdown(w.hb)) {
@@ -739,7 +820,14 @@ int main(int argc, char **argv) {
             next_register = sy_now() + backoff;
             backoff = backoff * 2 > 8 ? 8 : backoff * 2;
         }
-        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered)) {
+        /* lost = silent on both connections: after a network outage the heartbeat
+         * connection may come back seconds after the control one (each TCP connection
+         * retransmits on its own timer); an Assignment that just arrived proves the
+         * coordinator is there, and dropping it would make the coordinator re-plan again
+         * and again until it gives the run up */
+        double ctrl_limit = (w.have_cfg ? w.cfg.cluster.timeout_ms : 5000) / 1000.0;
+        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered) &&
+            sy_now() - ctrl_heard > ctrl_limit) {
             sy_warn("lost the coordinator: dropping the assignment, registering again");
             drop_assignment(&w);
             registered = 0;
@@ -763,6 +851,7 @@ int main(int argc, char **argv) {
             sy_warn("%s", sy_lasterr());
             continue;
         }
+        ctrl_heard = sy_now();
         Switchyard__Envelope *e = m.env;
         switch (e->msg_case) {
         case SWITCHYARD__ENVELOPE__MSG_REFUSE:
@@ -780,6 +869,13 @@ int main(int argc, char **argv) {
                          sy_lasterr());
                 sy_error("%s", msg);
                 w.epoch = e->assignment->epoch;
+                if (w.data_failed) {
+                    /* no data here: this worker cannot take part; the run goes on without it */
+                    send_leaving(&w, msg);
+                    sy_ctrl_msg_free(&m);
+                    code = 3;
+                    goto out;
+                }
                 send_error(&w, msg);
                 drop_assignment(&w);
                 break;
@@ -824,12 +920,14 @@ int main(int argc, char **argv) {
     }
     if (g_signal) {
         sy_info("signal %d: leaving", (int)g_signal);
+        send_leaving(&w, "signal");
         code = 0;
     }
 out:
     if (mon)
         zmq_close(mon);
     drop_assignment(&w);
+    g_hb = NULL;
     sy_heartbeat_stop(&w.hb);
     sy_peer_destroy(&w.peer);
     if (w.ctrl)

@@ -1,4 +1,4 @@
-/* CURVE certificates and allow-lists (common/curve.c). */
+/* CURVE certificates and allow-lists (common/net/curve.c). */
 #include <sys/stat.h>
 
 #include "curve.h"

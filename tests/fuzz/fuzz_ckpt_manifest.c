@@ -1,4 +1,4 @@
-/* Checkpoint manifests (common/checkpoint.c reads DIR/manifest when it opens one). */
+/* Checkpoint manifests (common/store/checkpoint.c reads DIR/manifest when it opens one). */
 #include <sys/stat.h>
 
 #include "checkpoint.h"

@@ -1,4 +1,4 @@
-/* Config YAML (common/config.c: files, the Assignment's config text, --set overrides). */
+/* Config YAML (common/store/config.c: files, the Assignment's config text, --set overrides). */
 #include "config.h"
 #include "fuzz_util.h"
 

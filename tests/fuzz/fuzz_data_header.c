@@ -1,4 +1,4 @@
-/* Data message headers (common/peer.c decodes one before every payload). */
+/* Data message headers (common/net/peer.c decodes one before every payload). */
 #include "fuzz_util.h"
 #include "switchyard.pb-c.h"
 

@@ -1,4 +1,4 @@
-/* Control envelopes (common/ctrl.c decodes them off the coordinator's ROUTER and the
+/* Control envelopes (common/net/ctrl.c decodes them off the coordinator's ROUTER and the
  * workers' DEALERs): unpack, then walk what the handlers read. */
 #include "fuzz_util.h"
 #include "switchyard.pb-c.h"

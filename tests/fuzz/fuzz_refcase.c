@@ -1,4 +1,4 @@
-/* Reference-case manifests (common/refcase.c reads DIR/manifest.yaml). */
+/* Reference-case manifests (common/store/refcase.c reads DIR/manifest.yaml). */
 #include <sys/stat.h>
 
 #include "fuzz_util.h"

@@ -1,4 +1,4 @@
-/* Token files (common/data.c: train.bin / val.bin made by switchyard prepare). */
+/* Token files (common/store/tokens.c: train.bin / val.bin made by switchyard prepare). */
 #include "data.h"
 #include "fuzz_util.h"
 

@@ -176,7 +176,7 @@ int main(int argc, char **argv) {
     e.ready = &rd;
     env("ready", &e);
 
-    /* data headers as common/peer.c sends them */
+    /* data headers as common/net/peer.c sends them */
     struct {
         const char *name;
         uint32_t op, tag, chunk, dtype;

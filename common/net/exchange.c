@@ -1,0 +1,373 @@
+#include "exchange.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16.h"
+#include "log.h"
+
+enum { PH_FWD_DISPATCH = 0, PH_FWD_COMBINE = 1, PH_BWD_DISPATCH = 2, PH_BWD_COMBINE = 3 };
+
+struct sy_exchange {
+    sy_model_cfg cfg;
+    const sy_mesh *mesh;
+    int rank, P, p, d;            /* my rank, group size, my index, my data group */
+    int mb, me;                   /* my experts [mb, me) */
+    sy_experts *experts;
+    sy_alltoall_fn a2a;
+    void *comm;
+    int bf16;
+    int max_in, max_out;
+    /* per switch layer, kept from forward to backward */
+    float **in_rows;              /* [L][max_in * C] rows that arrived, expert-major then source */
+    int64_t **in_tok;             /* [L][max_in] */
+    int **src_counts;             /* [L][P * (me - mb)] rows from source s for my expert e */
+    /* scratch */
+    uint8_t **send;               /* [P] send buffers */
+    size_t *send_cap;
+    float *out_rows;              /* [max_in * C] expert outputs / input gradients */
+    float *dy_rows;               /* [max_in * C] gathered output gradients */
+    double a2a_seconds;
+    uint64_t bytes_sent;
+};
+
+static size_t row_bytes(const sy_exchange *x) { return (size_t)x->cfg.d_model * (x->bf16 ? 2 : 4); }
+
+static void put_rows(const sy_exchange *x, uint8_t *dst, const float *src, size_t rows) {
+    size_t n = rows * x->cfg.d_model;
+    if (!x->bf16) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+    sy_bf16_pack_n(dst, src, n);
+}
+
+static void get_rows(const sy_exchange *x, float *dst, const uint8_t *src, size_t rows) {
+    size_t n = rows * x->cfg.d_model;
+    if (!x->bf16) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+    sy_bf16_unpack_n(dst, src, n);
+}
+
+static int reserve(sy_exchange *x, int q, size_t bytes) {
+    if (bytes <= x->send_cap[q])
+        return 0;
+    uint8_t *p = realloc(x->send[q], bytes);
+    if (!p) {
+        sy_seterr("exchange: out of memory (%zu bytes)", bytes);
+        return -1;
+    }
+    x->send[q] = p;
+    x->send_cap[q] = bytes;
+    return 0;
+}
+
+sy_exchange *sy_exchange_new(const sy_model_cfg *cfg, const sy_mesh *mesh, int rank, sy_experts *experts,
+                             sy_alltoall_fn a2a, void *comm, int bf16, int max_rows_in, int max_rows_out) {
+    sy_exchange *x = calloc(1, sizeof *x);
+    if (!x)
+        goto oom;
+    x->cfg = *cfg;
+    x->mesh = mesh;
+    x->rank = rank;
+    x->P = mesh->ep;
+    x->p = sy_mesh_p(mesh, rank);
+    x->d = sy_mesh_d(mesh, rank);
+    x->mb = mesh->e_begin[x->p];
+    x->me = mesh->e_end[x->p];
+    x->experts = experts;
+    x->a2a = a2a;
+    x->comm = comm;
+    x->bf16 = bf16;
+    x->max_in = max_rows_in;
+    x->max_out = max_rows_out;
+    int L = cfg->n_layers, C = cfg->d_model, mine = x->me - x->mb;
+    x->in_rows = calloc((size_t)L, sizeof *x->in_rows);
+    x->in_tok = calloc((size_t)L, sizeof *x->in_tok);
+    x->src_counts = calloc((size_t)L, sizeof *x->src_counts);
+    x->send = calloc((size_t)x->P, sizeof *x->send);
+    x->send_cap = calloc((size_t)x->P, sizeof *x->send_cap);
+    x->out_rows = malloc((size_t)(max_rows_in > 0 ? max_rows_in : 1) * C * sizeof(float));
+    x->dy_rows = malloc((size_t)(max_rows_in > 0 ? max_rows_in : 1) * C * sizeof(float));
+    if (!x->in_rows || !x->in_tok || !x->src_counts || !x->send || !x->send_cap || !x->out_rows || !x->dy_rows)
+        goto oom;
+    for (int l = 0; l < L; l++) {
+        if (!sy_is_switch_layer(cfg, l))
+            continue;
+        x->in_rows[l] = malloc((size_t)(max_rows_in > 0 ? max_rows_in : 1) * C * sizeof(float));
+        x->in_tok[l] = malloc((size_t)(max_rows_in > 0 ? max_rows_in : 1) * sizeof(int64_t));
+        x->src_counts[l] = calloc((size_t)x->P * (mine > 0 ? mine : 1), sizeof(int));
+        if (!x->in_rows[l] || !x->in_tok[l] || !x->src_counts[l])
+            goto oom;
+    }
+    return x;
+oom:
+    sy_seterr("exchange: out of memory");
+    sy_exchange_destroy(&x);
+    return NULL;
+}
+
+void sy_exchange_destroy(sy_exchange **px) {
+    sy_exchange *x = px ? *px : NULL;
+    if (!x)
+        return;
+    for (int l = 0; l < x->cfg.n_layers; l++) {
+        if (x->in_rows)
+            free(x->in_rows[l]);
+        if (x->in_tok)
+            free(x->in_tok[l]);
+        if (x->src_counts)
+            free(x->src_counts[l]);
+    }
+    if (x->send)
+        for (int q = 0; q < x->P; q++)
+            free(x->send[q]);
+    free(x->in_rows);
+    free(x->in_tok);
+    free(x->src_counts);
+    free(x->send);
+    free(x->send_cap);
+    free(x->out_rows);
+    free(x->dy_rows);
+    free(x);
+    *px = NULL;
+}
+
+static int run_a2a(sy_exchange *x, int layer, int phase, size_t *bytes, const void **recv, size_t *recv_bytes) {
+    void *send[256];
+    if (x->P > 256) {
+        sy_seterr("exchange: %d ranks per data group is more than supported (256)", x->P);
+        return -1;
+    }
+    for (int q = 0; q < x->P; q++) {
+        send[q] = x->send[q];
+        x->bytes_sent += q == x->p ? 0 : bytes[q];
+    }
+    double t0 = sy_now();
+    int rc = x->a2a(x->comm, (uint32_t)(layer * 4 + phase), send, bytes, recv, recv_bytes);
+    x->a2a_seconds += sy_now() - t0;
+    if (rc)
+        sy_err_prefix("layer %d %s", layer,
+                      phase == PH_FWD_DISPATCH   ? "dispatch"
+                      : phase == PH_FWD_COMBINE  ? "combine"
+                      : phase == PH_BWD_DISPATCH ? "backward dispatch"
+                                                 : "backward combine");
+    return rc;
+}
+
+/* first row of expert e in an expert-major packing with counts[E] */
+static size_t row_offset(const int *counts, int e) {
+    size_t r = 0;
+    for (int i = 0; i < e; i++)
+        r += counts[i];
+    return r;
+}
+
+/* Rows that came back from each owner q (its experts' slice of this rank's expert-major
+ * packing) go to their place in out. */
+static int unpack_from_owners(sy_exchange *x, int layer, const char *phase, const int *counts, const void **recv,
+                              const size_t *recv_bytes, float *out) {
+    const sy_mesh *m = x->mesh;
+    size_t rb = row_bytes(x);
+    for (int q = 0; q < x->P; q++) {
+        size_t off = row_offset(counts, m->e_begin[q]), rows = row_offset(counts, m->e_end[q]) - off;
+        if (recv_bytes[q] != rows * rb) {
+            sy_seterr("layer %d %s: %zu bytes from group index %d, expected %zu", layer, phase, recv_bytes[q], q,
+                      rows * rb);
+            return -1;
+        }
+        get_rows(x, out + off * x->cfg.d_model, recv[q], rows);
+    }
+    return 0;
+}
+
+/* Packs x->out_rows (this owner's experts' results, expert-major then by source) into
+ * one reply per source, each in the order that source sent its rows. */
+static int pack_for_sources(sy_exchange *x, int layer, const int *in_counts, size_t *bytes) {
+    const int *sc = x->src_counts[layer];
+    int mine = x->me - x->mb, C = x->cfg.d_model;
+    size_t rb = row_bytes(x);
+    for (int s = 0; s < x->P; s++) {
+        size_t rows_s = 0;
+        for (int j = 0; j < mine; j++)
+            rows_s += sc[s * mine + j];
+        if (reserve(x, s, rows_s * rb > 0 ? rows_s * rb : 1))
+            return -1;
+        size_t w = 0, base = 0;
+        for (int j = 0; j < mine; j++) {
+            size_t before_s = 0;
+            for (int ss = 0; ss < s; ss++)
+                before_s += sc[ss * mine + j];
+            size_t n = sc[s * mine + j];
+            put_rows(x, x->send[s] + w * rb, x->out_rows + (base + before_s) * C, n);
+            w += n;
+            base += in_counts[x->mb + j];
+        }
+        bytes[s] = rows_s * rb;
+    }
+    return 0;
+}
+
+static int ex_forward(void *ctx, const sy_pass *ps, int layer, const int *counts, const float *xrows,
+                      const int64_t *tok, float *y) {
+    sy_exchange *x = ctx;
+    const sy_mesh *m = x->mesh;
+    int C = x->cfg.d_model, E = x->cfg.n_experts, mine = x->me - x->mb;
+    size_t rb = row_bytes(x), bytes[256];
+    const void *recv[256];
+    size_t recv_bytes[256];
+    /* dispatch: to index q the rows of experts [e_begin[q], e_end[q]) with their counts and tokens */
+    for (int q = 0; q < x->P; q++) {
+        int eb = m->e_begin[q], ee = m->e_end[q];
+        size_t off = row_offset(counts, eb), rows = row_offset(counts, ee) - off;
+        size_t need = (size_t)(ee - eb) * 4 + rows * 8 + rows * rb;
+        if (reserve(x, q, need ? need : 1))
+            return -1;
+        uint8_t *b = x->send[q];
+        memcpy(b, counts + eb, (size_t)(ee - eb) * 4);
+        memcpy(b + (size_t)(ee - eb) * 4, tok + off, rows * 8);
+        put_rows(x, b + (size_t)(ee - eb) * 4 + rows * 8, xrows + off * C, rows);
+        bytes[q] = need;
+    }
+    if (run_a2a(x, layer, PH_FWD_DISPATCH, bytes, recv, recv_bytes))
+        return -1;
+    /* validate and gather what arrived: expert-major, then source */
+    int *sc = x->src_counts[layer];
+    int total = 0;
+    for (int s = 0; s < x->P; s++) {
+        size_t hdr = (size_t)mine * 4;
+        if (recv_bytes[s] < hdr) {
+            sy_seterr("layer %d dispatch: %zu bytes from group index %d, fewer than its %d counts", layer,
+                      recv_bytes[s], s, mine);
+            return -1;
+        }
+        /* a received frame may sit at any address (small ones live inside the message) */
+        const uint8_t *cb = recv[s];
+        size_t rows = 0;
+        for (int j = 0; j < mine; j++) {
+            int32_t cnt;
+            memcpy(&cnt, cb + 4 * (size_t)j, 4);
+            if (cnt < 0) {
+                sy_seterr("layer %d dispatch: negative count %d from group index %d", layer, cnt, s);
+                return -1;
+            }
+            sc[s * mine + j] = cnt;
+            rows += (size_t)cnt;
+        }
+        if (recv_bytes[s] != hdr + rows * 8 + rows * rb) {
+            sy_seterr("layer %d dispatch: %zu bytes from group index %d, expected %zu for %zu rows", layer,
+                      recv_bytes[s], s, hdr + rows * 8 + rows * rb, rows);
+            return -1;
+        }
+        total += (int)rows;
+    }
+    if (total > x->max_in) {
+        sy_seterr("layer %d dispatch: %d rows arrived, room for %d", layer, total, x->max_in);
+        return -1;
+    }
+    int in_counts[SY_MAX_EXPERTS];
+    if (E > SY_MAX_EXPERTS) {
+        sy_seterr("exchange: more than %d experts", SY_MAX_EXPERTS);
+        return -1;
+    }
+    memset(in_counts, 0, (size_t)E * sizeof(int));
+    float *in = x->in_rows[layer];
+    int64_t *itok = x->in_tok[layer];
+    size_t r = 0;
+    for (int j = 0; j < mine; j++) {
+        for (int s = 0; s < x->P; s++) {
+            const uint8_t *b = recv[s];
+            size_t before = 0, rows_s = 0;
+            for (int jj = 0; jj < mine; jj++) {
+                if (jj < j)
+                    before += sc[s * mine + jj];
+                rows_s += sc[s * mine + jj];
+            }
+            size_t n = sc[s * mine + j];
+            memcpy(itok + r, b + (size_t)mine * 4 + before * 8, n * 8);
+            get_rows(x, in + r * C, b + (size_t)mine * 4 + rows_s * 8 + before * rb, n);
+            r += n;
+        }
+        in_counts[x->mb + j] = 0;
+        for (int s = 0; s < x->P; s++)
+            in_counts[x->mb + j] += sc[s * mine + j];
+    }
+    if (sy_experts_forward(x->experts, ps, layer, in_counts, in, itok, x->out_rows))
+        return -1;
+    /* combine: each source gets its rows' outputs back in the order it sent them */
+    if (pack_for_sources(x, layer, in_counts, bytes))
+        return -1;
+    if (run_a2a(x, layer, PH_FWD_COMBINE, bytes, recv, recv_bytes))
+        return -1;
+    return unpack_from_owners(x, layer, "combine", counts, recv, recv_bytes, y);
+}
+
+static int ex_backward(void *ctx, const sy_pass *ps, int layer, const int *counts, const float *dy, float *dx) {
+    sy_exchange *x = ctx;
+    const sy_mesh *m = x->mesh;
+    int C = x->cfg.d_model, E = x->cfg.n_experts, mine = x->me - x->mb;
+    size_t rb = row_bytes(x), bytes[256];
+    const void *recv[256];
+    size_t recv_bytes[256];
+    for (int q = 0; q < x->P; q++) {
+        size_t off = row_offset(counts, m->e_begin[q]), rows = row_offset(counts, m->e_end[q]) - off;
+        if (reserve(x, q, rows * rb > 0 ? rows * rb : 1))
+            return -1;
+        put_rows(x, x->send[q], dy + off * C, rows);
+        bytes[q] = rows * rb;
+    }
+    if (run_a2a(x, layer, PH_BWD_DISPATCH, bytes, recv, recv_bytes))
+        return -1;
+    const int *sc = x->src_counts[layer];
+    int in_counts[1024];
+    memset(in_counts, 0, (size_t)E * sizeof(int));
+    for (int j = 0; j < mine; j++)
+        for (int s = 0; s < x->P; s++)
+            in_counts[x->mb + j] += sc[s * mine + j];
+    for (int s = 0; s < x->P; s++) {
+        size_t rows_s = 0;
+        for (int j = 0; j < mine; j++)
+            rows_s += sc[s * mine + j];
+        if (recv_bytes[s] != rows_s * rb) {
+            sy_seterr("layer %d backward dispatch: %zu bytes from group index %d, expected %zu", layer,
+                      recv_bytes[s], s, rows_s * rb);
+            return -1;
+        }
+    }
+    /* gather output gradients in the forward's (expert, source) order */
+    size_t r = 0;
+    for (int j = 0; j < mine; j++)
+        for (int s = 0; s < x->P; s++) {
+            size_t before = 0;
+            for (int jj = 0; jj < j; jj++)
+                before += sc[s * mine + jj];
+            size_t n = sc[s * mine + j];
+            get_rows(x, x->dy_rows + r * C, (const uint8_t *)recv[s] + before * rb, n);
+            r += n;
+        }
+    if (sy_experts_backward(x->experts, ps, layer, in_counts, x->dy_rows, x->out_rows))
+        return -1;
+    if (pack_for_sources(x, layer, in_counts, bytes))
+        return -1;
+    if (run_a2a(x, layer, PH_BWD_COMBINE, bytes, recv, recv_bytes))
+        return -1;
+    return unpack_from_owners(x, layer, "backward combine", counts, recv, recv_bytes, dx);
+}
+
+sy_expert_exchange sy_exchange_interface(sy_exchange *x) {
+    sy_expert_exchange e = {.ctx = x, .forward = ex_forward, .backward = ex_backward};
+    return e;
+}
+
+void sy_exchange_stats(sy_exchange *x, double *a2a_seconds, uint64_t *bytes_sent, int reset) {
+    if (a2a_seconds)
+        *a2a_seconds = x->a2a_seconds;
+    if (bytes_sent)
+        *bytes_sent = x->bytes_sent;
+    if (reset) {
+        x->a2a_seconds = 0;
+        x->bytes_sent = 0;
+    }
+}
