@@ -543,6 +543,7 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
     char reason[256] = "";
+    member *known = by_id(c, id);
     if (r->protocol_version != SWITCHYARD__VERSION__PROTOCOL_VERSION)
         snprintf(reason, sizeof reason, "protocol version %u, this coordinator speaks %d", r->protocol_version,
                  SWITCHYARD__VERSION__PROTOCOL_VERSION);
@@ -550,13 +551,13 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
         snprintf(reason, sizeof reason, "big-endian workers are not supported (tensors travel little-endian)");
     else if (!r->peer_endpoint || strncmp(r->peer_endpoint, "tcp://", 6))
         snprintf(reason, sizeof reason, "no usable peer endpoint ('%s')", r->peer_endpoint ? r->peer_endpoint : "");
-    else if (c->sec.zap && by_id(c, id) && strcmp(by_id(c, id)->key, key))
+    else if (c->sec.zap && known && strcmp(known->key, key))
         snprintf(reason, sizeof reason, "worker id '%s' belongs to another key", sy_esc_str(0, id));
-    else if (by_id(c, id) && by_id(c, id)->banned)
+    else if (known && known->banned)
         snprintf(reason, sizeof reason, "worker id '%s' was removed: it never finished admission", sy_esc_str(0, id));
-    else if (!by_id(c, id) && standby_count(c) >= c->sec.max_pending)
+    else if (!known && standby_count(c) >= c->sec.max_pending)
         snprintf(reason, sizeof reason, "%d workers already wait to join (--max-pending)", c->sec.max_pending);
-    else if (c->pool.n >= MAX_WORKERS && !by_id(c, id) && !free_slot(c))
+    else if (c->pool.n >= MAX_WORKERS && !known && !free_slot(c))
         snprintf(reason, sizeof reason, "the run already has %d workers", MAX_WORKERS);
     if (reason[0]) {
         sy_ratelog_warn(&c->sec.reject_log, "refusing worker %s: %s", id, reason);
@@ -566,7 +567,7 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
         sy_ctrl_send(c->router, id, strlen(id), &env, NULL, 0);
         return;
     }
-    member *mb = by_id(c, id);
+    member *mb = known;
     if (!mb) {
         /* a dead worker outside the mesh leaves its row to a newcomer when the table is full */
         mb = c->pool.n < MAX_WORKERS ? &c->pool.m[c->pool.n++] : free_slot(c);
