@@ -71,6 +71,12 @@ typedef struct {
     uint64_t seed;
     int64_t step;
     int64_t token0;        /* global index of the first token here (dropout and jitter draws) */
+    /* Called by the backward as soon as a part of the gradients is final (so a caller may
+     * start reducing it while the backward goes on): layer = n_layers for the head (normf,
+     * lm_head), l for layer l (its experts held here included), -1 for the embeddings,
+     * in that order. Non-zero fails the backward. NULL: no calls. */
+    int (*grads_final)(void *ctx, int layer);
+    void *grads_ctx;
 } sy_pass;
 
 /* Loss terms from the tokens here, already divided by the global denominators, so the
