@@ -33,7 +33,7 @@ int sy_stepper_local(sy_stepper *st, sy_mesh *mesh, sy_model *m, const sy_config
  * Backward makes gradients final in stages: the head (normf, lm_head), layer L-1, ...,
  * layer 0, the embeddings. A region (dense gradients: group 0; expert gradients: group 1)
  * is queued from its end downwards: at each stage the part above every parameter not yet
- * final goes once it holds SY_BUCKET_BYTES (all of what is left at the last stage). With
+ * final goes once it holds wire.bucket_bytes (all of what is left at the last stage). With
  * the layout's order (embeddings, layers 0..L-1, head; experts by layer) that is whole
  * layers as soon as they are done; another order would only overlap less. */
 
@@ -44,6 +44,7 @@ typedef struct {
     float *g;
     int regions;         /* 1: dense only; 2: the expert gradients too (replicated experts) */
     size_t lo[2], hi[2]; /* region r is [lo, hi) of the arena; [lo, hi[r]) not queued yet */
+    size_t bucket;       /* floats */
     uint32_t tag;
     int queued;
 } overlap;
@@ -66,7 +67,7 @@ static int overlap_queue(overlap *o, int stage) {
             if (p->offset + p->numel > bound)
                 bound = p->offset + p->numel;
         }
-        if (bound >= o->hi[r] || (stage >= 0 && (o->hi[r] - bound) * sizeof(float) < SY_BUCKET_BYTES))
+        if (bound >= o->hi[r] || (stage >= 0 && o->hi[r] - bound < o->bucket))
             continue;
         size_t base = r ? o->lay->dense_total : 0, end = r ? o->lay->total : o->lay->dense_total;
         if (o->c->part_start(o->c->ctx, r, o->g + base, end - base, bound - base, o->hi[r] - bound,
@@ -93,6 +94,7 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
                   .regions = replicated ? 2 : 1,
                   .lo = {0, lay->dense_total},
                   .hi = {lay->dense_total, lay->total},
+                  .bucket = (size_t)st->cfg->wire.bucket_bytes / sizeof(float),
                   .tag = 16};
     sy_pass ps = *pass;
     int overlapped = c->part_start && st->cfg->wire.overlap;

@@ -86,13 +86,12 @@ typedef struct {
  * out->loss, tokens and the compute, all-to-all and all-reduce times.
  *
  * With wire.overlap and a communicator that has parts (a worker), a bucket of
- * gradients (whole layers, at least SY_BUCKET_BYTES, the last one whatever is left) is
+ * gradients (whole layers, at least wire.bucket_bytes, the last one whatever is left) is
  * queued as soon as the backward has made it final (sy_pass.grads_final), so it travels
  * while the backward of the layers below runs; the step waits for the last bucket
  * before it returns. Buckets are parts of one all-reduce of the dense (and the expert)
  * gradients, so the gradients are bit for bit those of the serial all-reduce; the
  * all-reduce time is then what the step waited after the backward. */
-#define SY_BUCKET_BYTES (1u << 20)
 int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step_result *out);
 
 /* Runs training step `step` (0-based): draws this rank's rows from `train` (NULL: the
