@@ -72,10 +72,12 @@ typedef struct {
     int64_t step;
     int64_t token0;        /* global index of the first token here (dropout and jitter draws) */
     /* Called by the backward as soon as a part of the gradients is final (so a caller may
-     * start reducing it while the backward goes on): layer = n_layers for the head (normf,
-     * lm_head), l for layer l (its experts held here included), -1 for the embeddings,
-     * in that order. Non-zero fails the backward. NULL: no calls. */
-    int (*grads_final)(void *ctx, int layer);
+     * start reducing it while the backward goes on), with a stage, in this order:
+     * 2*n_layers: the head (normf, lm_head); 2l+1: layer l's feed-forward half (norm2,
+     * ffn.w1/w2 or the router, and its experts held here); 2l: layer l's attention half
+     * (norm1, attn.wqkv, attn.wo); -1: the embeddings. Non-zero fails the backward.
+     * NULL: no calls. */
+    int (*grads_final)(void *ctx, int stage);
     void *grads_ctx;
 } sy_pass;
 

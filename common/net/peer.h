@@ -49,7 +49,9 @@ int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint3
  * segments are those of the whole array, so the part ends with exactly the bits
  * sy_peer_allreduce over all count floats would give it (whatever the other parts are).
  * Parts of one array reduced one after another, in any grouping, therefore equal one
- * whole all-reduce bit for bit. tag must differ between parts of one step. */
+ * whole all-reduce bit for bit. tag must differ between parts of one step. (Two ranks in
+ * fp32 reduce the part as an array of its own: the sum of two floats does not depend on
+ * the order, and both links work at once.) */
 int sy_peer_allreduce_part(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, float *data,
                            size_t count, size_t off, size_t len, int bf16, size_t chunk_bytes);
 

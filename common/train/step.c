@@ -30,12 +30,12 @@ int sy_stepper_local(sy_stepper *st, sy_mesh *mesh, sy_model *m, const sy_config
 }
 
 /* ---------------------------------------------------------------- overlap
- * Backward makes gradients final in stages: the head (normf, lm_head), layer L-1, ...,
- * layer 0, the embeddings. A region (dense gradients: group 0; expert gradients: group 1)
+ * Backward makes gradients final in stages: the head (normf, lm_head), layer L-1's
+ * feed-forward half, its attention half, ..., layer 0's attention half, the embeddings. A region (dense gradients: group 0; expert gradients: group 1)
  * is queued from its end downwards: at each stage the part above every parameter not yet
  * final goes once it holds wire.bucket_bytes (all of what is left at the last stage). With
  * the layout's order (embeddings, layers 0..L-1, head; experts by layer) that is whole
- * layers as soon as they are done; another order would only overlap less. */
+ * half-layers as soon as they are done; another order would only overlap less. */
 
 typedef struct {
     const sy_comm *c;
@@ -49,11 +49,15 @@ typedef struct {
     int queued;
 } overlap;
 
-/* the stage at which parameter p's gradient is final: n_layers (head) .. -1 (embeddings) */
+/* the stage at which parameter p's gradient is final (sy_pass.grads_final): 2*n_layers
+ * (head), 2l+1 (layer l's feed-forward half), 2l (its attention half), -1 (embeddings) */
 static int param_stage(const sy_param *p, int n_layers) {
-    if (p->layer >= 0)
-        return p->layer;
-    return strcmp(p->name, "normf") && strcmp(p->name, "lm_head") ? -1 : n_layers;
+    if (p->layer >= 0) {
+        const char *dot = strrchr(p->name, '.');
+        int attn = strstr(p->name, ".attn.") || (dot && !strcmp(dot, ".norm1"));
+        return 2 * p->layer + !attn;
+    }
+    return strcmp(p->name, "normf") && strcmp(p->name, "lm_head") ? -1 : 2 * n_layers;
 }
 
 static int overlap_queue(overlap *o, int stage) {

@@ -86,7 +86,8 @@ typedef struct {
  * out->loss, tokens and the compute, all-to-all and all-reduce times.
  *
  * With wire.overlap and a communicator that has parts (a worker), a bucket of
- * gradients (whole layers, at least wire.bucket_bytes, the last one whatever is left) is
+ * gradients (whole half-layers, attention or feed-forward, at least wire.bucket_bytes; the last one
+ * whatever is left) is
  * queued as soon as the backward has made it final (sy_pass.grads_final), so it travels
  * while the backward of the layers below runs; the step waits for the last bucket
  * before it returns. Buckets are parts of one all-reduce of the dense (and the expert)
