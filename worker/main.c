@@ -674,7 +674,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--port N] [--threads N]\n"
             "  Registers with the coordinator and trains. Data endpoint: tcp://ADDR:PORT (ADDR defaults to the\n"
-            "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n");
+            "  address this machine uses to reach the coordinator; PORT 0 = any free port). The gradient\n"
+            "  all-reduce thread (wire.overlap) binds PORT+1 (any free port when PORT is 0).\n");
 }
 
 static void send_ready(worker *w) {
@@ -774,9 +775,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
         goto out;
     }
-    snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", advertise); /* the overlap thread's own socket */
+    /* the overlap thread's own data socket: the next port after a pinned one (so a
+     * firewall opens PORT and PORT+1), else any */
+    if (port > 0)
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", advertise, port + 1);
+    else
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", advertise);
     if (!(w.reducer = sy_reducer_new(w.zctx, bind_ep))) {
-        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        fprintf(stderr, "switchyard-worker: the overlap thread's data socket (--port + 1): %s\n", sy_lasterr());
         goto out;
     }
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
