@@ -87,7 +87,14 @@ typedef struct {
 static int64_t g_fault_step = -1;
 static char g_fault_where[32];
 
+/* SWITCHYARD_OVERLAP_AB=1 (benchmarks only, bench/overlap.sh): the overlapped all-reduce
+ * on even steps only, the serial one on odd steps, so one run compares both under the
+ * same load (the bits are the same either way). */
+static int g_overlap_ab;
+
 static void fault_init(void) {
+    const char *ab = getenv("SWITCHYARD_OVERLAP_AB");
+    g_overlap_ab = ab && !strcmp(ab, "1");
     const char *f = getenv("SWITCHYARD_FAULT");
     long long st;
     if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
@@ -618,6 +625,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
+        w->stepper.comm.part_start = g_overlap_ab && c->step % 2 ? NULL : part_start_fn;
         rc = sy_step_run(&w->stepper, w->train, c->step, &res);
     }
     if (rc) {
