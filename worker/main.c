@@ -30,6 +30,7 @@
 #include "model.h"
 #include "model_load.h"
 #include "peer.h"
+#include "reducer.h"
 #include "model_io.h"
 #include "refcase.h"
 #include "run.h"
@@ -52,9 +53,11 @@ typedef struct {
     void *zctx, *ctrl;
     sy_heartbeat *hb;
     sy_peer *peer;
-    sy_zap *zap;            /* CURVE authentication of the data socket (NULL with --insecure) */
+    sy_zap *zap;            /* CURVE authentication of the data sockets (NULL with --insecure) */
+    sy_reducer *reducer;    /* the overlap thread's own peer sockets (wire.overlap) */
     char id[128], coordinator[256];
     char advertised[300];   /* the data endpoint peers connect to (may differ from the bound one) */
+    char reducer_advertised[300]; /* the same for the overlap thread's data socket */
     double gflops;
     int threads;
     /* assignment */
@@ -81,6 +84,8 @@ typedef struct {
     int *group_all, *group_data, *group_replicas;
     int n_data, n_replicas;
     int64_t last_step;
+    int reducer_ready;      /* the reducer is set up for this assignment's epoch */
+    int data_deadline_ms;
     double last_step_time;
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
     int data_failed;        /* this machine has no usable training data: leave the run */
@@ -95,7 +100,14 @@ typedef struct {
 static int64_t g_fault_step = -1;
 static char g_fault_where[32];
 
+/* SWITCHYARD_OVERLAP_AB=1 (benchmarks only, bench/overlap.sh): the overlapped all-reduce
+ * on even steps only, the serial one on odd steps, so one run compares both under the
+ * same load (the bits are the same either way). */
+static int g_overlap_ab;
+
 static void fault_init(void) {
+    const char *ab = getenv("SWITCHYARD_OVERLAP_AB");
+    g_overlap_ab = ab && !strcmp(ab, "1");
     const char *f = getenv("SWITCHYARD_FAULT");
     long long st;
     if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
@@ -127,6 +139,57 @@ static int allreduce_fn(void *comm, int group, float *data, size_t n, uint32_t t
     return sy_peer_allreduce(w->peer, members, cnt, w->last_step, 0x10000u | tag, data, n,
                              w->cfg.wire.dtype == SY_WIRE_BF16, (size_t)w->cfg.wire.chunk_bytes);
 }
+
+/* The overlapped all-reduce (common/net/reducer.h). The reducer's endpoints are not in
+ * the peer table: the first step of an assignment swaps them over the main peer, at the
+ * start of the step (the same point on every rank). */
+static int part_begin_fn(void *comm) {
+    worker *w = comm;
+    if (w->reducer_ready)
+        return 0;
+    int n = w->mesh.world;
+    void *send[256] = {0};
+    size_t sb[256] = {0}, rb[256];
+    const void *recv[256];
+    char *eps[256];
+    if (n > 256) {
+        sy_seterr("overlap: more than 256 workers");
+        return -1;
+    }
+    const char *mine = w->reducer_advertised;
+    for (int i = 0; i < n; i++) {
+        send[i] = (void *)mine;
+        sb[i] = strlen(mine) + 1;
+    }
+    int rc = sy_peer_alltoall(w->peer, w->group_all, n, w->last_step, 0x40000000u, send, sb, recv, rb);
+    if (rc)
+        return rc;
+    for (int i = 0; i < n; i++)
+        if (rb[i] < 2 || ((const char *)recv[i])[rb[i] - 1] != '\0') {
+            sy_seterr("overlap: rank %d sent no reducer endpoint", w->group_all[i]);
+            return -1;
+        } else {
+            eps[w->group_all[i]] = (char *)recv[i];
+        }
+    if ((rc = sy_reducer_setup(w->reducer, w->epoch, w->rank, n, eps, w->data_deadline_ms,
+                               sy_heartbeat_abort_flag(w->hb))))
+        return rc;
+    w->reducer_ready = 1;
+    return 0;
+}
+
+static int part_start_fn(void *comm, int group, float *data, size_t count, size_t off, size_t len, uint32_t tag) {
+    worker *w = comm;
+    fault_point(w->last_step, "allreduce");
+    const int *members = group == 0 ? w->group_all : w->group_replicas;
+    int cnt = group == 0 ? w->mesh.world : w->n_replicas;
+    return sy_reducer_start(w->reducer, members, cnt, w->last_step, tag, data, count, off, len,
+                            w->cfg.wire.dtype == SY_WIRE_BF16, (size_t)w->cfg.wire.chunk_bytes);
+}
+
+static int part_wait_fn(void *comm) { return sy_reducer_wait(((worker *)comm)->reducer); }
+
+static void part_cancel_fn(void *comm) { sy_reducer_cancel(((worker *)comm)->reducer); }
 
 static double a2a_seconds(void *ctx) {
     double s;
@@ -396,7 +459,14 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
                               .vel = w->vel,
                               .batch = w->batch,
                               .lang = w->lang,
-                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange},
+                              .comm = {.allreduce = allreduce_fn,
+                                       .ctx = w,
+                                       .a2a_seconds = a2a_seconds,
+                                       .a2a_ctx = w->exchange,
+                                       .part_begin = part_begin_fn,
+                                       .part_start = part_start_fn,
+                                       .part_wait = part_wait_fn,
+                                       .part_cancel = part_cancel_fn},
                               .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
@@ -423,10 +493,15 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
      * between two exchanges: 20 peer timeouts, at least a minute. */
     int data_deadline = w->cfg.cluster.timeout_ms * 20 > 60000 ? w->cfg.cluster.timeout_ms * 20 : 60000;
     /* data frames larger than this run's largest legal one drop the sender's connection */
-    sy_peer_set_limit(w->peer, sy_limit_data_bytes(mc, m->global_batch, T, w->cfg.wire.chunk_bytes));
+    int64_t limit = sy_limit_data_bytes(mc, m->global_batch, T, w->cfg.wire.chunk_bytes);
+    sy_peer_set_limit(w->peer, limit);
+    /* the overlap thread's socket admits the same keys (the same ZAP domain, "data") */
     if (sy_peer_set_keys(w->peer, a->peer_keys, a->n_peer_keys) ||
+        sy_reducer_set_keys(w->reducer, a->peer_keys, a->n_peer_keys, limit) ||
         sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
         return -1;
+    w->data_deadline_ms = data_deadline;
+    w->reducer_ready = 0;
     w->assigned = 1;
     w->last_step = a->start_step - 1;
     sy_info("rank %d of %d (data group %d, expert index %d: experts %d..%d), rows %d..%d, epoch %" PRIu64, w->rank,
@@ -589,10 +664,12 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     int rc;
     double t0 = sy_now();
     sy_peer_bytes_sent(w->peer, 1);
+    sy_reducer_bytes_sent(w->reducer, 1);
     if (w->job == SWITCHYARD__JOB__JOB_REFCHECK) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
+        w->stepper.comm.part_start = g_overlap_ab && c->step % 2 ? NULL : part_start_fn;
         rc = sy_step_run(&w->stepper, w->train, c->step, &res);
     }
     if (rc) {
@@ -629,7 +706,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.t_alltoall = res.t.alltoall;
     r.t_allreduce = res.t.allreduce;
     r.t_optimizer = res.t.optimizer;
-    r.bytes_sent = sy_peer_bytes_sent(w->peer, 0);
+    r.bytes_sent = sy_peer_bytes_sent(w->peer, 0) + sy_reducer_bytes_sent(w->reducer, 0);
     report_load(w, &r);
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REPORT;
@@ -653,7 +730,8 @@ static void usage(void) {
             "  --advertise defaults to the address this machine uses to reach the coordinator, and may be a host\n"
             "  name or an address behind NAT; --bind-data is the local address the socket binds (default: the\n"
             "  advertised address when --advertise is not given, all interfaces (0.0.0.0) when it is);\n"
-            "  --port fixes PORT (0 = any free port).\n%s",
+            "  --port fixes PORT (0 = any free port). The gradient all-reduce thread (wire.overlap) binds PORT+1\n"
+            "  (any free port when PORT is 0) at the same address and is advertised the same way.\n%s",
             sy_sec_usage());
 }
 
@@ -786,6 +864,21 @@ int main(int argc, char **argv) {
         sy_info("data endpoint %s is a loopback address: only workers on this machine can reach it (for a run "
                 "across machines give --advertise ADDR, or reach the coordinator by its network address)",
                 w.advertised);
+    /* the overlap thread's own data socket: the next port after a pinned one (so a
+     * firewall opens PORT and PORT+1), else any; bound and advertised like the main one */
+    if (port > 0)
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", bind_addr, port + 1);
+    else
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", bind_addr);
+    if (!(w.reducer = sy_reducer_new_secure(w.zctx, bind_ep, sy_sec_cert(), w.zap))) {
+        fprintf(stderr, "switchyard-worker: the overlap thread's data socket (--port + 1): %s\n", sy_lasterr());
+        code = 2;
+        goto out;
+    }
+    {
+        const char *bound = sy_reducer_endpoint(w.reducer), *colon = strrchr(bound, ':');
+        snprintf(w.reducer_advertised, sizeof w.reducer_advertised, "tcp://%s:%s", advertise, colon ? colon + 1 : "0");
+    }
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
@@ -927,6 +1020,7 @@ out:
     if (mon)
         zmq_close(mon);
     drop_assignment(&w);
+    sy_reducer_destroy(&w.reducer); /* its peer watches the heartbeat's abort flag */
     g_hb = NULL;
     sy_heartbeat_stop(&w.hb);
     sy_peer_destroy(&w.peer);
