@@ -218,6 +218,8 @@ int coord_rehome_leave_due(coord *c);
 int coord_rehome_join_allowed(const coord *c);
 /* A step completed: closes the figures of a recovery in progress. */
 void coord_rehome_step_done(coord *c);
+/* Standbys join at this checkpoint boundary (logged: a planned run replays it). */
+void coord_rehome_note_join(coord *c, int n);
 /* A failure goes back to the last checkpoint (counted, logged). */
 void coord_rehome_note_rollback(coord *c, const char *reason);
 /* Parses --leave STEP:RANK / --join-at STEP; -1 with a message. */

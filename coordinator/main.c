@@ -457,6 +457,7 @@ static void step_complete(coord *c) {
     if (saved && standby_count(c) > 0 && c->step < c->cfg.train.steps && coord_rehome_join_allowed(c)) {
         sy_info("checkpoint boundary: admitting %d waiting worker%s", standby_count(c),
                 standby_count(c) == 1 ? "" : "s");
+        coord_rehome_note_join(c, standby_count(c));
         c->phase = WAITING; /* the main loop re-plans with everyone alive */
         return;
     }

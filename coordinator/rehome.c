@@ -233,6 +233,10 @@ void coord_rehome_step_done(coord *c) {
     c->rh.died_at = 0;
 }
 
+void coord_rehome_note_join(coord *c, int n) {
+    log_line(c, "join", "\"step\": %" PRId64 ", \"joining\": %d, \"workers\": %d", c->step, n, c->plan.world + n);
+}
+
 void coord_rehome_note_rollback(coord *c, const char *reason) {
     if (c->phase != TRAINING) { /* a mesh still starting (a worker registering twice...): no step was running */
         c->rh_why[0] = 0;

@@ -80,6 +80,7 @@ typedef struct {
     int64_t pending_step;   /* a step prepared (gradients in place) but not committed; -1: none */
     sy_step_result pending; /* its lr and clip scale */
     double t_replica;
+    double t_commit;        /* seconds of the last commit (the optimizer) */
 } worker;
 
 /* ---------------------------------------------------------------- fault drills
@@ -234,6 +235,7 @@ static void commit_pending(worker *w, int64_t next) {
         return;
     if (w->pending_step == next - 1) {
         sy_step_commit(&w->stepper, w->pending_step, &w->pending);
+        w->t_commit = w->pending.t.optimizer;
         if (w->replica)
             sy_replica_commit(w->replica, w->pending_step, w->pending.lr, w->pending.clip_scale, &w->cfg.train);
         w->state_step = next;
@@ -698,7 +700,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.t_compute = res.t.compute;
     r.t_alltoall = res.t.alltoall;
     r.t_allreduce = res.t.allreduce;
-    r.t_optimizer = res.t.optimizer;
+    r.t_optimizer = w->job == SWITCHYARD__JOB__JOB_TRAIN ? w->t_commit : res.t.optimizer; /* the last commit's */
     r.bytes_sent = sy_peer_bytes_sent(w->peer, 0);
     r.replica_bytes = sy_replica_bytes_sent(w->replica, 1);
     r.replica_memory = sy_replica_memory(w->replica);
