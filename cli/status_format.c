@@ -245,6 +245,18 @@ static const char *fmt_rate(char *b, size_t n, double v) {
 }
 
 /* "0-3" for experts [begin, end), "3" for one, "-" for none. */
+static const char *fmt_bytes(char *b, size_t n, double v) {
+    if (v >= 1e9)
+        snprintf(b, n, "%.2f GB", v / 1e9);
+    else if (v >= 1e6)
+        snprintf(b, n, "%.1f MB", v / 1e6);
+    else if (v >= 1e3)
+        snprintf(b, n, "%.1f kB", v / 1e3);
+    else
+        snprintf(b, n, "%.0f B", v);
+    return b;
+}
+
 static const char *fmt_range(char *b, size_t n, uint32_t begin, uint32_t end) {
     if (end <= begin)
         snprintf(b, n, "-");
@@ -443,6 +455,21 @@ int sy_status_table(FILE *out, const Switchyard__StatusReply *r) {
         line_put(&l, ")");
     line_printf(&l, "  lr %s  grad norm %s", fmt_f(a, sizeof a, "%.3g", r->lr), fmt_f(b, sizeof b, "%.3g", r->grad_norm));
     line_emit(out, &l);
+
+    if (r->replica_every > 0 || r->rehomes || r->rollbacks) {
+        if (r->replica_every > 0)
+            line_printf(&l, "replicas every %u step%s (%s/step)", r->replica_every, r->replica_every == 1 ? "" : "s",
+                        fmt_bytes(a, sizeof a, (double)r->replica_bytes));
+        else
+            line_put(&l, "replicas off");
+        line_printf(&l, "  failures: %u re-homed, %u rolled back", r->rehomes, r->rollbacks);
+        line_emit(out, &l);
+        if (r->last_steps_lost >= 0) {
+            line_printf(&l, "last failure: %" PRId64 " step%s lost beyond the step in flight, next step %.2f s after it",
+                        r->last_steps_lost, r->last_steps_lost == 1 ? "" : "s", r->last_recovery_s);
+            line_emit(out, &l);
+        }
+    }
 
     if (r->checkpoint_step >= 0) {
         line_printf(&l, "checkpoint step %" PRId64 ", %s ago: ", r->checkpoint_step,
@@ -661,6 +688,13 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
     TOP(&t, "error", json_str(out, r->error));
     TOP(&t, "lr", json_num(out, r->lr));
     TOP(&t, "grad_norm", json_num(out, r->grad_norm));
+    TOP(&t, "rehomes", fprintf(out, "%u", r->rehomes));
+    TOP(&t, "rollbacks", fprintf(out, "%u", r->rollbacks));
+    TOP(&t, "last_steps_lost", fprintf(out, "%" PRId64, r->last_steps_lost));
+    TOP(&t, "last_recovery_s", json_num(out, r->last_recovery_s));
+    TOP(&t, "last_detect_s", json_num(out, r->last_detect_s));
+    TOP(&t, "replica_every", fprintf(out, "%u", r->replica_every));
+    TOP(&t, "replica_bytes", fprintf(out, "%" PRIu64, r->replica_bytes));
     fputs("\n}\n", out);
     return ferror(out) ? -1 : 0;
 }
@@ -782,6 +816,19 @@ int sy_status_prom(FILE *out, const Switchyard__StatusReply *r) {
     prom_sample(out, "switchyard_step_seconds", ph_r, 1, r->allreduce_s);
     prom_scalar(out, "switchyard_learning_rate", "gauge", "Learning rate of the last step.", r->lr);
     prom_scalar(out, "switchyard_grad_norm", "gauge", "Global gradient norm of the last step.", r->grad_norm);
+    prom_scalar(out, "switchyard_rehomes_total", "counter",
+                "Worker losses recovered from buddy replicas, without a rollback.", r->rehomes);
+    prom_scalar(out, "switchyard_rollbacks_total", "counter", "Failures that went back to a checkpoint.",
+                r->rollbacks);
+    prom_scalar(out, "switchyard_last_failure_steps_lost", "gauge",
+                "Steps redone beyond the step in flight by the last failure; -1 before any.",
+                (double)r->last_steps_lost);
+    prom_scalar(out, "switchyard_last_failure_recovery_seconds", "gauge",
+                "Last failure: seconds from the death to the next completed step.", r->last_recovery_s);
+    prom_scalar(out, "switchyard_replica_every_steps", "gauge", "cluster.replica_every (0: replicas off).",
+                r->replica_every);
+    prom_scalar(out, "switchyard_replica_bytes", "gauge", "Buddy-replica bytes sent by all ranks in the last step.",
+                (double)r->replica_bytes);
     prom_scalar(out, "switchyard_uptime_seconds_total", "counter", "Seconds since the coordinator started.",
                 r->uptime_s);
     prom_scalar(out, "switchyard_world_size", "gauge", "Workers in the current mesh.", r->world);

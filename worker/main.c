@@ -460,6 +460,13 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
             buddy[r] = a->buddy[r] >= 0 && a->buddy[r] < m->world ? a->buddy[r] : -1;
         if (!(w->replica = sy_replica_new(mc, m, w->rank, buddy, lay, replica_a2a, w)))
             return -1;
+        sy_info("replicas: rank %d keeps its experts, %d rank%s keep%s theirs here (%.1f MB); %.1f MB of expert "
+                "%s go to the buddy %s",
+                buddy[w->rank], sy_replica_wards(w->replica), sy_replica_wards(w->replica) == 1 ? "" : "s",
+                sy_replica_wards(w->replica) == 1 ? "s" : "", sy_replica_memory(w->replica) / 1e6,
+                (lay->total - lay->dense_total) * sizeof(float) / 1e6,
+                w->replica_every == 1 ? "gradients" : "state (x3)",
+                w->replica_every == 1 ? "every step" : "every replica_every steps");
     }
     sy_heartbeat_set_timing(w->hb, w->cfg.cluster.heartbeat_ms, w->cfg.cluster.timeout_ms);
     sy_heartbeat_clear_abort(w->hb, w->epoch);
