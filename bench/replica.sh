@@ -17,11 +17,13 @@ for i in $(seq 1 "$pairs"); do
     /usr/bin/time -f %M -o "$d.rss" "$BIN/switchyard" up configs/bench.yaml --workers 2 --fresh \
       --set train.steps="$steps" --set checkpoint.dir="$d" --set checkpoint.every=0 --set train.eval_batches=1 \
       --set cluster.replica_every=$k > "$d.log" 2>&1 || { tail -20 "$d.log"; exit 1; }
-    t=$(python3 -c '
+    t=$(python3 - "$d/run_log.jsonl" <<'PY'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if "\"tokens_per_s\"" in l]
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
 rows = rows[3:] or rows
-print(f"{statistics.median(r[\"tokens_per_s\"] for r in rows):.0f}")' "$d/run_log.jsonl")
+print("%.0f" % statistics.median(r["tokens_per_s"] for r in rows))
+PY
+)
     tps[$k]="${tps[$k]:-} $t"
     rss[$k]="${rss[$k]:-} $(tail -1 "$d.rss")"
     echo "run $i, replica_every $k: $t tokens/s, peak RSS $(($(tail -1 "$d.rss") / 1024)) MB" >&2

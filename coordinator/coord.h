@@ -123,6 +123,9 @@ typedef struct {
     int failed_rank, planned;
     uint64_t replica_bytes, replica_memory; /* the last step's, summed over ranks */
     FILE *log;                 /* membership.jsonl in the run directory */
+    int grow;                  /* the assignments being sent grow the mesh (handover) */
+    int prev_world;
+    uint32_t prev_begin[MAX_WORKERS], prev_end[MAX_WORKERS];
 } coord_rehome;
 
 /* Recent events for `switchyard status`. */
@@ -214,6 +217,10 @@ void coord_rehome_buddies(coord *c);
 int coord_rehome_try(coord *c, int dead, double died_at, const char *reason);
 /* At a step boundary: a planned shrink (--leave) due at c->step is started; returns 1. */
 int coord_rehome_leave_due(coord *c);
+/* At a step boundary: admits the standbys into a grown mesh whose experts come from the
+ * live workers over the network (no checkpoint read, no rollback). 0: started; -1: not
+ * possible here (several data groups...): they join at a checkpoint boundary. */
+int coord_rehome_grow(coord *c);
 /* Whether standbys may join at this boundary (--join-at restricts it). */
 int coord_rehome_join_allowed(const coord *c);
 /* A step completed: closes the figures of a recovery in progress. */

@@ -210,6 +210,13 @@ int coord_send_assignments(coord *c, int rehome) {
         a.rehome = rehome;
         a.n_buddy = (size_t)W;
         a.buddy = c->rh.buddy;
+        a.grow = rehome && c->rh.grow;
+        if (a.grow) {
+            a.prev_world = (uint32_t)c->rh.prev_world;
+            a.n_prev_expert_begin = a.n_prev_expert_end = (size_t)c->rh.prev_world;
+            a.prev_expert_begin = c->rh.prev_begin;
+            a.prev_expert_end = c->rh.prev_end;
+        }
         Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
         env.assignment = &a;
@@ -454,6 +461,9 @@ static void step_complete(coord *c) {
         send_save_cmd(c, 1);
         return;
     }
+    if (standby_count(c) > 0 && c->step < c->cfg.train.steps && coord_rehome_join_allowed(c) &&
+        coord_rehome_grow(c) == 0)
+        return; /* the joiners get their state from the live workers; the step follows once all are ready */
     if (saved && standby_count(c) > 0 && c->step < c->cfg.train.steps && coord_rehome_join_allowed(c)) {
         sy_info("checkpoint boundary: admitting %d waiting worker%s", standby_count(c),
                 standby_count(c) == 1 ? "" : "s");

@@ -204,6 +204,64 @@ int coord_rehome_leave_due(coord *c) {
     return 0;
 }
 
+int coord_rehome_grow(coord *c) {
+    int W = c->plan.world, n = 0, members[MAX_WORKERS];
+    double gf[MAX_WORKERS];
+    if (c->ref.on || c->plan.mesh.dp != 1 || c->phase != TRAINING)
+        return -1;
+    for (int r = 0; r < W; r++)
+        members[r] = c->plan.rank_member[r];
+    for (int i = 0; i < c->pool.n && W + n < MAX_WORKERS; i++)
+        if (c->pool.m[i].alive && c->pool.m[i].rank < 0)
+            members[W + n++] = i;
+    int W2 = W + n;
+    if (n == 0 || W2 > c->plan.mesh.n_experts)
+        return -1; /* a mesh of several data groups: admitted at a checkpoint boundary */
+    for (int r = 0; r < W2; r++)
+        gf[r] = c->pool.m[members[r]].gflops;
+    sy_mesh nm;
+    if (sy_mesh_plan(&nm, W2, c->plan.mesh.n_experts, c->plan.mesh.global_batch,
+                     c->cfg.cluster.balance_by_speed ? gf : NULL, 2.0))
+        return -1;
+    if (nm.dp != 1) {
+        sy_mesh_free(&nm);
+        return -1;
+    }
+    c->rh.prev_world = W;
+    for (int r = 0; r < W; r++) {
+        c->rh.prev_begin[r] = (uint32_t)c->plan.mesh.e_begin[r];
+        c->rh.prev_end[r] = (uint32_t)c->plan.mesh.e_end[r];
+    }
+    sy_info("admitting %d waiting worker%s at step %" PRId64 ": the experts of the new shares come from the live "
+            "workers (no checkpoint read)",
+            n, n == 1 ? "" : "s", c->step);
+    coord_rehome_note_join(c, n);
+    for (int i = 0; i < c->pool.n; i++) {
+        c->pool.m[i].rank = -1;
+        c->pool.m[i].ready = c->pool.m[i].reported = c->pool.m[i].saved = 0;
+    }
+    for (int r = 0; r < W2; r++) {
+        c->plan.rank_member[r] = members[r];
+        c->pool.m[members[r]].rank = r;
+    }
+    sy_mesh_free(&c->plan.mesh);
+    c->plan.mesh = nm;
+    c->plan.world = W2;
+    c->epoch++;
+    sy_info("epoch %" PRIu64 ": mesh of %d workers = 1 data group x %d expert ranks (grown at a step boundary)",
+            c->epoch, W2, W2);
+    sy_coord_event(c, "%d worker%s joined at step %lld (state from the live workers)", n, n == 1 ? "" : "s",
+                   (long long)c->step);
+    c->rh.grow = 1;
+    int rc = coord_send_assignments(c, 1);
+    c->rh.grow = 0;
+    if (rc) {
+        sy_error("growing the mesh: %s", sy_lasterr());
+        return -1;
+    }
+    return 0;
+}
+
 int coord_rehome_join_allowed(const coord *c) {
     if (c->rh.n_join == 0)
         return 1;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The re-homing drill of issue 14: a 3-worker run in which one worker at a time is
 # SIGKILLed at a random moment (SY_KILLS times, 3 by default; the `heavy` ctest label
-# runs the issue's 10) and a fresh worker is started, which joins at the next checkpoint.
+# runs the issue's 10) and a fresh worker is started, which joins at the next step boundary
+# with its state from the live workers (worker/handover.h).
 # Every death must be re-homed from the replicas (no rollback: membership.jsonl has no
 # rollback event and every recovery lost 0 steps beyond the step in flight), and the
 # final weights must equal, bit for bit, a run that made the same changes by plan: the
@@ -39,7 +40,7 @@ cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
 train: {steps: 1000000, batch_size: 6, seq_len: 16, lr: 0.003, schedule: constant, warmup_steps: 2, log_every: 100, eval_every: 0, eval_batches: 1, threads: 1}
 data: {dir: $tmp/data}
-checkpoint: {every: 10, keep: 3}
+checkpoint: {every: 50, keep: 3}
 cluster: {heartbeat_ms: 200, timeout_ms: 1000, balance_by_speed: false, replica_every: 1}
 YAML
 
@@ -77,6 +78,8 @@ check "the drill stopped cleanly with a checkpoint (rc $rc: 130 = stopped by sig
 check "$kills deaths, $kills re-homed" '[ "$(count "\"event\": \"rehome\"" "$mem")" -eq "$kills" ]'
 check "no rollback, no checkpoint read after the start" \
   '[ "$(count "\"event\": \"rollback\"" "$mem")" -eq 0 ] && ! grep -q "resuming from" "$tmp/drill.log"'
+check "every fresh worker joined at a step boundary with its state from the live workers" \
+  '[ "$(count "waiting worker at step .*(no checkpoint read)" "$tmp/drill.log")" -eq "$kills" ]'
 check "every recovery lost 0 steps beyond the step in flight" \
   '[ "$(grep "\"event\": \"recovered\"" "$mem" | grep -vc "\"steps_lost\": 0,")" -eq 0 ]'
 secs=$(grep '"event": "recovered"' "$mem" | grep -oE '"recovery_s": [0-9.]+' | awk '{print $2}' | sort -n | tr '\n' ' ')

@@ -29,6 +29,7 @@
 #include "peer.h"
 #include "model_io.h"
 #include "refcase.h"
+#include "handover.h"
 #include "replica.h"
 #include "run.h"
 #include "step.h"
@@ -37,6 +38,14 @@ enum { ST_REGISTERING = 0, ST_SETUP = 1, ST_READY = 2, ST_STEP = 3, ST_SAVING = 
 
 static volatile sig_atomic_t g_signal;
 static void on_signal(int sig) { g_signal = sig; }
+
+/* What a re-homing assignment keeps of the previous one: the model and moments of this
+ * rank and the replicas it kept. */
+typedef struct {
+    sy_model *model;
+    float *mom, *vel;
+    sy_replica *replica;
+} kept_state;
 
 typedef struct {
     /* process */
@@ -81,7 +90,14 @@ typedef struct {
     sy_step_result pending; /* its lr and clip scale */
     double t_replica;
     double t_commit;        /* seconds of the last commit (the optimizer) */
+    /* a grown mesh (handover.h): the previous state, handed over at the first step */
+    int handover_pending;
+    kept_state kept;
+    int prev_world;
+    int *prev_begin, *prev_end;
 } worker;
+
+static void kept_free(kept_state *k);
 
 /* ---------------------------------------------------------------- fault drills
  * SWITCHYARD_FAULT="kill@STEP:WHERE" makes this worker SIGKILL itself at step STEP, at
@@ -200,6 +216,11 @@ static int local_addr_towards(const char *endpoint, char *out, size_t n) {
 
 static void drop_assignment(worker *w) {
     sy_replica_destroy(&w->replica);
+    kept_free(&w->kept);
+    w->handover_pending = 0;
+    free(w->prev_begin);
+    free(w->prev_end);
+    w->prev_begin = w->prev_end = NULL;
     w->pending_step = -1;
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
@@ -245,13 +266,6 @@ static void commit_pending(worker *w, int64_t next) {
     w->pending_step = -1;
 }
 
-/* What a re-homing assignment keeps of the previous one: the model and moments of this
- * rank and the replicas it kept. */
-typedef struct {
-    sy_model *model;
-    float *mom, *vel;
-    sy_replica *replica;
-} kept_state;
 
 static void kept_free(kept_state *k) {
     sy_model_destroy(&k->model);
@@ -289,11 +303,37 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
 
 static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
     kept_state kept = {0};
-    if (a->rehome && keep_state(w, a, &kept))
+    int joiner = a->grow && a->rank >= a->prev_world;
+    if (a->rehome && !joiner && keep_state(w, a, &kept))
         return -1;
-    int rc = apply_assignment_state(w, a, a->rehome ? &kept : NULL);
-    kept_free(&kept);
-    return rc;
+    if (!a->grow) {
+        int rc = apply_assignment_state(w, a, a->rehome ? &kept : NULL);
+        kept_free(&kept);
+        return rc;
+    }
+    /* a grown mesh: the model starts empty; the first step hands the state over */
+    if (a->prev_world < 1 || a->n_prev_expert_begin != a->prev_world || a->n_prev_expert_end != a->prev_world ||
+        apply_assignment_state(w, a, NULL)) {
+        if (!a->prev_world || a->n_prev_expert_begin != a->prev_world)
+            sy_seterr("assignment: a grown mesh without the previous mesh's experts");
+        kept_free(&kept);
+        return -1;
+    }
+    w->kept = kept;
+    w->prev_world = (int)a->prev_world;
+    w->prev_begin = calloc(a->prev_world, sizeof(int));
+    w->prev_end = calloc(a->prev_world, sizeof(int));
+    if (!w->prev_begin || !w->prev_end) {
+        sy_seterr("assignment: out of memory");
+        return -1;
+    }
+    for (uint32_t o = 0; o < a->prev_world; o++) {
+        w->prev_begin[o] = (int)a->prev_expert_begin[o];
+        w->prev_end[o] = (int)a->prev_expert_end[o];
+    }
+    w->handover_pending = 1;
+    w->state_step = -1; /* until the handover */
+    return 0;
 }
 
 static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, kept_state *kept) {
@@ -632,6 +672,19 @@ static void report_load(worker *w, Switchyard__StepReport *r) {
 static int train_step(worker *w, int64_t step, sy_step_result *res) {
     int rc;
     w->t_replica = 0;
+    if (w->handover_pending) {
+        double t0 = sy_now();
+        sy_handover_prev prev = {.prev_world = w->prev_world, .prev_begin = w->prev_begin, .prev_end = w->prev_end};
+        const kept_state *k = &w->kept;
+        if ((rc = sy_handover(&w->cfg.model, &w->mesh, w->rank, &prev, k->model ? sy_model_layout(k->model) : NULL,
+                              k->model ? sy_model_params(k->model) : NULL, k->mom, k->vel, sy_model_layout(w->model),
+                              sy_model_params(w->model), w->mom, w->vel, replica_a2a, w, step)))
+            return rc;
+        kept_free(&w->kept);
+        w->handover_pending = 0;
+        w->state_step = step;
+        sy_info("state handed over for step %" PRId64 " in %.3f s (no checkpoint read)", step, sy_now() - t0);
+    }
     if (w->replica && (!w->replica_synced || (w->replica_every > 1 && step % w->replica_every == 0))) {
         double t0 = sy_now();
         if ((rc = sy_replica_sync(w->replica, step, sy_model_params(w->model), w->mom, w->vel)))
