@@ -62,6 +62,7 @@ typedef struct {
     double t_compute, t_a2a, t_ar, t_opt;  /* summed over ranks */
     uint64_t tokens, bytes_sent;
     uint64_t replica_bytes, replica_memory; /* summed over ranks */
+    double t_replica;                       /* summed over ranks */
     double started, time;
 } coord_step;
 
@@ -123,6 +124,8 @@ typedef struct {
     int failed_rank, planned;
     uint64_t replica_bytes, replica_memory; /* the last step's, summed over ranks */
     FILE *log;                 /* membership.jsonl in the run directory */
+    double t_replica_sum;      /* the ranks' mean seconds in replica transfers, summed over steps */
+    int64_t replica_steps;
     int grow;                  /* the assignments being sent grow the mesh (handover) */
     int prev_world;
     uint32_t prev_begin[MAX_WORKERS], prev_end[MAX_WORKERS];
@@ -227,6 +230,8 @@ int coord_rehome_join_allowed(const coord *c);
 void coord_rehome_step_done(coord *c);
 /* Standbys join at this checkpoint boundary (logged: a planned run replays it). */
 void coord_rehome_note_join(coord *c, int n);
+/* The end of the run: what the replicas cost (logged). */
+void coord_rehome_summary(coord *c);
 /* A failure goes back to the last checkpoint (counted, logged). */
 void coord_rehome_note_rollback(coord *c, const char *reason);
 /* Parses --leave STEP:RANK / --join-at STEP; -1 with a message. */

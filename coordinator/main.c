@@ -362,6 +362,7 @@ static void finish_run(coord *c, double val) {
             "in %s",
             c->step, c->books.t_trained - c->books.t_start, c->plan.world, c->plan.world == 1 ? "" : "s", val, dir);
     sy_expert_load_print(&c->books.load, &c->cfg.model, stdout);
+    coord_rehome_summary(c);
     c->phase = DONE;
 }
 
@@ -596,6 +597,7 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
     c->cur.bytes_sent += r->bytes_sent;
     c->cur.replica_bytes += r->replica_bytes;
     c->cur.replica_memory += r->replica_memory;
+    c->cur.t_replica += r->t_replica;
     sy_expert_load *ld = &c->books.load;
     size_t n = sy_expert_load_count(ld);
     if (ld->wanted && r->n_expert_wanted == n && r->n_expert_kept == n) {

@@ -28,7 +28,14 @@
 
 #include "coord.h"
 
-static int alive_rank(const coord *c, int r) { return c->pool.m[c->plan.rank_member[r]].alive; }
+/* Whether rank r is alive and heard from lately: a rank that has been silent for half the
+ * timeout (heartbeats come every heartbeat_ms whatever the step does) died with the one
+ * being handled, even if its own timeout has not run out yet. */
+static int alive_rank(const coord *c, int r) {
+    const member *mb = &c->pool.m[c->plan.rank_member[r]];
+    double lim = c->cfg.cluster.timeout_ms / 2000.0, hb = 2 * c->cfg.cluster.heartbeat_ms / 1000.0;
+    return mb->alive && sy_now() - mb->last_seen <= (lim > hb ? lim : hb);
+}
 
 static const char *host_of(const coord *c, int r) { return c->pool.m[c->plan.rank_member[r]].host; }
 
@@ -276,6 +283,10 @@ void coord_rehome_step_done(coord *c) {
         return; /* a checkpoint, not a step */
     c->rh.replica_bytes = c->cur.replica_bytes;
     c->rh.replica_memory = c->cur.replica_memory;
+    if (c->plan.world > 0 && c->cur.replica_bytes > 0) {
+        c->rh.t_replica_sum += c->cur.t_replica / c->plan.world;
+        c->rh.replica_steps++;
+    }
     if (!(c->rh.died_at > 0))
         return;
     double now = sy_now();
@@ -289,6 +300,14 @@ void coord_rehome_step_done(coord *c) {
              "\"step\": %" PRId64 ", \"steps_lost\": %" PRId64 ", \"recovery_s\": %.3f, \"detect_s\": %.3f, \"workers\": %d",
              c->step + 1, c->rh.last_lost, c->rh.last_recovery, c->rh.last_detect, c->plan.world);
     c->rh.died_at = 0;
+}
+
+void coord_rehome_summary(coord *c) {
+    if (c->rh.replica_steps > 0)
+        sy_info("replicas: %.1f ms per step per worker in replica transfers (mean of %" PRId64 " steps); last step %.1f "
+                "MB sent, %.1f MB of replica state kept (all workers)",
+                1e3 * c->rh.t_replica_sum / c->rh.replica_steps, c->rh.replica_steps, c->rh.replica_bytes / 1e6,
+                c->rh.replica_memory / 1e6);
 }
 
 void coord_rehome_note_join(coord *c, int n) {

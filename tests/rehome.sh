@@ -79,6 +79,24 @@ check "a rollback does not give the planned shrink's bits" \
   '! "$bin/switchyard" ckpt diff "$tmp/roll/step-00000040" "$tmp/palltoall/step-00000040" --tol 0 > /dev/null'
 check "the rollback is counted with its lost steps" '[ "$(field roll rollback steps_lost)" = 3 ]'
 
+# two workers that keep each other's experts die together: both copies of rank 0's experts
+# are gone, so the run goes back to the checkpoint and names them. Workers start one at a
+# time so that ranks follow the order they registered in.
+port=$(free_port); sport=$(free_port)
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+  --start-workers 3 --min-workers 1 --set checkpoint.dir="$tmp/both" > "$tmp/both.log" 2>&1 &
+cpid=$!; pids+=("$cpid")
+for i in 1 2 3; do
+  fault=""; [ $i -le 2 ] && fault="kill@23:alltoall"
+  SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/both.w$i" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 100); do grep -q "joined from.*; $i of" "$tmp/both.log" && break; sleep 0.1; done
+done
+for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+rc=0; wait "$cpid" 2>/dev/null || rc=$?
+check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
+  '[ $rc -eq 0 ] && grep -q "rolling back to step 20 because experts 0..0 lost both copies (rank 0 and its buddy rank 1" "$tmp/both.log" && [ -d "$tmp/both/step-00000040" ]'
+
 [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -12; done
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

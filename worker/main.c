@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -1002,7 +1003,10 @@ int main(int argc, char **argv) {
         sy_info("signal %d: leaving", (int)g_signal);
         code = 0;
     }
-out:
+out:;
+    struct rusage ru;
+    if (!getrusage(RUSAGE_SELF, &ru))
+        sy_info("peak RSS %.1f MB", ru.ru_maxrss / 1024.0);
     drop_assignment(&w);
     sy_heartbeat_stop(&w.hb);
     sy_peer_destroy(&w.peer);
