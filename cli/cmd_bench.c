@@ -8,6 +8,7 @@
  *       and bus bandwidth as NCCL-tests define them.
  * Local multi-worker training throughput is measured with `switchyard up` (bench/). */
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -18,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
+
+#include <jansson.h>
 
 #include "blas_setup.h"
 #include "commands.h"
@@ -50,23 +53,54 @@ static long peak_rss_bytes(void) {
 
 /* ---------------------------------------------------------------- model */
 
+/* v rounded to `decimals` places: the precision the figures are measured to. */
+static double rnd(double v, int decimals) {
+    double k = pow(10, decimals);
+    return round(v * k) / k;
+}
+
+/* Prints a result object (built with json_pack) as one line of JSON and frees it.
+ * jansson escapes the strings: a config path may hold quotes or backslashes. */
+static int print_json(json_t *o, json_error_t *err) {
+    if (!o) {
+        fprintf(stderr, "bench: cannot build the JSON result: %s\n", err->text);
+        return -1;
+    }
+    int rc = json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    json_decref(o);
+    if (rc == 0)
+        putchar('\n');
+    return rc;
+}
+
 static int bench_model(int argc, char **argv) {
     const char *path = NULL;
     int steps = 10, warmup = 2, json = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--steps") && i + 1 < argc)
-            steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
-            warmup = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (argv[i][0] == '-' || path) {
+    enum { OPT_STEPS = 256, OPT_WARMUP, OPT_THREADS, OPT_JSON };
+    static const struct option longopts[] = {
+        {"steps", required_argument, NULL, OPT_STEPS},     {"warmup", required_argument, NULL, OPT_WARMUP},
+        {"threads", required_argument, NULL, OPT_THREADS}, {"json", no_argument, NULL, OPT_JSON},
+        {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan */
+    opterr = 0; /* our own messages */
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_STEPS: steps = atoi(optarg); break;
+        case OPT_WARMUP: warmup = atoi(optarg); break;
+        case OPT_THREADS: threads = atoi(optarg); break;
+        case OPT_JSON: json = 1; break;
+        default: /* an unknown option, or one without its value */
+            fprintf(stderr, "bench: unexpected argument '%s'\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (path) {
             fprintf(stderr, "bench: unexpected argument '%s'\n", argv[i]);
             return 2;
-        } else
-            path = argv[i];
+        }
+        path = argv[i];
     }
     if (steps < 1 || warmup < 0) {
         fprintf(stderr, "bench: --steps must be >= 1 and --warmup >= 0\n");
@@ -146,15 +180,46 @@ static int bench_model(int argc, char **argv) {
     size_t need = wbytes * 4 /* weights, grads, two moments */ + acts;
     long rss = peak_rss_bytes();
     double n = steps;
+    int rc = 0;
+    size_t nparams = 0; /* trainable numbers, without the arena's alignment padding */
+    for (int i = 0; i < lay->n_params; i++)
+        nparams += lay->params[i].numel;
     if (json) {
-        printf("{\"mode\":\"single\",\"config\":\"%s\",\"threads\":%d,\"kernel\":\"%s\",\"batch\":%d,\"seq\":%d,"
-               "\"steps\":%d,\"tokens_per_s\":%.1f,\"step_ms\":%.2f,\"forward_ms\":%.2f,\"backward_ms\":%.2f,"
-               "\"router_ms\":%.2f,\"experts_ms\":%.2f,\"alltoall_ms\":0,\"allreduce_ms\":0,\"optimizer_ms\":%.2f,"
-               "\"flops_per_token\":%.0f,\"achieved_gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,\"mfu\":%.4f,"
-               "\"peak_rss_bytes\":%ld,\"model_bytes\":%zu,\"rss_ratio\":%.3f,\"bytes_sent_per_step\":0}\n",
-               path ? path : def, sy_blas_threads(), sy_blas_kernel(), B, T, steps, tps, med * 1e3,
-               acc.forward / n * 1e3, acc.backward / n * 1e3, acc.router / n * 1e3, acc.experts / n * 1e3,
-               t_opt / n * 1e3, fpt, flops / 1e9, peak, flops / 1e9 / peak, rss, need, (double)rss / need);
+        json_error_t jerr;
+        json_t *o = json_pack_ex(
+            &jerr, 0,
+            "{s:s, s:s, s:i, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:i, s:f, s:I, s:f, s:f, s:f,"
+            " s:I, s:I, s:f, s:i}",
+            "mode", "single", "config", path ? path : def, "threads", sy_blas_threads(), "kernel", sy_blas_kernel(),
+            "batch", B, "seq", T, "steps", steps, "tokens_per_s", rnd(tps, 1), "step_ms", rnd(med * 1e3, 2),
+            "forward_ms", rnd(acc.forward / n * 1e3, 2), "backward_ms", rnd(acc.backward / n * 1e3, 2), "router_ms",
+            rnd(acc.router / n * 1e3, 2), "experts_ms", rnd(acc.experts / n * 1e3, 2), "alltoall_ms", 0,
+            "allreduce_ms", 0, "optimizer_ms", rnd(t_opt / n * 1e3, 2), "flops_per_token", (json_int_t)llround(fpt),
+            "achieved_gflops", rnd(flops / 1e9, 2), "sgemm_peak_gflops", rnd(peak, 2), "mfu",
+            rnd(flops / 1e9 / peak, 4), "peak_rss_bytes", (json_int_t)rss, "model_bytes", (json_int_t)need,
+            "rss_ratio", rnd((double)rss / need, 3), "bytes_sent_per_step", 0);
+        /* the model and its training settings: the PyTorch peer (bench/torch_model.py --like)
+         * builds the same model from this line */
+        const sy_model_cfg *mc = &cfg.model;
+        json_t *model = json_pack_ex(
+            &jerr, 0,
+            "{s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I}",
+            "params", (json_int_t)nparams, "vocab", mc->vocab, "d_model", mc->d_model, "n_layers", mc->n_layers,
+            "n_heads", mc->n_heads, "d_ff", mc->d_ff, "n_experts", mc->n_experts, "switch_every", mc->switch_every,
+            "model_seq_len", mc->seq_len, "top_k", mc->top_k, "capacity_factor", (double)mc->capacity_factor,
+            "aux_loss_coef", (double)mc->aux_loss_coef, "z_loss_coef", (double)mc->z_loss_coef, "init_scale",
+            (double)mc->init_scale, "lr", (double)tc->lr, "weight_decay", (double)tc->weight_decay, "beta1",
+            (double)tc->beta1, "beta2", (double)tc->beta2, "eps", (double)tc->eps, "grad_clip", (double)tc->grad_clip,
+            "seed", (json_int_t)tc->seed);
+        if (o && model)
+            json_object_update(o, model);
+        if (!model) {
+            json_decref(o);
+            o = NULL;
+        }
+        json_decref(model);
+        if (print_json(o, &jerr))
+            rc = 1;
     } else {
         printf("bench %s: batch %d x %d, %d threads, OpenBLAS kernel %s, %d measured steps (+%d warm-up)\n",
                path ? path : def, B, T, sy_blas_threads(), sy_blas_kernel(), steps, warmup);
@@ -164,6 +229,7 @@ static int bench_model(int argc, char **argv) {
         printf("  backward            %10.1f ms\n", acc.backward / n * 1e3);
         printf("  optimizer           %10.1f ms\n", t_opt / n * 1e3);
         printf("  all-to-all, all-reduce       0 ms  (one process)\n");
+        printf("  parameters          %10.2f M (%zu)\n", nparams / 1e6, nparams);
         printf("  model FLOPs/token   %10.2f M\n", fpt / 1e6);
         printf("  achieved            %10.1f GFLOP/s; sgemm here %.1f GFLOP/s; MFU %.0f%%\n", flops / 1e9, peak,
                100 * flops / 1e9 / peak);
@@ -178,7 +244,7 @@ static int bench_model(int argc, char **argv) {
     sy_tokens_destroy(&train);
     sy_model_destroy(&m);
     sy_config_free(&cfg);
-    return 0;
+    return rc;
 }
 
 /* ---------------------------------------------------------------- collectives */
@@ -240,10 +306,21 @@ static int bench_collective(int argc, char **argv) {
     int op = !strcmp(argv[0], "alltoall");
     size_t bytes = 16u << 20;
     int workers = 2, bf16 = 0, iters = 10, json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc) {
-            char *end;
-            double v = strtod(argv[++i], &end);
+    enum { OPT_SIZE = 256, OPT_WORKERS, OPT_ITERS, OPT_CHUNK, OPT_WIRE, OPT_JSON };
+    static const struct option longopts[] = {
+        {"size", required_argument, NULL, OPT_SIZE},   {"workers", required_argument, NULL, OPT_WORKERS},
+        {"iters", required_argument, NULL, OPT_ITERS}, {"chunk", required_argument, NULL, OPT_CHUNK},
+        {"wire", required_argument, NULL, OPT_WIRE},   {"json", no_argument, NULL, OPT_JSON},
+        {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan */
+    opterr = 0; /* our own messages */
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        char *end;
+        double v;
+        switch (opt) {
+        case OPT_SIZE:
+            v = strtod(optarg, &end);
             if (*end == 'K' || *end == 'k')
                 v *= 1024;
             else if (*end == 'M' || *end == 'm')
@@ -251,25 +328,26 @@ static int bench_collective(int argc, char **argv) {
             else if (*end == 'G' || *end == 'g')
                 v *= 1024.0 * 1024 * 1024;
             bytes = (size_t)v;
-        } else if (!strcmp(argv[i], "--workers") && i + 1 < argc)
-            workers = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
-            iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc)
-            g_chunk = (size_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--wire") && i + 1 < argc) {
-            const char *w = argv[++i];
-            if (strcmp(w, "bf16") && strcmp(w, "fp32")) {
-                fprintf(stderr, "bench: --wire is fp32 or bf16, not '%s'\n", w);
+            break;
+        case OPT_WORKERS: workers = atoi(optarg); break;
+        case OPT_ITERS: iters = atoi(optarg); break;
+        case OPT_CHUNK: g_chunk = (size_t)strtoul(optarg, NULL, 10); break;
+        case OPT_WIRE:
+            if (strcmp(optarg, "bf16") && strcmp(optarg, "fp32")) {
+                fprintf(stderr, "bench: --wire is fp32 or bf16, not '%s'\n", optarg);
                 return 2;
             }
-            bf16 = !strcmp(w, "bf16");
-        } else if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else {
-            fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[i]);
+            bf16 = !strcmp(optarg, "bf16");
+            break;
+        case OPT_JSON: json = 1; break;
+        default: /* an unknown option, or one without its value */
+            fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[optind - 1]);
             return 2;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[optind]);
+        return 2;
     }
     if (workers < 2 || workers > 64 || iters < 1 || bytes < 4) {
         fprintf(stderr, "bench: need --workers 2..64, --iters >= 1, --size >= 4\n");
@@ -309,12 +387,16 @@ static int bench_collective(int argc, char **argv) {
     double algbw = bytes / med / 1e9;
     double busbw = op == 0 ? algbw * 2.0 * (workers - 1) / workers : algbw * (double)(workers - 1) / workers;
     double per_iter_sent = (double)sent / (iters + 2);
-    if (json)
-        printf("{\"op\":\"%s\",\"bytes\":%zu,\"workers\":%d,\"wire\":\"%s\",\"median_ms\":%.3f,\"algbw_gbs\":%.3f,"
-               "\"busbw_gbs\":%.3f,\"bytes_sent_per_rank\":%.0f}\n",
-               op ? "alltoall" : "allreduce", bytes, workers, bf16 ? "bf16" : "fp32", med * 1e3, algbw, busbw,
-               per_iter_sent);
-    else
+    json_error_t jerr;
+    if (json) {
+        if (print_json(json_pack_ex(&jerr, 0, "{s:s, s:I, s:i, s:s, s:f, s:f, s:f, s:I}", "op",
+                                    op ? "alltoall" : "allreduce", "bytes", (json_int_t)bytes, "workers", workers,
+                                    "wire", bf16 ? "bf16" : "fp32", "median_ms", rnd(med * 1e3, 3), "algbw_gbs",
+                                    rnd(algbw, 3), "busbw_gbs", rnd(busbw, 3), "bytes_sent_per_rank",
+                                    (json_int_t)llround(per_iter_sent)),
+                       &jerr))
+            return 1;
+    } else
         printf("%s of %.1f MiB over %d processes (tcp loopback, %s wire): median %.2f ms, algorithm bandwidth "
                "%.2f GB/s, bus bandwidth %.2f GB/s, %.1f MiB sent per rank\n",
                op ? "all-to-all" : "all-reduce", bytes / 1048576.0, workers, bf16 ? "bf16" : "fp32", med * 1e3, algbw,

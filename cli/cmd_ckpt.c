@@ -1,5 +1,6 @@
 /* cmd_ckpt.c: `switchyard ckpt inspect|verify DIR`: look into checkpoints without
  * training. DIR is one checkpoint (holds a manifest) or a root holding step-* dirs. */
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -243,20 +244,46 @@ static int diff_checkpoints(const char *a_dir, const char *b_dir, double tol, co
 }
 
 int cmd_ckpt(int argc, char **argv) {
-    if (argc >= 4 && !strcmp(argv[1], "diff")) {
+    if (argc >= 2 && !strcmp(argv[1], "diff")) {
         double tol = 1e-5;
-        const char *prefix = NULL;
-        for (int i = 4; i < argc; i++) {
-            if (!strcmp(argv[i], "--tol") && i + 1 < argc)
-                tol = strtod(argv[++i], NULL);
-            else if (!strcmp(argv[i], "--prefix") && i + 1 < argc)
-                prefix = argv[++i];
-            else {
-                fprintf(stderr, "switchyard ckpt diff: unexpected argument '%s'\n", argv[i]);
+        const char *prefix = NULL, *dirs[2];
+        int ndirs = 0;
+        enum { OPT_TOL = 256, OPT_PREFIX };
+        static const struct option longopts[] = {{"tol", required_argument, NULL, OPT_TOL},
+                                                 {"prefix", required_argument, NULL, OPT_PREFIX},
+                                                 {0, 0, 0, 0}};
+        optind = 0; /* a fresh scan */
+        opterr = 0; /* our own messages */
+        int opt;
+        char *end;
+        while ((opt = getopt_long(argc - 1, argv + 1, ":", longopts, NULL)) != -1) {
+            switch (opt) {
+            case OPT_TOL:
+                tol = strtod(optarg, &end);
+                if (end == optarg || *end || !(tol >= 0)) {
+                    fprintf(stderr, "switchyard ckpt diff: --tol: \"%s\" is not a number >= 0\n", optarg);
+                    return 2;
+                }
+                break;
+            case OPT_PREFIX: prefix = optarg; break;
+            default: /* an unknown option, or one without its value */
+                fprintf(stderr, "switchyard ckpt diff: unexpected argument '%s'\n", argv[optind]);
                 return 2;
             }
         }
-        return diff_checkpoints(argv[2], argv[3], tol, prefix);
+        for (int i = optind + 1; i < argc; i++) {
+            if (ndirs == 2) {
+                fprintf(stderr, "switchyard ckpt diff: unexpected argument '%s'\n", argv[i]);
+                return 2;
+            }
+            dirs[ndirs++] = argv[i];
+        }
+        if (ndirs != 2) {
+            fprintf(stderr, "switchyard ckpt diff: expected two checkpoint directories\n");
+            usage(stderr);
+            return 2;
+        }
+        return diff_checkpoints(dirs[0], dirs[1], tol, prefix);
     }
     if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
                       !strcmp(argv[1], "help"))) {

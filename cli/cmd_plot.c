@@ -1,5 +1,6 @@
 /* cmd_plot.c: `switchyard plot LOG [-o FILE.png|FILE.svg]`: draws a run log's training
  * curves (loss, validation, tokens/s, membership changes) for a person to look at. */
+#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,29 +46,48 @@ static int resolve_log(const char *arg, char *out, size_t n) {
 int cmd_plot(int argc, char **argv) {
     const char *log_arg = NULL, *out_arg = NULL;
     sy_plot_opts opts = {0};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    enum { OPT_SIZE = 256, OPT_STORED };
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+                                             {"output", required_argument, NULL, 'o'},
+                                             {"size", required_argument, NULL, OPT_SIZE},
+                                             {"stored", no_argument, NULL, OPT_STORED},
+                                             {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan: commands may run more than once in a process */
+    opterr = 0; /* the messages below name the command */
+    int c;
+    while ((c = getopt_long(argc, argv, ":ho:", longopts, NULL)) != -1) {
+        char tail;
+        switch (c) {
+        case 'h':
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) {
-            if (++i >= argc) {
-                fprintf(stderr, "switchyard plot: %s needs a file name\n", argv[i - 1]);
-                return 2;
-            }
-            out_arg = argv[i];
-        } else if (!strcmp(argv[i], "--size")) {
-            char tail;
-            if (++i >= argc || sscanf(argv[i], "%dx%d%c", &opts.width, &opts.height, &tail) != 2) {
+        case 'o':
+            out_arg = optarg;
+            break;
+        case OPT_SIZE:
+            if (sscanf(optarg, "%dx%d%c", &opts.width, &opts.height, &tail) != 2) {
                 fprintf(stderr, "switchyard plot: --size wants WIDTHxHEIGHT, e.g. 1200x800\n");
                 return 2;
             }
-        } else if (!strcmp(argv[i], "--stored")) {
+            break;
+        case OPT_STORED:
             opts.png_stored = 1;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "switchyard plot: unknown option '%s'\n\n", argv[i]);
+            break;
+        case ':':
+            if (optopt == OPT_SIZE) {
+                fprintf(stderr, "switchyard plot: --size wants WIDTHxHEIGHT, e.g. 1200x800\n");
+                return 2;
+            }
+            fprintf(stderr, "switchyard plot: %s needs a file name\n", argv[optind - 1]);
+            return 2;
+        default:
+            fprintf(stderr, "switchyard plot: unknown option '%s'\n\n", argv[optind - 1]);
             usage(stderr);
             return 2;
-        } else if (!log_arg) {
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!log_arg) {
             log_arg = argv[i];
         } else {
             fprintf(stderr, "switchyard plot: more than one LOG given ('%s', '%s')\n\n", log_arg, argv[i]);

@@ -1,6 +1,7 @@
 /* cmd_prepare.c: `switchyard prepare` turns text files (or, with none, the Debian
  * fortunes in five languages) into DIR/train.bin and DIR/val.bin. The work is
- * sy_prepare() in common/data.c; this file parses flags and prints the summary. */
+ * sy_prepare() in common/store/prepare.c; this file parses flags and prints the summary. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,23 +78,6 @@ static void print_summary(const sy_prepare_report *r, const char *dir, double va
     printf("files: %s %s\n", r->train_path, r->val_path);
 }
 
-/* Value of "--name VALUE" or "--name=VALUE" at argv[*i]; NULL if argv[*i] is not --name. */
-static const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing) {
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n) != 0)
-        return NULL;
-    if (a[n] == '=')
-        return a + n + 1;
-    if (a[n] != 0)
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 int cmd_prepare(int argc, char **argv) {
     sy_prepare_opts o;
     sy_prepare_opts_default(&o);
@@ -104,56 +88,64 @@ int cmd_prepare(int argc, char **argv) {
     }
     const char *lang = NULL, *encoding = NULL;
     sy_split_mode split = SY_SPLIT_AUTO;
-    int n = 0, rc = 2, only_files = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        int missing = 0;
-        if (only_files || a[0] != '-' || !strcmp(a, "-")) {
-            inputs[n++] = (sy_prepare_input){.path = a, .lang = lang, .split = split, .encoding = encoding};
-        } else if (!strcmp(a, "--")) {
-            only_files = 1;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+    int n = 0, rc = 2;
+    enum { OPT_FORCE = 256, OPT_OUT, OPT_ROOT, OPT_VAL, OPT_LANG, OPT_ENCODING, OPT_SPLIT };
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},           {"force", no_argument, NULL, OPT_FORCE},
+        {"out", required_argument, NULL, OPT_OUT},  {"fortunes-root", required_argument, NULL, OPT_ROOT},
+        {"val-fraction", required_argument, NULL, OPT_VAL}, {"lang", required_argument, NULL, OPT_LANG},
+        {"encoding", required_argument, NULL, OPT_ENCODING}, {"split", required_argument, NULL, OPT_SPLIT},
+        {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan */
+    opterr = 0; /* our own messages */
+    /* "-": files come back in order (code 1), so --lang/--split/--encoding apply to the
+     * files after them; after "--" everything is a file */
+    int opt;
+    while ((opt = getopt_long(argc, argv, "-:h", longopts, NULL)) != -1) {
+        char *end;
+        switch (opt) {
+        case 1:
+            inputs[n++] = (sy_prepare_input){.path = optarg, .lang = lang, .split = split, .encoding = encoding};
+            break;
+        case 'h':
             usage(stdout);
             rc = 0;
             goto done;
-        } else if (!strcmp(a, "--force")) {
-            o.force = 1;
-        } else if ((v = flag_value(argc, argv, &i, "--out", &missing))) {
-            o.out_dir = v;
-        } else if ((v = flag_value(argc, argv, &i, "--fortunes-root", &missing))) {
-            o.fortunes_root = v;
-        } else if ((v = flag_value(argc, argv, &i, "--val-fraction", &missing))) {
-            char *end;
-            o.val_fraction = strtod(v, &end);
-            if (end == v || *end || !(o.val_fraction >= 0 && o.val_fraction < 1)) {
-                fprintf(stderr, "prepare: --val-fraction: \"%s\" is not a number in [0, 1)\n", v);
+        case OPT_FORCE: o.force = 1; break;
+        case OPT_OUT: o.out_dir = optarg; break;
+        case OPT_ROOT: o.fortunes_root = optarg; break;
+        case OPT_VAL:
+            o.val_fraction = strtod(optarg, &end);
+            if (end == optarg || *end || !(o.val_fraction >= 0 && o.val_fraction < 1)) {
+                fprintf(stderr, "prepare: --val-fraction: \"%s\" is not a number in [0, 1)\n", optarg);
                 goto done;
             }
-        } else if ((v = flag_value(argc, argv, &i, "--lang", &missing))) {
-            lang = v;
-        } else if ((v = flag_value(argc, argv, &i, "--encoding", &missing))) {
-            encoding = v;
-        } else if ((v = flag_value(argc, argv, &i, "--split", &missing))) {
-            if (!strcmp(v, "auto"))
+            break;
+        case OPT_LANG: lang = optarg; break;
+        case OPT_ENCODING: encoding = optarg; break;
+        case OPT_SPLIT:
+            if (!strcmp(optarg, "auto"))
                 split = SY_SPLIT_AUTO;
-            else if (!strcmp(v, "fortune"))
+            else if (!strcmp(optarg, "fortune"))
                 split = SY_SPLIT_FORTUNE;
-            else if (!strcmp(v, "file"))
+            else if (!strcmp(optarg, "file"))
                 split = SY_SPLIT_FILE;
             else {
-                fprintf(stderr, "prepare: --split: \"%s\" is not auto, fortune or file\n", v);
+                fprintf(stderr, "prepare: --split: \"%s\" is not auto, fortune or file\n", optarg);
                 goto done;
             }
-        } else {
-            if (missing) {
-                fprintf(stderr, "prepare: %s: needs a value\n", a);
-            } else {
-                fprintf(stderr, "prepare: %s: unknown option\n", a);
-                usage(stderr);
-            }
+            break;
+        case ':':
+            fprintf(stderr, "prepare: %s: needs a value\n", argv[optind - 1]);
+            goto done;
+        default:
+            fprintf(stderr, "prepare: %s: unknown option\n", argv[optind - 1]);
+            usage(stderr);
             goto done;
         }
     }
+    for (int i = optind; i < argc; i++) /* after "--" */
+        inputs[n++] = (sy_prepare_input){.path = argv[i], .lang = lang, .split = split, .encoding = encoding};
     if (n == 0 && (lang || encoding || split != SY_SPLIT_AUTO)) {
         fprintf(stderr, "prepare: --lang/--split/--encoding apply to the FILEs after them; none given\n");
         goto done;

@@ -16,10 +16,12 @@
 #include "commands.h"
 #include "config.h"
 #include "data.h"
+#include "distill.h"
 #include "evaluate.h"
 #include "log.h"
 #include "model.h"
-#include "model_io.h"
+#include "model_ckpt.h"
+#include "model_load.h"
 #include "optim.h"
 #include "run.h"
 #include "step.h"
@@ -54,6 +56,38 @@ static int save_checkpoint(const sy_config *cfg, sy_model *m, const float *mom, 
     }
     sy_ckpt_writer_destroy(&w);
     return rc ? -1 : 0;
+}
+
+/* Distillation (train.distill_from): a teacher loaded from a checkpoint runs an eval
+ * forward on the same batch inside each step (common/distill.h). */
+static int teacher_open(sy_distill *t, const sy_config *cfg) {
+    const sy_train_cfg *tc = &cfg->train;
+    int B = tc->batch_size, T = tc->seq_len;
+    sy_config tcfg;
+    char dir[4096];
+    t->teacher = sy_model_load(tc->distill_from, &tcfg, B, T, dir, sizeof dir);
+    if (t->teacher && tcfg.model.vocab != cfg->model.vocab) {
+        sy_seterr("vocabulary %d, the student's is %d", tcfg.model.vocab, cfg->model.vocab);
+        sy_model_destroy(&t->teacher);
+    }
+    if (!t->teacher) {
+        sy_config_free(&tcfg);
+        sy_err_prefix("train.distill_from"); /* the message names the path */
+        return -1;
+    }
+    t->alpha = tc->distill_alpha;
+    t->temperature = tc->distill_temperature;
+    t->dlogits = malloc((size_t)B * T * cfg->model.vocab * sizeof(float));
+    if (!t->dlogits) {
+        sy_config_free(&tcfg);
+        sy_seterr("train: out of memory");
+        return -1;
+    }
+    sy_info("distilling from %s (d_model %d, %d layers, %d experts every %d layers): alpha %g, temperature %g",
+            dir, tcfg.model.d_model, tcfg.model.n_layers, tcfg.model.n_experts, tcfg.model.switch_every,
+            (double)t->alpha, (double)t->temperature);
+    sy_config_free(&tcfg);
+    return 0;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -101,6 +135,7 @@ int cmd_train(int argc, char **argv) {
     sy_runlog *log = NULL;
     char *yaml = NULL;
     sy_mesh mesh = {0};
+    sy_distill teach = {0};
     if ((path ? sy_config_load(&cfg, path) : sy_config_load_default(&cfg)))
         goto fail;
     for (int i = 0; i < nsets; i++)
@@ -125,6 +160,8 @@ int cmd_train(int argc, char **argv) {
     if (!(val = sy_tokens_load(p)))
         goto fail;
     if (!(m = sy_model_new(&cfg.model, B, T, NULL)))
+        goto fail;
+    if (tc->distill_from && teacher_open(&teach, &cfg))
         goto fail;
     const sy_layout *lay = sy_model_layout(m);
     mom = calloc(lay->total, sizeof(float));
@@ -192,6 +229,8 @@ int cmd_train(int argc, char **argv) {
     sy_stepper st;
     if (sy_stepper_local(&st, &mesh, m, &cfg, mom, vel, batch))
         goto fail;
+    st.distill = &teach;
+    double soft_acc = 0;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     double t_start = sy_now(), val_loss = NAN;
@@ -204,6 +243,7 @@ int cmd_train(int argc, char **argv) {
             goto fail;
         sy_expert_load_add_model(&load, m, NULL, 0);
         sy_progress_add(&prog, &r.loss, r.tokens);
+        soft_acc += r.soft;
         step++;
         int last = step == tc->steps;
         if ((tc->eval_every > 0 && step % tc->eval_every == 0) || last) {
@@ -227,6 +267,9 @@ int cmd_train(int argc, char **argv) {
                                                         .times = &t,
                                                         .workers = 1,
                                                         .time = sy_now() - t_start});
+            if (teach.teacher)
+                sy_info("distillation | soft %.4f (mean of the soft term since the last progress line)", soft_acc / prog.n);
+            soft_acc = 0;
             sy_progress_log(&prog, step, tc->steps, tokens_per_step, r.lr, r.grad_norm, &t);
         }
         if (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0 && !last &&
@@ -260,6 +303,8 @@ out:
     free(batch);
     sy_mesh_free(&mesh);
     sy_model_destroy(&m);
+    sy_model_destroy(&teach.teacher);
+    free(teach.dlogits);
     sy_tokens_destroy(&train);
     sy_tokens_destroy(&val);
     sy_config_free(&cfg);

@@ -1,6 +1,7 @@
 /* switchyard up CONFIG --workers N: a local cluster in one command. Starts a coordinator
  * and N workers on loopback (free ports picked here), streams their progress, and shuts
  * everything down cleanly when training ends, when one of them fails, or on Ctrl-C. */
+#include <getopt.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <libgen.h>
@@ -90,38 +91,52 @@ int cmd_up(int argc, char **argv) {
     int workers = 2, resume = 0, fresh = 0;
     char **sets = calloc((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
-            char *end;
-            long w = strtol(argv[++i], &end, 10);
+    enum { OPT_WORKERS = 256, OPT_THREADS, OPT_WIRE, OPT_SET, OPT_RESUME, OPT_FRESH };
+    static const struct option longopts[] = {
+        {"workers", required_argument, NULL, OPT_WORKERS}, {"threads", required_argument, NULL, OPT_THREADS},
+        {"wire", required_argument, NULL, OPT_WIRE},       {"set", required_argument, NULL, OPT_SET},
+        {"resume", no_argument, NULL, OPT_RESUME},         {"fresh", no_argument, NULL, OPT_FRESH},
+        {"help", no_argument, NULL, 'h'},                  {0, 0, 0, 0}};
+    optind = 0; /* a fresh scan */
+    opterr = 0; /* our own messages */
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        char *end;
+        long w;
+        switch (opt) {
+        case OPT_WORKERS:
+            w = strtol(optarg, &end, 10);
             if (*end || w < 1 || w > MAX_LOCAL_WORKERS) {
-                fprintf(stderr, "up: --workers: expected 1..%d, got '%s'\n", MAX_LOCAL_WORKERS, argv[i]);
+                fprintf(stderr, "up: --workers: expected 1..%d, got '%s'\n", MAX_LOCAL_WORKERS, optarg);
                 free(sets);
                 return 2;
             }
             workers = (int)w;
-        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            threads = argv[++i];
-        } else if (!strcmp(argv[i], "--wire") && i + 1 < argc) {
-            wire = argv[++i];
-        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            sets[nsets++] = argv[++i];
-        } else if (!strcmp(argv[i], "--resume")) {
-            resume = 1;
-        } else if (!strcmp(argv[i], "--fresh")) {
-            fresh = 1;
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            break;
+        case OPT_THREADS: threads = optarg; break;
+        case OPT_WIRE: wire = optarg; break;
+        case OPT_SET: sets[nsets++] = optarg; break;
+        case OPT_RESUME: resume = 1; break;
+        case OPT_FRESH: fresh = 1; break;
+        case 'h':
             usage();
             free(sets);
             return 0;
-        } else if (argv[i][0] == '-' || config) {
+        default: /* an unknown option, or one without its value */
+            fprintf(stderr, "up: unexpected argument '%s'\n", argv[optind - 1]);
+            usage();
+            free(sets);
+            return 2;
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (config) {
             fprintf(stderr, "up: unexpected argument '%s'\n", argv[i]);
             usage();
             free(sets);
             return 2;
-        } else {
-            config = argv[i];
         }
+        config = argv[i];
     }
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

@@ -11,5 +11,8 @@ int cmd_up(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -20,6 +20,9 @@ static const subcommand commands[] = {
     {"plot", cmd_plot, "loss and tokens/s curves of a run log: switchyard plot LOG [-o FILE.png|FILE.svg]"},
     {"refcheck", cmd_refcheck, "check the maths against a PyTorch reference case: switchyard refcheck DIR"},
     {"bench", cmd_bench, "throughput and time by phase: switchyard bench [CONFIG]; bench allreduce|alltoall"},
+    {"sample", cmd_sample, "generate text from a checkpoint: switchyard sample CHECKPOINT [--prompt TEXT] [--tokens N]"},
+    {"eval", cmd_eval, "validation loss and expert share per language: switchyard eval CHECKPOINT [--data DIR]"},
+    {"export", cmd_export, "weights for other tools: switchyard export CHECKPOINT --format safetensors -o FILE"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint: switchyard ckpt inspect|verify DIR"},
 };
 
@@ -41,7 +44,7 @@ int main(int argc, char **argv) {
             continue;
         /* the numeric commands want OpenBLAS on the right kernel before any math runs */
         if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare") && strcmp(argv[1], "up") &&
-            strcmp(argv[1], "status") && strcmp(argv[1], "plot")) {
+            strcmp(argv[1], "status") && strcmp(argv[1], "plot") && strcmp(argv[1], "export")) {
             if (sy_blas_setup(argc, argv, "switchyard")) {
                 fprintf(stderr, "switchyard: %s\n", sy_lasterr());
                 return 2;

@@ -8,7 +8,7 @@
 #include "coord.h"
 #include "data.h"
 #include "evaluate.h"
-#include "model_io.h"
+#include "model_ckpt.h"
 
 /* Validation loss of a saved checkpoint, in this process (eval mode, one group). */
 static double evaluate_checkpoint(const sy_config *cfg, const char *dir) {

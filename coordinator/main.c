@@ -22,7 +22,7 @@
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
-#include "model_io.h"
+#include "model_ckpt.h"
 #include "refcase.h"
 
 #include "coord.h"
@@ -332,6 +332,7 @@ static void log_step(coord *c) {
                                                          .grad_norm = c->cur.grad_norm,
                                                          .tokens_per_s = c->last.tps,
                                                          .times = &t,
+                                                         .bytes_sent = c->cur.bytes_sent,
                                                          .workers = c->plan.world,
                                                          .time = sy_now() - c->books.t_start});
     sy_progress_add(&c->books.progress, &c->cur.loss, (int64_t)c->cur.tokens);

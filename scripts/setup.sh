@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config
           libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
-          libopenblas-dev libopenblas0-pthread libcyaml-dev libcmocka-dev libjansson-dev
+          libopenblas-dev libopenblas0-pthread libcyaml-dev libcmocka-dev
+          libjansson-dev zlib1g-dev
           fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
-          python3 iproute2 procps)
+          python3 iproute2 procps
+          slurm-wlm munge shellcheck python3-yaml systemd)  # deploy/ recipes and their tests
+# PyTorch (large) only for the test that regenerates the reference cases (tests/oracle.sh)
+[ "${SY_WITH_ORACLE:-0}" = 1 ] && PACKAGES+=(python3-torch)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

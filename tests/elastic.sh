@@ -6,18 +6,13 @@
 # that every run finishes, that nothing before the last complete checkpoint is lost, and
 # that a run interrupted and resumed on the same worker count ends bit-identical to an
 # uninterrupted one. args: BIN_DIR REFCASES_DIR SOURCE_DIR
-set -u
-bin=$1 src=$3
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-[ -n "${KEEP:-}" ] && trap "for p in \"\${pids[@]}\"; do kill -9 \$p 2>/dev/null; done; echo kept \$tmp" EXIT
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+sy_args "$@"
+sy_tmpdir   # KEEP=1 keeps $tmp
 
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > /dev/null 2>&1
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
+  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
 train: {steps: 60, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 10, eval_batches: 1, threads: 1}
@@ -30,21 +25,22 @@ YAML
 coord() {
   local name=$1 min=$2; shift 2
   port=$(free_port)
-  "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers "$min" \
+  "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers "$min" --status "tcp://127.0.0.1:$(free_port)" \
     --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
-  cpid=$!; pids+=("$cpid")
+  cpid=$!; sy_track "$cpid"
 }
 worker() { # worker LOG [FAULT]
   SWITCHYARD_FAULT=${2:-} "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 >> "$tmp/$1" 2>&1 &
-  pids+=("$!")
+  sy_track "$!"
 }
 wait_for() { # wait_for PATTERN FILE SECONDS
   for _ in $(seq 1 $((${3} * 10))); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
 }
 finish() { # wait for the coordinator to exit, with a bound
   for _ in $(seq 1 ${SY_TEST_WAIT:-1200}); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$cpid" 2>/dev/null && { echo "coordinator still running: killed"; kill -9 "$cpid"; }
-  wait "$cpid" 2>/dev/null; rc=$?
+  if kill -0 "$cpid" 2>/dev/null; then echo "coordinator still running: killed"; kill -9 "$cpid" 2>/dev/null || true; fi
+  rc=0
+  wait "$cpid" 2>/dev/null || rc=$?
   sleep 0.3
 }
 
@@ -60,12 +56,12 @@ check "B: run with a killed worker completes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$
 check "B: the death was noticed and the run went back to step 20" 'grep -q "resuming from .*step-00000020" "$tmp/same.log"'
 check "B: killed-and-resumed on 3 workers ends bit-identical to the uninterrupted run" \
   '"$bin/switchyard" ckpt diff "$tmp/same/step-00000060" "$tmp/base/step-00000060" --tol 0 > "$tmp/B.diff" || { tail -3 "$tmp/B.diff"; false; }'
-rec=$(grep -o 'recovered: first step after the restart done [0-9.]* s' "$tmp/same.log" | awk '{print $(NF-1)}')
+rec=$(grep -o 'recovered: first step after the restart done [0-9.]* s' "$tmp/same.log" | awk '{print $(NF-1)}' || true)
 echo "B: death to first step after resume: ${rec:-?} s (heartbeat timeout 1.5 s)"
 
 # C: a worker killed inside the gradient all-reduce; go on with 2; a new worker joins at a boundary
 coord fewer 2; worker fewer.w1; worker fewer.w2; worker fewer.w3 kill@33:allreduce
-wait_for "recovering" "$tmp/fewer.log" 20
+wait_for "recovering" "$tmp/fewer.log" 20 || true
 check "C: recovery on 2 workers" 'wait_for "mesh of 2 workers" "$tmp/fewer.log" 10'
 worker fewer.w4
 finish
@@ -82,24 +78,26 @@ check "D: resumed from step 10 (the half-sent checkpoint 20 was dropped)" 'grep 
 
 # E: the coordinator killed with checkpoint 30 half written, then restarted
 port=$(free_port)
-SWITCHYARD_FAULT=kill@30:save "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 \
+SWITCHYARD_FAULT=kill@30:save "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 --status "tcp://127.0.0.1:$(free_port)" \
   --set checkpoint.dir="$tmp/ecoord" >> "$tmp/ecoord.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+cpid=$!; sy_track "$cpid"
 worker ecoord.w1; worker ecoord.w2
 finish
 check "E: the coordinator died of the drill" 'grep -q "half written" "$tmp/ecoord.log" && [ ! -d "$tmp/ecoord/step-00000030" ] && [ -d "$tmp/ecoord/step-00000020" ]'
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 \
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 --status "tcp://127.0.0.1:$(free_port)" \
   --set checkpoint.dir="$tmp/ecoord" > "$tmp/ecoord2.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+cpid=$!; sy_track "$cpid"
 finish
 check "E: the restarted coordinator takes the workers back and finishes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/ecoord/step-00000060" ]'
 check "E: it resumed from step 20" 'grep -q "resuming from .*step-00000020" "$tmp/ecoord2.log"'
 check "E: the half-written checkpoint left nothing behind" '! ls -a "$tmp/ecoord" | grep -q "^\.tmp"'
 
 # F: corrupt checkpoints are skipped with the reason; resume on 2 workers after 3 saved
-cp -r "$tmp/base" "$tmp/corrupt"
-rm -rf "$tmp/corrupt/step-00000060" "$tmp/corrupt/step-00000050"
-f=$(ls "$tmp/corrupt/step-00000040"/layers.0.attn.wqkv.f32)
+# (the uninterrupted run's checkpoints are needed: without them F has nothing to corrupt)
+[ -d "$tmp/base/step-00000040" ] || { echo "FAIL: F needs run A's checkpoints"; exit 1; }
+cp -r -- "${tmp:?}/base" "${tmp:?}/corrupt"
+rm -rf -- "${tmp:?}/corrupt/step-00000060" "${tmp:?}/corrupt/step-00000050"
+f="$tmp/corrupt/step-00000040/layers.0.attn.wqkv.f32"
 python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[100]^=0x10; open(p,'wb').write(b)" "$f"
 truncate -s 100 "$tmp/corrupt/step-00000030"/wte.f32
 head -c 200 "$tmp/corrupt/step-00000020/manifest" > "$tmp/m" && cp "$tmp/m" "$tmp/corrupt/step-00000020/manifest"
@@ -112,18 +110,18 @@ check "F: saved on 3 workers, resumed on 2" 'grep -q "mesh of 2 workers" "$tmp/c
 # G: switchyard up --workers 3: SIGKILL one worker, the run goes on with 2; a worker
 # started by hand against up's coordinator joins again at the next checkpoint
 "$bin/switchyard" up "$tmp/job.yaml" --workers 3 --set checkpoint.dir="$tmp/upk" --set train.steps=400 > "$tmp/upk.log" 2>&1 &
-up=$!; pids+=("$up")
-wait_for "training at step 0" "$tmp/upk.log" 30
-victim=$(pgrep -P $up -f switchyard-worker | head -1)
-kill -9 "$victim"
+up=$!; sy_track "$up"
+wait_for "training at step 0" "$tmp/upk.log" 30 || true
+victim=$(pgrep -P "$up" -f switchyard-worker | head -1 || true)
+if [ -n "$victim" ]; then kill -9 "$victim"; else echo "FAIL: no worker of up ($up) found to kill"; fail=$((fail + 1)); fi
 check "G: up recovers on 2 workers after a SIGKILL" 'wait_for "mesh of 2 workers" "$tmp/upk.log" 20'
-ep=$(grep -oE "coordinator on tcp://127\.0\.0\.1:[0-9]+" "$tmp/upk.log" | head -1 | sed "s/coordinator on //")
-"$bin/switchyard-worker" --coordinator "$ep" --threads 1 > "$tmp/upk.w" 2>&1 & pids+=("$!")
+ep=$(grep -oE "coordinator on tcp://127\.0\.0\.1:[0-9]+" "$tmp/upk.log" | head -1 | sed "s/coordinator on //" || true)
+"$bin/switchyard-worker" --coordinator "$ep" --threads 1 > "$tmp/upk.w" 2>&1 & sy_track "$!"
 check "G: the restarted worker is brought back in" 'wait_for "admitting 1 waiting worker" "$tmp/upk.log" 20'
-for _ in $(seq 1 600); do kill -0 $up 2>/dev/null || break; sleep 0.1; done
-wait $up; rc=$?
+for _ in $(seq 1 600); do kill -0 "$up" 2>/dev/null || break; sleep 0.1; done
+rc=0
+wait "$up" || rc=$?
 check "G: the run completes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/upk/step-00000400" ]'
 
 [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -15; done
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+sy_summary

@@ -10,7 +10,7 @@ tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "${tmp:?}"' EXIT
 fail=0 pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.5 --split file "$src"/common/*.[ch] > /dev/null 2>&1
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.5 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 64, n_layers: 2, n_heads: 2, d_ff: 256, n_experts: 4, switch_every: 2, seq_len: 64}
 train: {steps: 4, batch_size: 16, seq_len: 64, warmup_steps: 1, log_every: 2, eval_every: 2, eval_batches: 100, threads: 1}

@@ -34,7 +34,8 @@ wait_count() { # wait_count PATTERN FILE N SECONDS: until PATTERN occurs N times
   echo "timed out waiting for $3 x '$1' in $2"; return 1
 }
 
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > /dev/null 2>&1
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
+  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
 # a constant learning rate: the planned run stops where the drill was stopped
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}

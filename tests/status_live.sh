@@ -5,16 +5,12 @@
 # that never reads its replies does not stall training, and garbage on the socket (raw
 # bytes, and well-framed ZeroMQ messages that are not a StatusRequest) gets an error reply
 # or is dropped while the coordinator keeps answering. args: BIN_DIR REFCASES_DIR SOURCE_DIR
-set -u
-bin=$1 src=$3
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; kill -CONT "$p" 2>/dev/null; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$src"/common/*.[ch] > /dev/null 2>&1
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+sy_args "$@"
+sy_tmpdir
+"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
+  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 1, seq_len: 16}
 train: {steps: 100000, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 100, eval_every: 0, eval_batches: 1, threads: 1}
@@ -25,13 +21,17 @@ YAML
 cport=$(free_port); sport=$(free_port)
 ST="tcp://127.0.0.1:$sport"
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$cport" --status "$ST" --min-workers 2 > "$tmp/coord.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+cpid=$!; sy_track "$cpid"
 sleep 0.5
 js() { "$bin/switchyard" status "$ST" --json --timeout 3000 2> "$tmp/status.err"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
-state=$(js | field 'd["state"]')
+state=$(js | field 'd["state"]' || true)
 check "before any worker: '$state'" '[ "$state" = "waiting for workers" ]'
-for i in 1 2 3; do "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$cport" --threads 1 > "$tmp/w$i.log" 2>&1 & pids+=("$!"); done
+wpids=()
+for i in 1 2 3; do
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$cport" --threads 1 > "$tmp/w$i.log" 2>&1 &
+  sy_track "$!"; wpids+=("$!")
+done
 for _ in $(seq 1 300); do
   js > "$tmp/s1.json" 2>/dev/null && [ "$(field 'len([w for w in d["workers"] if w["state"]=="training"])' < "$tmp/s1.json" 2>/dev/null)" = 3 ] && break
   sleep 0.1
@@ -40,20 +40,22 @@ running() { grep -qE "^(training|checkpointing)$"; }  # a save step reports "che
 check "training with 3 workers" 'field "d[\"state\"]" < "$tmp/s1.json" | running && [ "$(field "len([w for w in d[\"workers\"] if w[\"state\"]==\"training\"])" < "$tmp/s1.json")" = 3 ]'
 check "per-expert shares sum to 1 in every switch layer" 'field "all(abs(sum(e[\"share\"] for e in d[\"experts\"] if e[\"layer\"]==l)-1)<1e-6 for l in set(e[\"layer\"] for e in d[\"experts\"]))" < "$tmp/s1.json" | grep -q True'
 check "languages come with the expert rows" '[ "$(field "len(d[\"languages\"])" < "$tmp/s1.json")" -ge 1 ]'
-s1=$(field 'd["step"]' < "$tmp/s1.json")
+s1=$(field 'd["step"]' < "$tmp/s1.json" || echo 0)
 
 # a client that stops reading (SIGSTOP) while it polls fast must not stall training
-"$bin/switchyard" status "$ST" --watch 0.01 > /dev/null 2>&1 &
-wpid=$!; pids+=("$wpid")
-sleep 0.3; kill -STOP $wpid
+# (--watch takes 0.1 s at the shortest: 0.01 was refused, so no client was ever stuck)
+"$bin/switchyard" status "$ST" --watch 0.1 > /dev/null 2> "$tmp/watch.err" &
+wpid=$!; sy_track "$wpid"
+sleep 0.5
+check "the watching client runs ($(head -c 200 "$tmp/watch.err"))" 'kill -STOP "$wpid" 2>/dev/null'
 sleep 2
-s2=$(js | field 'd["step"]')
+s2=$(js | field 'd["step"]' || echo 0)
 check "training goes on while a client is stuck (step $s1 -> $s2)" '[ "$s2" -gt $((s1 + 5)) ]'
-kill -9 $wpid 2>/dev/null
+kill -9 "$wpid" 2>/dev/null || true
 
 # garbage: raw bytes, then well-framed ZeroMQ messages that are not StatusRequests
 # (sent through libzmq itself, via ctypes)
-python3 - "$sport" > "$tmp/fuzz.out" 2>&1 <<'PY'
+python3 - "$sport" > "$tmp/fuzz.out" 2>&1 <<'PY' || true
 import ctypes, ctypes.util, os, random, socket, sys
 port = int(sys.argv[1]); random.seed(7)
 for i in range(20):  # raw garbage, not ZeroMQ at all
@@ -94,7 +96,7 @@ check "malformed requests get error replies ($(tail -1 "$tmp/fuzz.out"))" 'grep 
 check "the coordinator still answers after the garbage" 'js | field "d[\"state\"]" | running'
 for f in table prom; do
   opt=$([ $f = prom ] && echo --prom || true)
-  "$bin/switchyard" status "$ST" $opt > "$tmp/out.$f" 2>&1
+  "$bin/switchyard" status "$ST" $opt > "$tmp/out.$f" 2>&1 || true
 done
 check "table output fits 100 columns" '[ "$(awk "{ if (length(\$0) > m) m = length(\$0) } END { print m+0 }" "$tmp/out.table")" -le 100 ] && grep -q "^run " "$tmp/out.table"'
 if command -v promtool > /dev/null; then
@@ -105,12 +107,12 @@ fi
 check "prometheus output has the step and per-expert metrics" 'grep -q "^switchyard_step " "$tmp/out.prom" && grep -q "^switchyard_expert_token_share{" "$tmp/out.prom"'
 
 # kill a worker: it shows as dead, the run recovers on 2
-victim=${pids[2]}
+victim=${wpids[1]}
 kill -9 "$victim"
 seen_dead=0 seen_rec=0
 for _ in $(seq 1 100); do
   js > "$tmp/s3.json" 2>/dev/null || continue
-  [ "$(field 'len([w for w in d["workers"] if w["state"]=="dead"])' < "$tmp/s3.json")" -ge 1 ] && seen_dead=1
+  [ "$(field 'len([w for w in d["workers"] if w["state"]=="dead"])' < "$tmp/s3.json" || echo 0)" -ge 1 ] && seen_dead=1
   grep -q '"recovered on 2 workers' "$tmp/s3.json" && seen_rec=1
   [ $seen_dead = 1 ] && [ $seen_rec = 1 ] && break
   sleep 0.1
@@ -119,10 +121,10 @@ check "the killed worker shows as dead" '[ $seen_dead = 1 ]'
 check "the run shows it recovered on 2 workers" '[ $seen_rec = 1 ] && field "d[\"state\"]" < "$tmp/s3.json" | running'
 check "a checkpoint is reported" '[ "$(field "d[\"checkpoint_step\"]" < "$tmp/s3.json")" -ge 20 ]'
 # bad endpoints and silence: one line, non-zero exit
-"$bin/switchyard" status "not an endpoint" > /dev/null 2> "$tmp/e1"; r1=$?
-"$bin/switchyard" status "tcp://127.0.0.1:$(free_port)" --timeout 300 > /dev/null 2> "$tmp/e2"; r2=$?
+r1=0 r2=0
+"$bin/switchyard" status "not an endpoint" > /dev/null 2> "$tmp/e1" || r1=$?
+"$bin/switchyard" status "tcp://127.0.0.1:$(free_port)" --timeout 300 > /dev/null 2> "$tmp/e2" || r2=$?
 check "bad endpoint: exit $r1, one line" '[ $r1 -ne 0 ] && [ "$(wc -l < "$tmp/e1")" -eq 1 ]'
 check "no coordinator: exit $r2, one line" '[ $r2 -ne 0 ] && [ "$(wc -l < "$tmp/e2")" -eq 1 ]'
-[ $fail -eq 0 ] || { tail -20 "$tmp/coord.log"; cat "$tmp/status.err"; cat "$tmp/s1.json" | head -c 1500; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+[ $fail -eq 0 ] || { tail -20 "$tmp/coord.log"; cat "$tmp/status.err"; head -c 1500 "$tmp/s1.json"; }
+sy_summary

@@ -26,30 +26,11 @@
 #include "crc32c.h"
 #include "log.h"
 
+/* each test gets a fresh scratch directory as *state */
+#define SY_TMPDIR_NAME "checkpoint"
+#include "tmpdir.h"
+
 /* ------------------------------------------------------------------ helpers */
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-static int setup_dir(void **state) {
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *dir = malloc(PATH_MAX);
-    snprintf(dir, PATH_MAX, "%s/sy-ckpt-test-XXXXXX", base);
-    if (!mkdtemp(dir)) {
-        free(dir);
-        return -1;
-    }
-    *state = dir;
-    return 0;
-}
-
-static int teardown_dir(void **state) {
-    nftw(*state, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(*state);
-    return 0;
-}
 
 /* Declares char name[PATH_MAX] holding a formatted path (for paths used across calls). */
 #define PATH(name, ...) \
@@ -861,21 +842,21 @@ int main(void) {
     sy_log_set_level(SY_LOG_ERROR); /* expected warnings (skipped checkpoints) stay quiet */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_vectors),
-        cmocka_unit_test_setup_teardown(test_roundtrip, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_manifest_format, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_abort_and_uncommitted, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_replace_same_step, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_keep_prunes, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_bit_flip_detected, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_truncated_tensor, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_truncated_manifest, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_hostile_manifests, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_latest_skips_corrupt, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_crashed_writer, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_empty_tensor, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_bad_writer_input, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_add_crc, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_throughput, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_roundtrip, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_manifest_format, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_abort_and_uncommitted, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_replace_same_step, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_keep_prunes, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_bit_flip_detected, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_truncated_tensor, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_truncated_manifest, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_hostile_manifests, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_latest_skips_corrupt, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_crashed_writer, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_empty_tensor, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_bad_writer_input, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_add_crc, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_throughput, setup_tmp, teardown_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* test_config: the run configuration: defaults, the shipped YAML files, every class of
  * refused input (with file, key and reason in the message), overrides, and the
  * to_yaml -> load round trip. */
+#define _GNU_SOURCE /* nftw in tmpdir.h */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,32 +16,18 @@
 #include "config.h"
 #include "log.h"
 
+#define SY_TMPDIR_NAME "config"
+#include "tmpdir.h"
+
 /* From the generated default_config_yaml.c (common/CMakeLists.txt). */
 extern const char sy_default_config_yaml[];
 extern const unsigned long sy_default_config_yaml_len;
 
-static char g_tmpdir[64];
-
-static int setup_tmpdir(void **state) {
-    snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/sy_test_config_XXXXXX");
-    return mkdtemp(g_tmpdir) ? 0 : -1;
-}
-
-static int remove_tmpdir(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/c.yaml", g_tmpdir);
-    unlink(path);
-    return rmdir(g_tmpdir);
-}
-
 /* Writes text to <tmp>/c.yaml and returns that path. */
 static const char *write_config(const char *text) {
-    static char path[128];
-    snprintf(path, sizeof path, "%s/c.yaml", g_tmpdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    static char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", tpath("c.yaml"));
+    write_file(path, text, strlen(text));
     return path;
 }
 
@@ -98,6 +85,13 @@ static void assert_config_equal(const sy_config *a, const sy_config *b) {
     assert_int_equal(t->eval_batches, u->eval_batches);
     assert_true(t->log_every == u->log_every);
     assert_int_equal(t->threads, u->threads);
+    if (t->distill_from || u->distill_from) {
+        assert_non_null(t->distill_from);
+        assert_non_null(u->distill_from);
+        assert_string_equal(t->distill_from, u->distill_from);
+    }
+    assert_true(t->distill_alpha == u->distill_alpha);
+    assert_true(t->distill_temperature == u->distill_temperature);
     assert_string_equal(a->data.dir, b->data.dir);
     assert_true(a->data.val_fraction == b->data.val_fraction);
     assert_string_equal(a->checkpoint.dir, b->checkpoint.dir);
@@ -151,6 +145,9 @@ static void assert_documented_defaults(const sy_config *c) {
     assert_int_equal(c->train.eval_batches, 16);
     assert_true(c->train.log_every == 10);
     assert_int_equal(c->train.threads, 0);
+    assert_null(c->train.distill_from);
+    assert_true(c->train.distill_alpha == 0.5f);
+    assert_true(c->train.distill_temperature == 2.0f);
     assert_string_equal(c->data.dir, "data");
     assert_true(c->data.val_fraction == 0.05f);
     assert_string_equal(c->checkpoint.dir, "runs/default");
@@ -198,6 +195,8 @@ static void scramble(sy_config *c) {
         "train.eps=1e-6",            "train.grad_clip=0",
         "train.eval_every=0",        "train.eval_batches=2",
         "train.log_every=1",         "train.threads=2",
+        "train.distill_from=runs/teacher x", "train.distill_alpha=1",
+        "train.distill_temperature=0.5",
         "data.dir=my \"data\": #1\\x", "data.val_fraction=0",
         "checkpoint.dir=runs/x y",   "checkpoint.every=50",
         "checkpoint.keep=1",         "cluster.coordinator=tcp://10.0.0.1:7000",
@@ -352,6 +351,32 @@ static void test_out_of_range(void **state) {
     expect_refused("cluster:\n  coordinator: localhost\n", "cluster.coordinator", "endpoint",
                    NULL);
     expect_refused("wire:\n  chunk_bytes: 1001\n", "wire.chunk_bytes", "multiple of 4", NULL);
+    expect_refused("train:\n  distill_alpha: 1.5\n", "train.distill_alpha", "[0, 1]", NULL);
+    expect_refused("train:\n  distill_alpha: -0.1\n", "train.distill_alpha", NULL);
+    expect_refused("train:\n  distill_temperature: 0\n", "train.distill_temperature", "> 0", NULL);
+    expect_refused("train:\n  distill_from: [a, b]\n", "train.distill_from", NULL);
+}
+
+/* train.distill_from is optional: "" (or absent) means no teacher, and clears one */
+static void test_optional_string(void **state) {
+    (void)state;
+    sy_config c;
+    sy_config_defaults(&c);
+    assert_null(c.train.distill_from);
+    assert_int_equal(sy_config_set(&c, "train.distill_from=runs/t"), 0);
+    assert_string_equal(c.train.distill_from, "runs/t");
+    assert_int_equal(sy_config_check(&c), 0);
+    char *yaml = sy_config_to_yaml(&c);
+    assert_non_null(strstr(yaml, "  distill_from: \"runs/t\"\n"));
+    free(yaml);
+    assert_int_equal(sy_config_set(&c, "train.distill_from="), 0);
+    assert_null(c.train.distill_from);
+    yaml = sy_config_to_yaml(&c);
+    assert_non_null(strstr(yaml, "  distill_from: \"\"\n"));
+    assert_int_equal(sy_config_load_string(&c, yaml, strlen(yaml), "empty"), 0);
+    assert_null(c.train.distill_from);
+    free(yaml);
+    sy_config_free(&c);
 }
 
 static void test_cross_field(void **state) {
@@ -368,7 +393,7 @@ static void test_cross_field(void **state) {
 
 static void test_missing_file_and_bad_yaml(void **state) {
     char path[128];
-    snprintf(path, sizeof path, "%s/none.yaml", g_tmpdir);
+    snprintf(path, sizeof path, "%s", tpath("none.yaml"));
     sy_config c;
     sy_config_defaults(&c);
     assert_int_equal(sy_config_load(&c, path), -1);
@@ -560,6 +585,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_are_valid),
         cmocka_unit_test(test_default_yaml_is_the_defaults),
+        cmocka_unit_test(test_optional_string),
         cmocka_unit_test(test_embedded_default_matches_file),
         cmocka_unit_test(test_bench_yaml),
         cmocka_unit_test(test_unknown_keys),
@@ -574,5 +600,5 @@ int main(void) {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_model_cfg_check),
     };
-    return cmocka_run_group_tests(tests, setup_tmpdir, remove_tmpdir);
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -198,14 +199,24 @@ static void test_tiny_two_workers(void **s) { check_case("tiny", 2, 0, 1e-5); }
 static void test_nodrop_four_workers(void **s) { check_case("no-drop", 4, 0, 1e-5); }
 static void test_wide_two_workers(void **s) { check_case("wide", 2, 0, 1e-5); }
 static void test_allswitch_two_workers(void **s) { check_case("all-switch", 2, 0, 1e-5); }
+static void test_top2_two_workers(void **s) { check_case("top2", 2, 0, 1e-5); }
+static void test_top3_three_workers(void **s) { check_case("top3", 3, 0, 1e-5); }
+static void test_groups4_four_workers(void **s) { check_case("groups4-short", 4, 0, 1e-5); }
 /* bf16 rows on the wire: same routing here, gradients within bf16 rounding */
 static void test_tiny_bf16(void **s) { check_case("tiny", 2, 1, 2e-2); }
 
 int main(void) {
+    struct stat st;
+    if (stat(SY_REFCASES_DIR, &st) || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "test_exchange: the reference cases are missing: %s (they are committed in tests/refcases)\n",
+                SY_REFCASES_DIR);
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_two_workers),    cmocka_unit_test(test_nodrop_four_workers),
         cmocka_unit_test(test_wide_two_workers),    cmocka_unit_test(test_allswitch_two_workers),
-        cmocka_unit_test(test_tiny_bf16),
+        cmocka_unit_test(test_top2_two_workers),    cmocka_unit_test(test_top3_three_workers),
+        cmocka_unit_test(test_groups4_four_workers), cmocka_unit_test(test_tiny_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -476,7 +476,11 @@ static double at_loss(fdprob *p) {
 
 static void test_attention(void **state) {
     (void)state;
-    const int shapes[][4] = {{2, 5, 8, 2}, {1, 1, 4, 1}, {3, 1, 6, 2}, {2, 4, 6, 1}, {1, 7, 12, 3}, {3, 3, 8, 4}};
+    /* the last spans two query blocks of the causal kernel (64 rows), the second partial;
+     * longer sequences are checked against a float64 reference below (finite differences
+     * of a float loss get too noisy there) */
+    const int shapes[][4] = {{2, 5, 8, 2}, {1, 1, 4, 1}, {3, 1, 6, 2}, {2, 4, 6, 1}, {1, 7, 12, 3}, {3, 3, 8, 4},
+                             {1, 70, 4, 2}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int B = shapes[s][0], T = shapes[s][1], C = shapes[s][2], H = shapes[s][3];
         size_t N = (size_t)B * T;
@@ -512,12 +516,127 @@ static void test_attention(void **state) {
             for (size_t t = 0; t < N; t++)
                 for (int c = 0; c < 2 * C; c++)
                     assert_true(dqkv[t * 3 * C + c] == 0.0f);
+        /* the part of att the kernel does not write is not read either: NaN there changes nothing */
+        float *dqkv2 = falloc(N * 3 * C);
+        for (size_t i = 0; i < (size_t)B * H * T * T; i++)
+            q.att[i] = NAN;
+        at_loss(&q.p);
+        prefill(dqkv2, N * 3 * C, 0.75f);
+        sy_attention_backward(dqkv2, scratch, q.R, q.qkv, q.att, B, T, C, H);
+        unfill(dqkv2, N * 3 * C, 0.75f);
+        assert_memory_equal(dqkv, dqkv2, N * 3 * C * sizeof(float));
+        free(dqkv2);
         free(dqkv);
         free(scratch);
         free(q.qkv);
         free(q.out);
         free(q.att);
         free(q.R);
+    }
+}
+
+/* Causal attention written out plainly in float64, for sequences of several query blocks:
+ * out[B*T,C] from qkv[B*T,3C]; given dout, dqkv[B*T,3C] (set, not accumulated). */
+static void attention_ref(double *out, double *dqkv, const float *qkv, const float *dout, int B, int T, int C, int H) {
+    int hd = C / H, C3 = 3 * C;
+    double scale = 1.0 / sqrt((double)hd);
+    double *P = calloc((size_t)T * T, sizeof(double)), *dS = calloc((size_t)T * T, sizeof(double));
+    assert_non_null(P);
+    assert_non_null(dS);
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *base = qkv + (size_t)b * T * C3;
+#define Q(i, c) ((double)base[(size_t)(i) * C3 + h * hd + (c)])
+#define K(i, c) ((double)base[(size_t)(i) * C3 + C + h * hd + (c)])
+#define V(i, c) ((double)base[(size_t)(i) * C3 + 2 * C + h * hd + (c)])
+#define DO(i, c) ((double)dout[((size_t)b * T + (i)) * C + h * hd + (c)])
+#define DQKV(i, part, c) dqkv[((size_t)b * T + (i)) * C3 + (part) * C + h * hd + (c)]
+            for (int i = 0; i < T; i++) {
+                double mx = -INFINITY, sum = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    double s = 0.0;
+                    for (int c = 0; c < hd; c++)
+                        s += Q(i, c) * K(j, c);
+                    P[(size_t)i * T + j] = s * scale;
+                    mx = fmax(mx, s * scale);
+                }
+                for (int j = 0; j <= i; j++)
+                    sum += P[(size_t)i * T + j] = exp(P[(size_t)i * T + j] - mx);
+                for (int j = 0; j <= i; j++)
+                    P[(size_t)i * T + j] /= sum;
+                for (int c = 0; c < hd; c++) {
+                    double o = 0.0;
+                    for (int j = 0; j <= i; j++)
+                        o += P[(size_t)i * T + j] * V(j, c);
+                    out[((size_t)b * T + i) * C + h * hd + c] = o;
+                }
+                double pdp = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    double dp = 0.0;
+                    for (int c = 0; c < hd; c++)
+                        dp += DO(i, c) * V(j, c);
+                    dS[(size_t)i * T + j] = dp;
+                    pdp += P[(size_t)i * T + j] * dp;
+                }
+                for (int j = 0; j <= i; j++) {
+                    double p = P[(size_t)i * T + j], ds = p * (dS[(size_t)i * T + j] - pdp) * scale;
+                    for (int c = 0; c < hd; c++) {
+                        DQKV(i, 0, c) += ds * K(j, c);
+                        DQKV(j, 1, c) += ds * Q(i, c);
+                        DQKV(j, 2, c) += p * DO(i, c);
+                    }
+                }
+            }
+#undef Q
+#undef K
+#undef V
+#undef DO
+#undef DQKV
+        }
+    free(P);
+    free(dS);
+}
+
+static double rel_err(const float *a, const double *ref, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += (a[i] - ref[i]) * (a[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    return sqrt(num / den);
+}
+
+/* Sequences of several query blocks (full ones and a partial last one) against float64. */
+static void test_attention_long(void **state) {
+    (void)state;
+    const int shapes[][4] = {{2, 130, 16, 2}, {1, 256, 32, 4}, {1, 200, 8, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int B = shapes[s][0], T = shapes[s][1], C = shapes[s][2], H = shapes[s][3];
+        size_t N = (size_t)B * T;
+        rseed(900 + s);
+        float *qkv = falloc(N * 3 * C), *out = falloc(N * C), *att = falloc((size_t)B * H * T * T);
+        float *dout = falloc(N * C), *dqkv = falloc(N * 3 * C), *scratch = falloc((size_t)T * T);
+        double *rout = calloc(N * C, sizeof(double)), *rdqkv = calloc(N * 3 * C, sizeof(double));
+        assert_non_null(rout);
+        assert_non_null(rdqkv);
+        fill(qkv, N * 3 * C, -1.5, 1.5);
+        fill(dout, N * C, -1, 1);
+        sy_attention_forward(out, att, qkv, B, T, C, H);
+        sy_attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, H);
+        attention_ref(rout, rdqkv, qkv, dout, B, T, C, H);
+        double eo = rel_err(out, rout, N * C), eg = rel_err(dqkv, rdqkv, N * 3 * C);
+        printf("attention B=%d T=%d C=%d H=%d vs float64: out %.2e, dqkv %.2e (relative)\n", B, T, C, H, eo, eg);
+        assert_true(eo < 1e-6);
+        assert_true(eg < 1e-5);
+        free(qkv);
+        free(out);
+        free(att);
+        free(dout);
+        free(dqkv);
+        free(scratch);
+        free(rout);
+        free(rdqkv);
     }
 }
 
@@ -1025,6 +1144,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_ffn),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_long),
         cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_router),
         cmocka_unit_test(test_model_top1),

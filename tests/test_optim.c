@@ -13,10 +13,11 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "train_cfg.h"
 #include "log.h"
 #include "model.h"
 #include "optim.h"
+#include "blas_setup.h"
 
 static sy_train_cfg train_cfg(sy_schedule sched, int64_t steps, int64_t warmup, float lr, float min_lr) {
     sy_train_cfg tc;
@@ -280,8 +281,53 @@ static void test_adamw_reference(void **state) {
     sy_layout_free(&lay);
 }
 
+/* The update split over threads gives the same bits as one thread, padding untouched. */
+static void test_adamw_threads_same_bits(void **state) {
+    (void)state;
+    sy_model_cfg c = small_cfg();
+    c.d_model = 128;
+    c.d_ff = 512;
+    sy_layout lay;
+    assert_int_equal(sy_layout_init(&lay, &c, NULL), 0);
+    size_t n = lay.total;
+    assert_true(n >= 2 * 65536); /* large enough to be split */
+    float *x[2], *m[2], *v[2], *g = malloc(n * 4);
+    assert_non_null(g);
+    for (int k = 0; k < 2; k++) {
+        x[k] = malloc(n * 4);
+        m[k] = calloc(n, 4);
+        v[k] = calloc(n, 4);
+        assert_true(x[k] && m[k] && v[k]);
+    }
+    for (size_t j = 0; j < n; j++)
+        x[0][j] = x[1][j] = (float)(urand() * 2 - 1);
+    sy_train_cfg tc = train_cfg(SY_SCHED_COSINE, 6, 2, 3e-2f, 1e-3f);
+    int before = sy_blas_threads();
+    for (int64_t t = 1; t <= 3; t++) {
+        for (size_t j = 0; j < n; j++)
+            g[j] = (float)(urand() * 2 - 1);
+        for (int k = 0; k < 2; k++) {
+            sy_blas_set_threads(k == 0 ? 1 : 2);
+            assert_int_equal(sy_blas_threads(), k == 0 ? 1 : 2);
+            sy_adamw_step(&lay, x[k], g, m[k], v[k], t, 1e-2f, &tc, 0.5f);
+        }
+    }
+    sy_blas_set_threads(before);
+    assert_memory_equal(x[0], x[1], n * 4);
+    assert_memory_equal(m[0], m[1], n * 4);
+    assert_memory_equal(v[0], v[1], n * 4);
+    for (int k = 0; k < 2; k++) {
+        free(x[k]);
+        free(m[k]);
+        free(v[k]);
+    }
+    free(g);
+    sy_layout_free(&lay);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adamw_threads_same_bits),
         cmocka_unit_test(test_lr_warmup),
         cmocka_unit_test(test_lr_cosine),
         cmocka_unit_test(test_lr_linear),

@@ -1,8 +1,10 @@
-/* test_refcase: loading the PyTorch reference cases in ../shared/refcases: shapes,
+/* test_refcase: loading the PyTorch reference cases in tests/refcases: shapes,
  * tensor bytes checked against the files read directly, expected losses, routing; and
  * broken copies of a case (missing or short tensor, bad YAML, bad tokens) refused with
  * messages naming the file. */
+#define _GNU_SOURCE /* nftw in tmpdir.h */
 #include <dirent.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +18,9 @@
 
 #include "log.h"
 #include "refcase.h"
+
+#define SY_TMPDIR_NAME "refcase"
+#include "tmpdir.h"
 
 #define CASE(name) SY_REFCASES_DIR "/" name
 
@@ -50,10 +55,10 @@ static void test_tiny(void **state) {
     assert_int_equal(rc.groups, 2);
     assert_int_equal(rc.batch, 4);
     assert_int_equal(rc.seq, 16);
-    assert_true(rc.loss_total == 6.14925277972);
-    assert_true(rc.loss_ce == 6.12765412467);
-    assert_true(rc.loss_aux == 1.25586155548);
-    assert_true(rc.loss_z == 9.0400394896);
+    assert_true(rc.loss_total == 6.06275977381);
+    assert_true(rc.loss_ce == 6.04166586774);
+    assert_true(rc.loss_aux == 1.34242424052);
+    assert_true(rc.loss_z == 7.66966366365);
 
     int32_t tok[17];
     read_head(CASE("tiny") "/tokens.i32", tok, 17);
@@ -115,8 +120,8 @@ static void test_all_switch(void **state) {
     assert_int_equal(rc.groups, 1);
     assert_int_equal(rc.batch, 2);
     assert_int_equal(rc.seq, 24);
-    assert_true(rc.loss_total == 6.11250238226);
-    assert_true(rc.loss_z == 24.6792293594);
+    assert_true(rc.loss_total == 5.75383793782);
+    assert_true(rc.loss_z == 23.1256376157);
     assert_int_equal(rc.n_routes, 2);
     for (int r = 0; r < 2; r++) {
         assert_int_equal(rc.routes[r].layer, r);
@@ -142,8 +147,8 @@ static void test_no_drop(void **state) {
         fail_msg("%s", sy_lasterr());
     assert_true(rc.model.capacity_factor == 4.0f);
     assert_int_equal(rc.groups, 4);
-    assert_true(rc.loss_total == 6.13013297421);
-    assert_true(rc.loss_aux == 1.49926029465);
+    assert_true(rc.loss_total == 6.05765290294);
+    assert_true(rc.loss_aux == 1.30775748735);
     assert_int_equal(rc.n_routes, 1);
     /* capacity factor 4 with 4 experts: every token fits */
     for (int i = 0; i < rc.routes[0].n; i++) {
@@ -164,8 +169,8 @@ static void test_wide(void **state) {
     assert_int_equal(rc.model.n_experts, 2);
     assert_int_equal(rc.batch, 2);
     assert_int_equal(rc.seq, 32);
-    assert_true(rc.loss_total == 5.99145819234);
-    assert_true(rc.loss_ce == 5.9489565489);
+    assert_true(rc.loss_total == 5.91108124196);
+    assert_true(rc.loss_ce == 5.87486832783);
     assert_int_equal(rc.n_routes, 2);
     assert_int_equal(rc.routes[0].layer, 1);
     assert_int_equal(rc.routes[1].layer, 3);
@@ -184,69 +189,87 @@ static void test_wide(void **state) {
     sy_refcase_free(&rc);
 }
 
+/* top-k cases give every choice of every token: [N, k], -1 where a choice was dropped */
+static void test_top_k(void **state) {
+    static const struct {
+        const char *name;
+        int k, layer, n;
+    } cases[] = {{"top2", 2, 0, 64}, {"top3", 3, 1, 72}};
+    for (int c = 0; c < 2; c++) {
+        sy_refcase rc;
+        char dir[512], route[600];
+        snprintf(dir, sizeof dir, "%s/%s", SY_REFCASES_DIR, cases[c].name);
+        if (sy_refcase_load(&rc, dir) < 0)
+            fail_msg("%s", sy_lasterr());
+        assert_int_equal(rc.model.top_k, cases[c].k);
+        assert_int_equal(rc.routes[0].layer, cases[c].layer);
+        assert_int_equal(rc.routes[0].n, cases[c].n);
+        assert_int_equal(rc.routes[0].k, cases[c].k);
+        int n = cases[c].n * cases[c].k, kept_later = 0, dropped = 0;
+        int32_t *want = malloc((size_t)n * 4);
+        assert_non_null(want);
+        snprintf(route, sizeof route, "%s/route.%d.i32", dir, cases[c].layer);
+        read_head(route, want, (size_t)n);
+        assert_memory_equal(rc.routes[0].expert, want, (size_t)n * 4);
+        for (int i = 0; i < n; i++) {
+            kept_later += i % cases[c].k > 0 && want[i] >= 0;
+            dropped += want[i] < 0;
+        }
+        assert_true(kept_later > 0); /* second and later choices are exercised */
+        assert_true(dropped > 0);    /* and some of them dropped */
+        free(want);
+        sy_refcase_free(&rc);
+    }
+}
+
 /* ---- broken copies of the tiny case in a temp dir ---------------------------------- */
 
-static char g_dir[64];
-
-static void copy_file(const char *from, const char *to) {
+static int copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    assert_non_null(in);
-    assert_non_null(out);
+    int ok = in && out;
     char buf[8192];
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        assert_int_equal(fwrite(buf, 1, n, out), n);
-    fclose(in);
-    fclose(out);
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        ok = fwrite(buf, 1, n, out) == n;
+    if (in)
+        fclose(in);
+    if (out && fclose(out))
+        ok = 0;
+    if (!ok)
+        print_error("cannot copy %s to %s: %s\n", from, to, strerror(errno));
+    return ok ? 0 : -1;
 }
 
-static void clear_dir(void) {
-    DIR *d = opendir(g_dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", g_dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-}
-
-/* A fresh, writable copy of the tiny case. */
+/* A fresh scratch directory holding a writable copy of the tiny case (removed again
+ * when the copy fails, since cmocka skips the teardown of a failed setup). */
 static int fresh_copy(void **state) {
-    clear_dir();
+    if (setup_tmp(state))
+        return -1;
     DIR *d = opendir(CASE("tiny"));
-    assert_non_null(d);
+    if (!d) {
+        print_error("%s: %s\n", CASE("tiny"), strerror(errno));
+        teardown_tmp(state);
+        return -1;
+    }
     struct dirent *e;
-    char from[512], to[512];
-    while ((e = readdir(d))) {
+    char from[512];
+    int rc = 0;
+    while (!rc && (e = readdir(d))) {
         if (e->d_name[0] == '.')
             continue;
         snprintf(from, sizeof from, "%s/%s", CASE("tiny"), e->d_name);
-        snprintf(to, sizeof to, "%s/%s", g_dir, e->d_name);
-        copy_file(from, to);
+        rc = copy_file(from, tpath(e->d_name));
     }
     closedir(d);
-    return 0;
-}
-
-static int make_dir(void **state) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/sy_test_refcase_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    clear_dir();
-    return rmdir(g_dir);
+    if (rc)
+        teardown_tmp(state);
+    return rc;
 }
 
 /* Replaces the first `from` in the copy's manifest with `to`. */
 static void edit_manifest(const char *from, const char *to) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/manifest.yaml", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/manifest.yaml", g_tmp);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     static char text[1 << 16];
@@ -266,7 +289,7 @@ static void edit_manifest(const char *from, const char *to) {
 /* Loading the copy fails with a message holding every fragment (NULL-terminated). */
 static void expect_refused(const char *first, ...) {
     sy_refcase rc;
-    assert_int_equal(sy_refcase_load(&rc, g_dir), -1);
+    assert_int_equal(sy_refcase_load(&rc, g_tmp), -1);
     assert_null(rc.params);
     assert_null(rc.tokens);
     const char *err = sy_lasterr();
@@ -280,22 +303,22 @@ static void expect_refused(const char *first, ...) {
 
 static void test_copy_loads(void **state) {
     sy_refcase rc;
-    if (sy_refcase_load(&rc, g_dir) < 0)
+    if (sy_refcase_load(&rc, g_tmp) < 0)
         fail_msg("%s", sy_lasterr());
-    assert_string_equal(rc.dir, g_dir);
+    assert_string_equal(rc.dir, g_tmp);
     sy_refcase_free(&rc);
 }
 
 static void test_missing_tensor(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/layers.1.experts.2.w1.grad.f32", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/layers.1.experts.2.w1.grad.f32", g_tmp);
     assert_int_equal(unlink(path), 0);
     expect_refused(path, "cannot open", "No such file", "layers.1.experts.2.w1", NULL);
 }
 
 static void test_truncated_tensor(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/layers.0.attn.wo.f32", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/layers.0.attn.wo.f32", g_tmp);
     assert_int_equal(truncate(path, 4096 - 4), 0);
     expect_refused(path, "layers.0.attn.wo", "[32, 32]", "4096", "4092", NULL);
 }
@@ -312,22 +335,22 @@ static void test_bad_yaml(void **state) {
 
 static void test_wrong_type_in_manifest(void **state) {
     edit_manifest("n_heads: 4", "n_heads: four");
-    expect_refused("manifest.yaml", "model.n_heads", "four", "line 5", NULL);
+    expect_refused("manifest.yaml", "model.n_heads", "four", "line 6", NULL);
 }
 
 static void test_error_names_entry_index(void **state) {
     edit_manifest("{name: wpe,", "{name: [wpe],");
-    expect_refused("manifest.yaml", "params[1].name", "line 28", NULL);
+    expect_refused("manifest.yaml", "params[1].name", "line 29", NULL);
 }
 
 static void test_missing_key(void **state) {
-    edit_manifest("  loss_ce: 6.12765412467\n", "");
+    edit_manifest("  loss_ce: 6.04166586774\n", "");
     expect_refused("manifest.yaml", "expected.loss_ce", "missing", NULL);
 }
 
 static void test_missing_manifest(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/manifest.yaml", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/manifest.yaml", g_tmp);
     assert_int_equal(unlink(path), 0);
     expect_refused(path, "cannot open", NULL);
 }
@@ -336,7 +359,7 @@ static void test_unknown_keys_ignored(void **state) {
     edit_manifest("routing:\n", "producer: {tool: torch, version: 1.13}\nrouting:\n  top_k: 2\n"
                                 "  eval_capacity_factor: 3.0\n  notes: extra\n");
     sy_refcase rc;
-    if (sy_refcase_load(&rc, g_dir) < 0)
+    if (sy_refcase_load(&rc, g_tmp) < 0)
         fail_msg("%s", sy_lasterr());
     assert_int_equal(rc.model.top_k, 2);
     assert_true(rc.model.eval_capacity_factor == 3.0f);
@@ -344,8 +367,8 @@ static void test_unknown_keys_ignored(void **state) {
 }
 
 static void test_token_out_of_range(void **state) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/tokens.i32", g_dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/tokens.i32", g_tmp);
     FILE *f = fopen(path, "r+b");
     assert_non_null(f);
     int32_t bad = 300;
@@ -360,30 +383,44 @@ static void test_route_layer_not_switch(void **state) {
     expect_refused("manifest.yaml", "expected.routing[0].layer", NULL);
 }
 
+static void test_route_choices_not_top_k(void **state) {
+    edit_manifest("shape: [64], dropped_is", "shape: [64, 2], dropped_is");
+    expect_refused("manifest.yaml", "expected.routing[0].shape", "top_k = 1", NULL);
+}
+
 static void test_bad_model_in_manifest(void **state) {
     edit_manifest("n_heads: 4", "n_heads: 5");
     expect_refused("manifest.yaml", "model.d_model", "model.n_heads", NULL);
 }
 
 int main(void) {
+    struct stat st;
+    if (stat(SY_REFCASES_DIR, &st) || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "test_refcase: the reference cases are missing: %s (they are committed in tests/refcases; "
+                        "remake them with /usr/bin/python3 tests/oracle/refgen.py write tests/refcases)\n",
+                SY_REFCASES_DIR);
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny),
         cmocka_unit_test(test_all_switch),
         cmocka_unit_test(test_no_drop),
         cmocka_unit_test(test_wide),
-        cmocka_unit_test_setup(test_copy_loads, fresh_copy),
-        cmocka_unit_test_setup(test_missing_tensor, fresh_copy),
-        cmocka_unit_test_setup(test_truncated_tensor, fresh_copy),
-        cmocka_unit_test_setup(test_shape_disagrees_with_file, fresh_copy),
-        cmocka_unit_test_setup(test_bad_yaml, fresh_copy),
-        cmocka_unit_test_setup(test_wrong_type_in_manifest, fresh_copy),
-        cmocka_unit_test_setup(test_error_names_entry_index, fresh_copy),
-        cmocka_unit_test_setup(test_missing_key, fresh_copy),
-        cmocka_unit_test_setup(test_missing_manifest, fresh_copy),
-        cmocka_unit_test_setup(test_unknown_keys_ignored, fresh_copy),
-        cmocka_unit_test_setup(test_token_out_of_range, fresh_copy),
-        cmocka_unit_test_setup(test_route_layer_not_switch, fresh_copy),
-        cmocka_unit_test_setup(test_bad_model_in_manifest, fresh_copy),
+        cmocka_unit_test(test_top_k),
+        cmocka_unit_test_setup_teardown(test_copy_loads, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_missing_tensor, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_truncated_tensor, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_shape_disagrees_with_file, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_bad_yaml, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_wrong_type_in_manifest, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_error_names_entry_index, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_missing_key, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_missing_manifest, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_unknown_keys_ignored, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_token_out_of_range, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_route_layer_not_switch, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_route_choices_not_top_k, fresh_copy, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_bad_model_in_manifest, fresh_copy, teardown_tmp),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

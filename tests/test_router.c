@@ -1,7 +1,7 @@
 /* test_router: Switch routing and expert capacity on cases whose answer is known by
  * construction. Router weights are the identity (C = E), so the router logits are the
  * inputs themselves and the expected routing can be read off them. Expected values are
- * computed by hand (or in double from the formulas of DESIGN.md), never by the code
+ * computed by hand (or in double from the formulas of docs/design.md), never by the code
  * under test. The last tests build a one-layer model whose routing is fixed by its
  * weights and check which tokens are dropped and that a dropped token reaches the output
  * through the residual alone. */

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
+#include "model_load.h"
 #include "peer.h"
 #include "model_io.h"
 #include "refcase.h"
@@ -65,6 +66,7 @@ typedef struct {
     int have_cfg;
     sy_mesh mesh;
     sy_model *model;
+    sy_distill distill;     /* teacher of train.distill_from for this rank's rows, or none */
     sy_experts *experts;
     sy_exchange *exchange;
     float *mom, *vel;
@@ -226,6 +228,9 @@ static void drop_assignment(worker *w) {
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
     sy_model_destroy(&w->model);
+    sy_model_destroy(&w->distill.teacher);
+    free(w->distill.dlogits);
+    w->distill.dlogits = NULL;
     free(w->mom);
     free(w->vel);
     free(w->batch);
@@ -420,6 +425,22 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
     free(held);
     if (!w->model)
         return -1;
+    if (w->cfg.train.distill_from && w->job != SWITCHYARD__JOB__JOB_REFCHECK) {
+        /* the teacher's checkpoint must be readable here at the same path */
+        sy_config tcfg;
+        w->distill.teacher = sy_model_load(w->cfg.train.distill_from, &tcfg, rows, T, NULL, 0);
+        sy_config_free(&tcfg);
+        if (!w->distill.teacher) {
+            sy_err_prefix("train.distill_from"); /* the message names the path */
+            return -1;
+        }
+        w->distill.alpha = w->cfg.train.distill_alpha;
+        w->distill.temperature = w->cfg.train.distill_temperature;
+        if (!(w->distill.dlogits = malloc((size_t)rows * T * mc->vocab * sizeof(float)))) {
+            sy_seterr("assignment: out of memory");
+            return -1;
+        }
+    }
     int group_rows = 0;
     for (int q = 0; q < m->ep; q++)
         group_rows += m->nrows[d * m->ep + q];
@@ -467,7 +488,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
                               .vel = w->vel,
                               .batch = w->batch,
                               .lang = w->lang,
-                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange}};
+                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange},
+                              .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
         for (int i = 0; i < lay->n_params; i++) {
@@ -898,7 +920,7 @@ int main(int argc, char **argv) {
         goto out;
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
             sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
-    double next_register = 0.0, backoff = 1.0;
+    double next_register = 0.0, backoff = 1.0, ctrl_heard = 0.0;
     int registered = 0;
     while (!g_signal) {
         if (sy_heartbeat_shutdown(w.hb)) {
@@ -913,7 +935,14 @@ int main(int argc, char **argv) {
             next_register = sy_now() + backoff;
             backoff = backoff * 2 > 8 ? 8 : backoff * 2;
         }
-        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered)) {
+        /* lost = silent on both connections: after a network outage the heartbeat
+         * connection may come back seconds after the control one (each TCP connection
+         * retransmits on its own timer); an Assignment that just arrived proves the
+         * coordinator is there, and dropping it would make the coordinator re-plan again
+         * and again until it gives the run up */
+        double ctrl_limit = (w.have_cfg ? w.cfg.cluster.timeout_ms : 5000) / 1000.0;
+        if (sy_heartbeat_coordinator_lost(w.hb) && (w.assigned || registered) &&
+            sy_now() - ctrl_heard > ctrl_limit) {
             sy_warn("lost the coordinator: dropping the assignment, registering again");
             drop_assignment(&w);
             registered = 0;
@@ -931,6 +960,7 @@ int main(int argc, char **argv) {
             sy_warn("%s", sy_lasterr());
             continue;
         }
+        ctrl_heard = sy_now();
         Switchyard__Envelope *e = m.env;
         switch (e->msg_case) {
         case SWITCHYARD__ENVELOPE__MSG_REFUSE:

@@ -1,0 +1,70 @@
+# tests/lib/common.sh: what every shell test needs, sourced right after its
+# `set -euo pipefail` (this folder is not globbed as tests by tests/CMakeLists.txt).
+#   sy_args "$@"         sets bin, refcases, src from BIN_DIR REFCASES_DIR SOURCE_DIR
+#   sy_tmpdir            makes $tmp (checked) and installs the EXIT trap
+#   sy_track PID         a process this test started: killed (with its descendants)
+#                        at exit, by PID, never by name
+#   check WHAT CMD       evaluates CMD; counts a pass or prints FAIL: WHAT
+#   sy_summary           prints the counts; returns non-zero when anything failed
+#   free_port            a free TCP port on 127.0.0.1
+# KEEP=1 keeps $tmp for a post-mortem (processes are still killed).
+
+sy_args() {
+  bin=${1:?usage: $0 BIN_DIR REFCASES_DIR SOURCE_DIR}
+  refcases=${2:?usage: $0 BIN_DIR REFCASES_DIR SOURCE_DIR}
+  src=${3:?usage: $0 BIN_DIR REFCASES_DIR SOURCE_DIR}
+}
+
+sy_pids=()
+sy_track() { sy_pids+=("$1"); }
+
+# kills PID and every process below it (children first listed, then PID itself)
+sy_kill_tree() {
+  local p=$1 c
+  for c in $(pgrep -P "$p" 2>/dev/null || true); do sy_kill_tree "$c"; done
+  kill -9 "$p" 2>/dev/null || true
+  kill -CONT "$p" 2>/dev/null || true
+}
+
+sy_cleanup() {
+  local rc=$? p
+  disown -a 2>/dev/null || true  # no "Killed" job notices for what is killed below
+  for p in "${sy_pids[@]}"; do sy_kill_tree "$p"; done
+  if [ -n "${tmp:-}" ] && [ -d "$tmp" ]; then
+    if [ -n "${KEEP:-}" ]; then echo "kept $tmp"; else rm -rf -- "${tmp:?}"; fi
+  fi
+  exit "$rc"
+}
+
+sy_tmpdir() {
+  tmp=$(mktemp -d) || { echo "FAIL: mktemp -d failed"; exit 1; }
+  [ -n "$tmp" ] && [ -d "$tmp" ] || { echo "FAIL: mktemp -d gave no directory"; exit 1; }
+  trap sy_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+fail=0 pass=0
+check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+sy_summary() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# sy_word_corpus DIR: 20 text files of pseudo-random words (a fixed LCG), the same on
+# every machine and whatever the source tree holds: for tests whose figures depend on the
+# data (summation-order drift after several AdamW steps).
+sy_word_corpus() {
+  local dir=$1 words x f line _
+  words=(the a switch expert router token gate capacity layer worker ring mesh step loss
+         bytes group batch 0 1 2 3 4 5 6 7 8 9 "{" "}" ";" "=" "+" "(" ")" int float return)
+  mkdir -p "$dir"
+  x=12345
+  for f in $(seq -w 1 20); do
+    line=""
+    for _ in $(seq 1 1500); do
+      x=$(( (x * 1103515245 + 12345) % 2147483648 ))
+      line+="${words[$(( (x >> 16) % ${#words[@]} ))]} "
+      [ $(( (x >> 8) % 11 )) -eq 0 ] && line+=$'\n'
+    done
+    printf '%s\n' "$line" > "$dir/doc$f.txt"
+  done
+}
