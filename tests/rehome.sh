@@ -98,6 +98,26 @@ rc=0; wait "$cpid" 2>/dev/null || rc=$?
 check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "rolling back to step 20 because experts 0..0 lost both copies (rank 0 and its buddy rank 1" "$tmp/both.log" && [ -d "$tmp/both/step-00000040" ]'
 
+# a worker stalled past the timeout (SIGSTOP for 2.5 s, then SIGCONT) is declared dead and
+# re-homed; once it runs again it notices it lost the coordinator, registers again and
+# joins the mesh at a step boundary with its state from the live workers
+port=$(free_port); sport=$(free_port)
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+  --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/stall" --set train.steps=400 > "$tmp/stall.log" 2>&1 &
+cpid=$!; pids+=("$cpid")
+for i in 1 2 3; do
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/stall.w$i" 2>&1 &
+  pids+=("$!"); stalled=$!
+done
+for _ in $(seq 1 100); do grep -q "training at step" "$tmp/stall.log" && break; sleep 0.1; done
+sleep 0.5
+kill -STOP "$stalled"; sleep 2.5; kill -CONT "$stalled"
+for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$cpid" 2>/dev/null; then echo "stall: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
+rc=0; wait "$cpid" 2>/dev/null || rc=$?
+check "a stalled worker is re-homed, comes back at a step boundary, the run completes (rc $rc)" \
+  '[ $rc -eq 0 ] && grep -q "re-homing (rank" "$tmp/stall.log" && grep -q "waiting worker at step .*(no checkpoint read)" "$tmp/stall.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/stall/membership.jsonl" && [ -d "$tmp/stall/step-00000400" ]'
+
 [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -12; done
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
