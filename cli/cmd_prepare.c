@@ -76,6 +76,10 @@ static void print_summary(const sy_prepare_report *r, const char *dir, double va
     printf("train unigram entropy: %.4f nats/byte (%.4f bits/byte)\n", r->train_entropy,
            r->train_entropy / 0.6931471805599453);
     printf("files: %s %s\n", r->train_path, r->val_path);
+    uint64_t ht = 0, hv = 0;
+    if (!sy_tokens_peek_hash(r->train_path, &ht) && !sy_tokens_peek_hash(r->val_path, &hv))
+        printf("content hash: train.bin %016llx, val.bin %016llx (workers must hold the same train.bin)\n",
+               (unsigned long long)ht, (unsigned long long)hv);
 }
 
 int cmd_prepare(int argc, char **argv) {

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "blas_setup.h"
 #include "checkpoint.h"
 #include "commands.h"

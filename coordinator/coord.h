@@ -19,6 +19,7 @@
 #define MAX_WORKERS 256
 #define SY_MAX_EVENTS 16
 #define SY_COORD_LANGS 16
+#define SY_BAL_WINDOW 20 /* steps of measured compute behind a re-balance */
 
 enum phase { WAITING, ASSIGNING, TRAINING, SAVING, DONE, EVALUATING };
 
@@ -37,6 +38,14 @@ typedef struct {
     int saved;
     int alive;
     double step_time;  /* its last step, seconds */
+    char conn_addr[64];  /* the address its control connection comes from ("" unknown) */
+    double compute_s;  /* its own compute in the last step (waits for peers excluded) */
+    double wait_s;     /* its time in all-to-all and all-reduce in the last step (transfer + waiting) */
+    double tc[SY_BAL_WINDOW]; /* seconds of compute per step under the current plan, ring */
+    int n_tc;
+    int prev_rows;     /* rows under the plan before the last re-balance (0: none) */
+    double prev_t;     /* and its median compute per step */
+    double speed;      /* weight of its rows in the current shares (0: equal shares) */
 } member;
 
 /* Who is there, and how many the run needs. */
@@ -54,6 +63,20 @@ typedef struct {
     int rank_member[MAX_WORKERS]; /* rank -> index into pool.m */
     int epochs_started;
 } coord_plan;
+
+/* Balancing from measured compute (balance.c), and who the others wait for. */
+typedef struct {
+    int64_t epoch_step0;       /* the first step of the current epoch */
+    int rebalancing;           /* the next epoch is a re-balance (measurements carry over) */
+    int straggler_rank;        /* the rank the others waited for in the last step (-1: none) */
+    double straggler_wait;     /* how long they waited for it, on average, seconds */
+} coord_balance;
+
+/* The training data every worker must hold: the content hash of train.bin. */
+typedef struct {
+    uint64_t hash;             /* 0 until known */
+    char from[4400];           /* where that hash came from */
+} coord_data;
 
 /* The step in flight: the sums of the ranks' reports. */
 typedef struct {
@@ -172,6 +195,8 @@ typedef struct {
     double next_heartbeat;
     coord_pool pool;
     coord_plan plan;
+    coord_balance bal;
+    coord_data data;
     coord_step cur;
     coord_last last;
     coord_save save;
@@ -183,6 +208,14 @@ typedef struct {
     coord_rehome rh;
     char rh_why[400];          /* why the last failure could not be re-homed */
 } coord;
+
+/* Balancing from measured compute (balance.c). sample: one step report of a member;
+ * reset: a new epoch; due: at a checkpoint boundary, 1 when the mesh should be re-planned
+ * (members' speeds set for start_epoch); straggler: who the others waited for. */
+void sy_balance_sample(member *mb, double t_compute, int nrows, int first_of_epoch);
+void sy_balance_reset(coord *c);
+int sy_balance_due(coord *c);
+void sy_balance_straggler(coord *c);
 
 /* Appends to the recent-events ring (shown by `switchyard status`). */
 void sy_coord_event(coord *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -31,6 +31,7 @@ static volatile sig_atomic_t g_signal;
 static void on_signal(int sig) { g_signal = sig; }
 
 static void recover(coord *c, const char *reason);
+static void stop_now(coord *c, const char *why);
 
 /* Fault drill: SWITCHYARD_FAULT="kill@STEP:save" kills the coordinator halfway through
  * collecting checkpoint STEP (some tensors written to the temporary directory, no
@@ -137,30 +138,52 @@ static int send_state(coord *c, const member *mb, int r) {
     return sy_ctrl_send_blocking(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
 }
 
+void coord_broadcast_abort(coord *c, const char *reason);
+
+/* A member the control socket cannot reach while a mesh is handed out: declared dead at
+ * once (no waiting for its heartbeat timeout), the epoch being handed out is aborted
+ * everywhere and the main loop plans again with the workers left. */
+static void drop_unreachable(coord *c, member *mb, const char *why) {
+    mb->alive = 0;
+    sy_error("worker %s unreachable (%s): dropped from the mesh, planning again", mb->id, why);
+    sy_coord_event(c, "worker %s unreachable: dropped", mb->id);
+    coord_broadcast_abort(c, "a worker of the new mesh is unreachable: planning again");
+    c->phase = WAITING;
+}
+
+/* Plans a mesh of the live workers and hands it out. 0: handed out; 1: a worker was
+ * unreachable and dropped, plan again; -1: error (message set). */
 static int start_epoch(coord *c) {
     int W = 0;
     double gf[MAX_WORKERS];
+    int measured = 1;
     for (int i = 0; i < c->pool.n; i++) {
         c->pool.m[i].rank = -1;
         c->pool.m[i].ready = c->pool.m[i].reported = c->pool.m[i].saved = 0;
         if (c->pool.m[i].alive) {
             c->plan.rank_member[W] = i;
-            gf[W] = c->pool.m[i].gflops;
+            /* shares follow measured compute (balance.c), never the start-up sgemm probe */
+            gf[W] = c->pool.m[i].speed;
+            measured &= gf[W] > 0;
             c->pool.m[i].rank = W++;
         }
     }
+    sy_balance_reset(c);
     const sy_model_cfg *mc = coord_model(c);
     int B = coord_global_batch(c);
     sy_mesh_free(&c->plan.mesh);
     if (coord_refcheck_split(c, W))
         return -1;
-    /* probes of workers sharing one machine are noisy: only a clear (2x) difference counts */
-    int by_speed = !c->ref.on && c->cfg.cluster.balance_by_speed;
-    if (sy_mesh_plan(&c->plan.mesh, W, mc->n_experts, B, by_speed ? gf : NULL, 2.0))
+    int by_speed = !c->ref.on && c->cfg.cluster.balance_by_speed && measured;
+    if (sy_mesh_plan(&c->plan.mesh, W, mc->n_experts, B, by_speed ? gf : NULL, 1.0))
         return -1;
+    /* rows follow the measured compute per row; experts stay evenly spread, or the
+     * expert work moved with them would skew the next measurement */
+    sy_mesh_equal_experts(&c->plan.mesh);
     c->plan.world = W;
     c->epoch++;
     c->step = c->ckpt.last[0] ? c->ckpt.last_step : 0;
+    c->bal.epoch_step0 = c->step;
     sy_info("epoch %" PRIu64 ": mesh of %d worker%s = %d data group%s x %d expert rank%s%s", c->epoch, W,
             W == 1 ? "" : "s", c->plan.mesh.dp, c->plan.mesh.dp == 1 ? "" : "s", c->plan.mesh.ep, c->plan.mesh.ep == 1 ? "" : "s",
             c->plan.mesh.balanced ? " (shares follow measured speed)" : "");
@@ -220,10 +243,12 @@ int coord_send_assignments(coord *c, int rehome) {
         Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
         env.assignment = &a;
-        coord_send_to(c, mb, &env);
-        if (a.state_follows && send_state(c, mb, r)) {
-            sy_err_prefix("sending the state of %s to rank %d", c->ckpt.last, r);
-            return -1;
+        if (coord_send_to(c, mb, &env) || (a.state_follows && send_state(c, mb, r))) {
+            /* a worker that cannot be reached now (killed with another one, say) leaves the
+             * mesh; the others are told to drop this epoch and everyone re-plans */
+            sy_err_prefix("sending %s to rank %d", a.state_follows ? "the assignment and state" : "the assignment", r);
+            drop_unreachable(c, mb, sy_lasterr());
+            return 1;
         }
     }
     c->phase = ASSIGNING;
@@ -336,9 +361,14 @@ static void log_step(coord *c) {
                                                          .workers = c->plan.world,
                                                          .time = sy_now() - c->books.t_start});
     sy_progress_add(&c->books.progress, &c->cur.loss, (int64_t)c->cur.tokens);
-    if (sy_progress_due(done, tc->steps, c->start_step + 1, tc->log_every))
+    if (sy_progress_due(done, tc->steps, c->start_step + 1, tc->log_every)) {
         sy_progress_log(&c->books.progress, done, tc->steps, (int64_t)tc->batch_size * tc->seq_len, c->cur.lr,
                         c->cur.grad_norm, &t);
+        if (c->bal.straggler_rank >= 0)
+            sy_info("step %6" PRId64 " | straggler rank %d (%s): the others waited %.0f ms for it", done,
+                    c->bal.straggler_rank, c->pool.m[c->plan.rank_member[c->bal.straggler_rank]].id,
+                    c->bal.straggler_wait * 1e3);
+    }
 }
 
 static void record_validation(coord *c, double val, int64_t step) {
@@ -359,9 +389,15 @@ static void finish_run(coord *c, double val) {
     final_dir(c, dir, sizeof dir);
     record_validation(c, val, c->step);
     sy_coord_event(c, "done: step %lld, validation loss %.4f", (long long)c->step, val);
-    sy_info("trained to step %" PRId64 " in %.1fs on %d worker%s; validation loss %.4f nats/byte; model saved "
-            "in %s",
-            c->step, c->books.t_trained - c->books.t_start, c->plan.world, c->plan.world == 1 ? "" : "s", val, dir);
+    if (c->ckpt.last_step == c->step && !strcmp(c->ckpt.last, dir))
+        sy_info("trained to step %" PRId64 " in %.1fs on %d worker%s; validation loss %.4f nats/byte; model saved "
+                "in %s",
+                c->step, c->books.t_trained - c->books.t_start, c->plan.world, c->plan.world == 1 ? "" : "s", val,
+                dir);
+    else {
+        sy_error("trained to step %" PRId64 " but its checkpoint %s was not committed: no model saved", c->step, dir);
+        c->code = 1;
+    }
     sy_expert_load_print(&c->books.load, &c->cfg.model, stdout);
     coord_rehome_summary(c);
     c->phase = DONE;
@@ -401,14 +437,36 @@ int coord_commit_save(coord *c, int keep) {
     return 0;
 }
 
+/* A checkpoint could not be written (a full disk, a failing device): the run stops here
+ * rather than train on with nothing durable after the last good checkpoint. That one is
+ * verified again (every checksum) and named, so the user knows where a restart begins. */
+static void save_failed(coord *c, const char *why) {
+    sy_error("checkpoint step %" PRId64 " could not be written in %s: %s", c->save.step, c->cfg.checkpoint.dir, why);
+    sy_ckpt_writer_destroy(&c->save.writer); /* its temporary directory goes with it */
+    c->save.expect = 0;
+    char dir[4096];
+    int64_t st = 0;
+    int found = sy_ckpt_latest(c->cfg.checkpoint.dir, dir, sizeof dir, &st);
+    if (found == 0)
+        sy_error("stopping the run at step %" PRId64 " (no model saved after step %" PRId64 "); the last checkpoint "
+                 "%s verifies: free space and run again to resume from it",
+                 c->save.step, st, dir);
+    else
+        sy_error("stopping the run at step %" PRId64 "; no checkpoint in %s verifies, so a restart begins at step 0",
+                 c->save.step, c->cfg.checkpoint.dir);
+    sy_coord_event(c, "checkpoint step %lld failed: stopped", (long long)c->save.step);
+    c->code = 1;
+    c->phase = DONE;
+}
+
 static void finish_save(coord *c) {
     if (c->ref.on)
         return coord_refcheck_finish(c);
-    sy_run_ckpt_meta(c->save.writer, c->books.run_id, c->save.step, c->plan.world, c->yaml);
-    if (coord_commit_save(c, c->cfg.checkpoint.keep)) {
-        c->code = 1;
-        return;
-    }
+    if (!c->save.writer)
+        return save_failed(c, "no checkpoint writer (see the error above)");
+    if (sy_run_ckpt_meta(c->save.writer, c->books.run_id, c->save.step, c->plan.world, c->yaml) ||
+        coord_commit_save(c, c->cfg.checkpoint.keep))
+        return save_failed(c, sy_lasterr());
     uint64_t bytes;
     double secs;
     sy_ckpt_writer_stats(c->save.writer, &bytes, &secs);
@@ -444,7 +502,10 @@ static void step_complete(coord *c) {
         finish_save(c);
         sy_ckpt_writer_destroy(&c->save.writer);
         c->save.collecting = c->save.expect = 0;
+        if (c->phase == DONE)
+            return; /* the save failed: stopped */
     } else {
+        sy_balance_straggler(c);
         log_step(c);
         c->step++;
         if (c->step > c->ckpt.failed_at)
@@ -475,6 +536,10 @@ static void step_complete(coord *c) {
     }
     if (c->step < c->cfg.train.steps && coord_rehome_leave_due(c))
         return; /* a planned shrink: the mesh is re-homed, the step follows once it is ready */
+    if (saved && c->step < c->cfg.train.steps && sy_balance_due(c)) {
+        c->phase = WAITING; /* the main loop re-plans with the measured shares */
+        return;
+    }
     if (c->step >= c->cfg.train.steps) {
         c->books.t_trained = sy_now();
         c->phase = EVALUATING; /* the loop goes on (heartbeats) while the final validation runs */
@@ -486,7 +551,7 @@ static void step_complete(coord *c) {
 
 /* ---------------------------------------------------------------- handlers */
 
-static void on_register(coord *c, const char *id, const Switchyard__Register *r) {
+static void on_register(coord *c, const char *id, const Switchyard__Register *r, const char *conn_addr) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
     char reason[256] = "";
@@ -517,6 +582,7 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
     }
     snprintf(mb->host, sizeof mb->host, "%s", r->host);
     snprintf(mb->endpoint, sizeof mb->endpoint, "%s", r->peer_endpoint);
+    snprintf(mb->conn_addr, sizeof mb->conn_addr, "%s", conn_addr ? conn_addr : "");
     mb->gflops = r->gflops;
     mb->cores = r->cores;
     mb->threads = r->threads;
@@ -541,6 +607,54 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r)
     }
 }
 
+/* "127.x.x.x", "::1", "localhost" (and those inside an endpoint "tcp://HOST:PORT"). */
+static int is_loopback(const char *a) {
+    if (!strncmp(a, "tcp://", 6))
+        a += 6;
+    if (*a == '[')
+        a++;
+    return !strncmp(a, "127.", 4) || !strncmp(a, "::1", 3) || !strncmp(a, "::ffff:127.", 11) ||
+           !strncmp(a, "localhost", 9);
+}
+
+/* A worker that advertises a loopback data endpoint can only be reached from the
+ * coordinator's machine. When any live worker comes from another machine (its control
+ * connection arrives from a non-loopback address), such workers are refused with the
+ * reason, before a mesh is planned that could never exchange a byte. */
+static void refuse_loopback_endpoints(coord *c) {
+    const member *remote = NULL;
+    for (int i = 0; i < c->pool.n && !remote; i++)
+        if (c->pool.m[i].alive && c->pool.m[i].conn_addr[0] && !is_loopback(c->pool.m[i].conn_addr))
+            remote = &c->pool.m[i];
+    if (!remote)
+        return;
+    for (int i = 0; i < c->pool.n; i++) {
+        member *mb = &c->pool.m[i];
+        if (!mb->alive || !is_loopback(mb->endpoint))
+            continue;
+        char reason[1200];
+        snprintf(reason, sizeof reason,
+                 "its data endpoint %s is a loopback address, which worker %s (connecting from %s) on another machine "
+                 "cannot reach; start it with --advertise ADDR (an address the other machines reach it by), or "
+                 "--coordinator with the coordinator's network address",
+                 mb->endpoint, remote->id, remote->conn_addr);
+        sy_error("refusing worker %s: %s", mb->id, reason);
+        sy_coord_event(c, "worker %s refused: loopback endpoint", mb->id);
+        Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
+        no.reason = reason;
+        Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+        env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
+        env.refuse = &no;
+        sy_ctrl_send(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
+        mb->alive = 0;
+        if (!c->plan.epochs_started && c->pool.start_workers > c->pool.min_workers) {
+            c->pool.start_workers--; /* the first mesh no longer waits for the refused worker */
+            sy_info("the first mesh now waits for %d worker%s", c->pool.start_workers,
+                    c->pool.start_workers == 1 ? "" : "s");
+        }
+    }
+}
+
 static int standby_count(const coord *c) {
     int k = 0;
     for (int i = 0; i < c->pool.n; i++)
@@ -548,8 +662,40 @@ static int standby_count(const coord *c) {
     return k;
 }
 
+static void on_leaving(coord *c, member *mb, const char *why);
+
+/* The worker's training data must be the run's: same content hash as the coordinator's
+ * train.bin (or, when the coordinator has none, as the first worker's). */
+static int data_matches(coord *c, member *mb, uint64_t h) {
+    if (c->ref.on)
+        return 1;
+    if (!c->data.hash) {
+        c->data.hash = h;
+        snprintf(c->data.from, sizeof c->data.from, "worker %s's (the first to report)", mb->id);
+        sy_info("training data: content hash %016llx, from worker %s", (unsigned long long)h, mb->id);
+        return 1;
+    }
+    if (h == c->data.hash)
+        return 1;
+    char reason[4800];
+    snprintf(reason, sizeof reason,
+             "its training data differs: its train.bin has content hash %016llx, %s has %016llx (copy the "
+             "coordinator's data/ or run the same `switchyard prepare`)",
+             (unsigned long long)h, c->data.from, (unsigned long long)c->data.hash);
+    Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
+    no.reason = reason;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
+    env.refuse = &no;
+    sy_ctrl_send(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
+    on_leaving(c, mb, reason);
+    return 0;
+}
+
 static void on_ready(coord *c, member *mb, const Switchyard__Ready *r) {
     if (c->phase != ASSIGNING || r->epoch != c->epoch || mb->rank < 0)
+        return;
+    if (!data_matches(c, mb, r->data_hash))
         return;
     mb->ready = 1;
     for (int i = 0; i < c->plan.world; i++)
@@ -584,6 +730,8 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
         return;
     mb->reported = 1;
     mb->step_time = r->t_compute + r->t_alltoall + r->t_allreduce + r->t_optimizer;
+    mb->wait_s = r->t_alltoall + r->t_allreduce;
+    sy_balance_sample(mb, r->t_compute, c->plan.mesh.nrows[mb->rank], c->step == c->bal.epoch_step0);
     c->cur.loss.total += r->loss;
     c->cur.loss.ce += r->ce;
     c->cur.loss.aux += r->aux;
@@ -626,8 +774,14 @@ static void on_shard(coord *c, member *mb, const Switchyard__TensorShard *t, con
         raise(SIGKILL);
     }
     if (sy_ckpt_writer_add_crc(c->save.writer, t->name, dt, (int)t->n_shape, t->shape, payload, len, t->crc32c)) {
-        sy_error("tensor %s from %s: %s", t->name, mb->id, sy_lasterr());
-        c->code = 1;
+        char why[1400];
+        snprintf(why, sizeof why, "tensor %s from %s: %s", t->name, mb->id, sy_lasterr());
+        if (c->ref.on) {
+            sy_error("%s", why);
+            c->code = 1;
+        } else {
+            save_failed(c, why);
+        }
     }
 }
 
@@ -664,6 +818,11 @@ static void recover(coord *c, const char *reason) {
         c->phase = DONE;
         return;
     }
+    if (c->ckpt.stop_requested) {
+        /* the workers are going too (one signal for all): no recovery, nothing to wait for */
+        stop_now(c, reason);
+        return;
+    }
     if (c->step == c->ckpt.failed_at) {
         if (++c->ckpt.failures >= 5) {
             sy_error("step %" PRId64 " failed %d times in a row (%s): giving up", c->step, c->ckpt.failures, reason);
@@ -693,6 +852,43 @@ static void recover(coord *c, const char *reason) {
 
 /* Whether a mesh is assigned or training (a failure there means recovery). */
 static int in_epoch(const coord *c) { return c->phase == ASSIGNING || c->phase == TRAINING || c->phase == SAVING; }
+
+/* A worker says it leaves the run (a signal, no usable data): it is out of the mesh now,
+ * without waiting for its heartbeats to stop. */
+static void on_leaving(coord *c, member *mb, const char *why) {
+    if (!mb->alive)
+        return;
+    mb->alive = 0;
+    sy_warn("worker %s (rank %d) is out of the run: %s", mb->id, mb->rank, why);
+    sy_coord_event(c, "worker %s left: %.120s", mb->id, why);
+    if (mb->rank >= 0 && in_epoch(c)) {
+        char r[400];
+        snprintf(r, sizeof r, "rank %d (%s) left", mb->rank, mb->id);
+        if (!c->ckpt.recover_started)
+            c->ckpt.recover_started = sy_now();
+        if (coord_rehome_try(c, mb->rank, sy_now(), r) == 0)
+            return; /* its experts and rows go to its buddy, no rollback */
+        /* a worker leaving is no failure of the step: it must not use up the retries */
+        int failures = c->ckpt.failures;
+        int64_t failed_at = c->ckpt.failed_at;
+        recover(c, r);
+        if (c->phase != DONE) {
+            c->ckpt.failures = failures;
+            c->ckpt.failed_at = failed_at;
+        }
+    }
+}
+
+/* A stop was asked for (a signal) and cannot complete as planned (a worker left, or the
+ * save takes too long): stop now. The last complete checkpoint is untouched. */
+static void stop_now(coord *c, const char *why) {
+    sy_warn("stopping without saving step %" PRId64 ": %s", c->step, why);
+    if (c->save.writer)
+        sy_ckpt_writer_destroy(&c->save.writer); /* the half-collected save never commits */
+    c->save.expect = 0;
+    c->code = 130;
+    c->phase = DONE;
+}
 
 static void check_liveness(coord *c) {
     double now = sy_now(), limit = c->cfg.cluster.timeout_ms / 1000.0;
@@ -727,24 +923,30 @@ static int tick(coord *c) {
         c->next_heartbeat = now + c->cfg.cluster.heartbeat_ms / 1000.0;
     }
     check_liveness(c);
+    if (c->phase == WAITING)
+        refuse_loopback_endpoints(c);
     if (c->phase == WAITING && live_count(c) >= (c->plan.epochs_started ? c->pool.min_workers : c->pool.start_workers)) {
         c->plan.epochs_started++;
-        if (start_epoch(c)) {
+        int se = start_epoch(c);
+        if (se < 0) {
             sy_error("%s", sy_lasterr());
             c->code = 1;
             return -1;
         }
+        if (se > 0 && live_count(c) < c->pool.min_workers)
+            sy_warn("waiting for workers: %d of %d needed", live_count(c), c->pool.min_workers);
     }
     return 0;
 }
 
 /* One control message, to the handler named after it. */
-static void dispatch(coord *c, const char *id, const Switchyard__Envelope *e, const void *payload, size_t len) {
+static void dispatch(coord *c, const char *id, const char *conn_addr, const Switchyard__Envelope *e,
+                     const void *payload, size_t len) {
     member *mb = by_id(c, id);
     if (mb)
         mb->last_seen = sy_now();
     if (e->msg_case == SWITCHYARD__ENVELOPE__MSG_REGISTER)
-        return on_register(c, id, e->register_);
+        return on_register(c, id, e->register_, conn_addr);
     if (!mb)
         return sy_debug("message %d from unknown peer '%s' ignored", (int)e->msg_case, id);
     switch (e->msg_case) {
@@ -759,6 +961,8 @@ static void dispatch(coord *c, const char *id, const Switchyard__Envelope *e, co
     case SWITCHYARD__ENVELOPE__MSG_HEARTBEAT:
         return on_heartbeat(c, mb);
     case SWITCHYARD__ENVELOPE__MSG_ERROR:
+        if (e->error->leaving)
+            return on_leaving(c, mb, e->error->message);
         sy_error("worker %s (rank %d): %s", mb->id, mb->rank, e->error->message);
         if (e->error->epoch == c->epoch && in_epoch(c)) {
             char why[600];
@@ -781,17 +985,20 @@ static void read_control(coord *c) {
             sy_warn("%s", sy_lasterr());
             continue;
         }
-        dispatch(c, m.id, m.env, m.payload, m.payload_len);
+        dispatch(c, m.id, m.peer_addr, m.env, m.payload, m.payload_len);
         sy_ctrl_msg_free(&m);
     }
 }
 
 /* A first signal while training: finish the step, save, stop. Otherwise stop at once
  * (returns 1). */
-static int on_stop_signal(coord *c, int *seen) {
+static int on_stop_signal(coord *c, int *seen, double *deadline) {
     if (*seen || c->phase != TRAINING || c->ref.on)
         return 1;
     *seen = 1;
+    /* the step and the save it asks for get a bounded time: workers that got the same
+     * signal may be gone already */
+    *deadline = sy_now() + 2.0 * c->cfg.cluster.timeout_ms / 1000.0 + 60.0;
     sy_warn("signal %d: finishing step %" PRId64 ", saving a checkpoint, then stopping (again to stop at once)",
             (int)g_signal, c->step);
     c->ckpt.stop_requested = 1;
@@ -803,8 +1010,13 @@ static int on_stop_signal(coord *c, int *seen) {
 /* A plain poll over the control socket and the status socket, 50 ms at most per turn. */
 static void run_loop(coord *c) {
     int signals_seen = 0;
+    double stop_deadline = 0.0;
     while (c->phase != DONE) {
-        if (g_signal && on_stop_signal(c, &signals_seen))
+        if (stop_deadline > 0 && sy_now() > stop_deadline) {
+            stop_now(c, "the step and save asked for by the signal did not finish in time");
+            break;
+        }
+        if (g_signal && on_stop_signal(c, &signals_seen, &stop_deadline))
             break;
         zmq_pollitem_t its[2] = {{c->router, 0, ZMQ_POLLIN, 0}, {c->status, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(its, c->status ? 2 : 1, 50);
@@ -821,6 +1033,13 @@ static void run_loop(coord *c) {
     }
     if (c->ckpt.stop_requested && c->code == 0)
         c->code = 130;
+    if (c->code == 130 && !c->ref.on) {
+        if (c->ckpt.last[0])
+            sy_warn("stopped on a signal; a restart resumes from %s (step %" PRId64 ")", c->ckpt.last,
+                    c->ckpt.last_step);
+        else
+            sy_warn("stopped on a signal before any checkpoint; a restart begins at step 0");
+    }
 }
 
 /* ---------------------------------------------------------------- setting up */
@@ -952,6 +1171,22 @@ static int configure(coord *c, const coord_opts *o) {
     return 0;
 }
 
+/* 1 (with a message) when root holds checkpoints and none of them verifies: starting
+ * at step 0 then would quietly throw the run away (and prune it); --fresh says so. */
+static int all_checkpoints_corrupt(const char *root) {
+    int64_t *steps = NULL;
+    size_t n = 0;
+    if (sy_ckpt_list(root, &steps, &n) < 0 || n == 0) {
+        free(steps);
+        return 0;
+    }
+    sy_seterr("every checkpoint in %s is corrupt or incomplete (%zu found, steps %lld..%lld; the reasons are above): "
+              "nothing to resume from. Restore them, or start over at step 0 with --fresh (they are left in place)",
+              root, n, (long long)steps[0], (long long)steps[n - 1]);
+    free(steps);
+    return 1;
+}
+
 /* The run's books: run id, the per-expert load (by the data's languages), the newest
  * checkpoint to resume from (1: the run is already complete), the run log. */
 static int open_run(coord *c, int fresh) {
@@ -964,6 +1199,7 @@ static int open_run(coord *c, int fresh) {
     c->rh.last_lost = -1;
     c->last.val_loss = NAN;
     c->last.val_step = -1;
+    c->bal.straggler_rank = -1;
     sy_run_id_new(c->books.run_id, sizeof c->books.run_id);
     int n_langs = 0;
     if (!c->ref.on) {
@@ -971,7 +1207,29 @@ static int open_run(coord *c, int fresh) {
         char vp[4096];
         snprintf(vp, sizeof vp, "%s/val.bin", c->cfg.data.dir);
         sy_tokens *vt = sy_tokens_load(vp);
-        if (vt) {
+        if (!vt) {
+            sy_err_prefix("the coordinator validates every checkpoint on %s (run `switchyard prepare` here, or copy "
+                          "data/ from where it was prepared)",
+                          vp);
+            return -1;
+        }
+        if (sy_eval_windows(vt, c->cfg.train.seq_len) < 1) {
+            sy_seterr("%s: %lld bytes, too few for one validation window of %d tokens (prepare with a larger "
+                      "--val-fraction)",
+                      vp, (long long)vt->n_bytes, c->cfg.train.seq_len + 1);
+            sy_tokens_destroy(&vt);
+            return -1;
+        }
+        char tp[4096];
+        snprintf(tp, sizeof tp, "%s/train.bin", c->cfg.data.dir);
+        if (!sy_tokens_peek_hash(tp, &c->data.hash)) {
+            snprintf(c->data.from, sizeof c->data.from, "the coordinator's %s", tp);
+            sy_info("training data: %s, content hash %016llx; workers must hold the same", tp,
+                    (unsigned long long)c->data.hash);
+        } else {
+            sy_info("no %s here: the first worker's training data is the reference for the others", tp);
+        }
+        {
             n_langs = vt->n_langs < SY_COORD_LANGS ? vt->n_langs : SY_COORD_LANGS;
             for (int g = 0; g < n_langs; g++)
                 snprintf(c->books.langs[g], sizeof c->books.langs[g], "%s", vt->lang_names[g]);
@@ -985,6 +1243,8 @@ static int open_run(coord *c, int fresh) {
     if (!fresh) {
         int found = sy_ckpt_latest(c->cfg.checkpoint.dir, c->ckpt.last, sizeof c->ckpt.last, &c->ckpt.last_step);
         if (found < 0)
+            return -1;
+        if (found == 1 && all_checkpoints_corrupt(c->cfg.checkpoint.dir))
             return -1;
         if (found == 0) {
             sy_ckpt *ck = sy_ckpt_open(c->ckpt.last);
@@ -1019,6 +1279,11 @@ static int open_sockets(coord *c) {
         return -1;
     }
     sy_sock_defaults(c->router, 1);
+    {
+        /* blocking sends (the checkpoint state) give up on a peer that stops reading */
+        int sndtimeo = c->cfg.cluster.timeout_ms * 4 > 10000 ? c->cfg.cluster.timeout_ms * 4 : 10000;
+        zmq_setsockopt(c->router, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    }
     if (zmq_bind(c->router, c->cfg.cluster.coordinator)) {
         sy_seterr("cannot bind the control socket at %s: %s", c->cfg.cluster.coordinator, zmq_strerror(errno));
         return -1;

@@ -182,11 +182,12 @@ int coord_rehome_try(coord *c, int dead, double died_at, const char *reason) {
              "\"detect_s\": %.3f",
              c->step, dead, b, c->rh.planned ? "true" : "false", W - 1, c->rh.detected_at - died_at);
     c->rh.planned = 0;
-    if (coord_send_assignments(c, 1)) {
+    sy_balance_reset(c);
+    c->bal.epoch_step0 = c->step;
+    int rc = coord_send_assignments(c, 1);
+    if (rc < 0)
         sy_error("re-homing: %s", sy_lasterr());
-        return -1;
-    }
-    return 0;
+    return 0; /* rc 1: a survivor was unreachable, the main loop plans again (from the checkpoint) */
 }
 
 int coord_rehome_leave_due(coord *c) {
@@ -224,12 +225,16 @@ int coord_rehome_grow(coord *c) {
     int W2 = W + n;
     if (n == 0 || W2 > c->plan.mesh.n_experts)
         return -1; /* a mesh of several data groups: admitted at a checkpoint boundary */
-    for (int r = 0; r < W2; r++)
-        gf[r] = c->pool.m[members[r]].gflops;
+    int measured = 1;
+    for (int r = 0; r < W2; r++) {
+        gf[r] = c->pool.m[members[r]].speed; /* as start_epoch: measured compute (balance.c) */
+        measured &= gf[r] > 0;
+    }
     sy_mesh nm;
     if (sy_mesh_plan(&nm, W2, c->plan.mesh.n_experts, c->plan.mesh.global_batch,
-                     c->cfg.cluster.balance_by_speed ? gf : NULL, 2.0))
+                     c->cfg.cluster.balance_by_speed && measured ? gf : NULL, 1.0))
         return -1;
+    sy_mesh_equal_experts(&nm);
     if (nm.dp != 1) {
         sy_mesh_free(&nm);
         return -1;
@@ -260,13 +265,13 @@ int coord_rehome_grow(coord *c) {
     sy_coord_event(c, "%d worker%s joined at step %lld (state from the live workers)", n, n == 1 ? "" : "s",
                    (long long)c->step);
     c->rh.grow = 1;
+    sy_balance_reset(c);
+    c->bal.epoch_step0 = c->step;
     int rc = coord_send_assignments(c, 1);
     c->rh.grow = 0;
-    if (rc) {
+    if (rc < 0)
         sy_error("growing the mesh: %s", sy_lasterr());
-        return -1;
-    }
-    return 0;
+    return 0; /* rc 1: a worker was unreachable, the main loop plans again */
 }
 
 int coord_rehome_join_allowed(const coord *c) {

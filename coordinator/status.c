@@ -124,6 +124,8 @@ static void answer(coord *c, const client *to) {
     r.allreduce_s = c->last.ar;
     r.lr = c->cur.lr;
     r.grad_norm = c->cur.grad_norm;
+    r.straggler_rank = c->phase == WAITING ? -1 : c->bal.straggler_rank;
+    r.straggler_wait_s = r.straggler_rank >= 0 ? c->bal.straggler_wait : 0;
     r.rehomes = c->rh.rehomes;
     r.rollbacks = c->rh.rollbacks;
     r.last_steps_lost = c->rh.last_lost;
@@ -153,6 +155,8 @@ static void answer(coord *c, const client *to) {
         w->gflops = mb->gflops;
         w->heartbeat_age_s = now - mb->last_seen;
         w->step_time_s = mb->step_time;
+        w->compute_s = mb->compute_s;
+        w->wait_s = mb->wait_s;
         int in_mesh = mb->alive && mb->rank >= 0 && c->phase != WAITING && c->plan.mesh.ep > 0;
         w->rank = in_mesh ? mb->rank : -1;
         w->data_rank = in_mesh ? sy_mesh_d(&c->plan.mesh, mb->rank) : -1;

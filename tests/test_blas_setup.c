@@ -695,19 +695,28 @@ static void test_sgemm_probe(void **state) {
     assert_true(a && b && c);
     for (int i = 0; i < N * N; i++)
         a[i] = b[i] = 1.0f + (float)(i % 7) / 7.0f;
-    double t[9];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
-    for (int i = 0; i < 9; i++) {
-        double s = sy_now();
+    /* Both are timings on a machine that may be shared with other jobs: a burst of load
+     * during one of them can move it by more than 4x, so the pair is measured again (up
+     * to 5 times) and must agree once. A probe that is simply wrong disagrees every time. */
+    double mine = 0;
+    int agree = 0;
+    for (int attempt = 0; attempt < 5 && !agree; attempt++) {
+        if (attempt)
+            g = sy_sgemm_probe(0.05);
+        double t[9];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
-        t[i] = sy_now() - s;
+        for (int i = 0; i < 9; i++) {
+            double s = sy_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+            t[i] = sy_now() - s;
+        }
+        qsort(t, 9, sizeof t[0], cmp_double);
+        mine = 2.0 * N * N * N / t[4] * 1e-9;
+        print_message("sgemm probe (%s, 1 thread): %.1f GFLOP/s; independent timing %.1f GFLOP/s\n", sy_blas_kernel(),
+                      g, mine);
+        agree = g > mine / 4 && g < mine * 4;
     }
-    qsort(t, 9, sizeof t[0], cmp_double);
-    double mine = 2.0 * N * N * N / t[4] * 1e-9;
-    print_message("sgemm probe (%s, 1 thread): %.1f GFLOP/s; independent timing %.1f GFLOP/s\n", sy_blas_kernel(), g,
-                  mine);
-    /* generous: both run on a machine shared with other jobs */
-    assert_true(g > mine / 4 && g < mine * 4);
+    assert_true(agree);
     free(a), free(b), free(c);
 
     /* the default is about 0.2 s */

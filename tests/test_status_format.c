@@ -74,6 +74,8 @@ static void build(fixture *f) {
     r->allreduce_s = 0.085;
     r->lr = 3e-4;
     r->grad_norm = 0.823;
+    r->straggler_rank = 1;
+    r->straggler_wait_s = 0.2156;
     r->rehomes = 3;
     r->last_steps_lost = 0;
     r->last_recovery_s = 1.25;
@@ -106,6 +108,8 @@ static void build(fixture *f) {
         w->gflops = gf[i];
         w->heartbeat_age_s = hb[i];
         w->step_time_s = st[i];
+        w->compute_s = i == 0 ? 0.262 : i == 1 ? 0.4776 : 0;
+        w->wait_s = i == 0 ? 1.05 : i == 1 ? 0.85 : 0;
         w->state = (char *)states[i];
         w->endpoint = i == 2 ? NULL : "tcp://10.0.0.1:6000";
         w->cores = 2;
@@ -289,7 +293,7 @@ static void test_table_workers(void **state) {
     char *w[16];
     char *l = line_with(t, "node-a");
     assert_int_equal(words(l, w, 16), 9);
-    const char *want_a[9] = {"0", "node-a", "0/0", "0-3", "0-7", "120.5", "0.4s", "1.381s", "training"};
+    const char *want_a[9] = {"0", "node-a", "0/0", "0-3", "0-7", "120.5", "0.4s", "262/1050", "training"};
     for (int i = 0; i < 9; i++)
         assert_string_equal(w[i], want_a[i]);
     free(l);
@@ -308,9 +312,12 @@ static void test_table_workers(void **state) {
     assert_null(strstr(l, "example.org"));
     char *tail = strstr(l, "...") + 3;
     assert_int_equal(words(tail, w, 16), 7);
-    const char *want_b[7] = {"0/1", "4-7", "0-7", "98.2", "1.2s", "1.402s", "training"};
+    const char *want_b[7] = {"0/1", "4-7", "0-7", "98.2", "1.2s", "478/850", "training"};
     for (int i = 0; i < 7; i++)
         assert_string_equal(w[i], want_b[i]);
+    /* the straggler is named: who the others waited for, and how long */
+    assert_has(t, "straggler: rank 1 (");
+    assert_has(t, "): computes 478 ms, the others wait 216 ms for it\n");
     /* columns line up: "0/1" starts where the header's "d/p" does */
     char *hl = line_with(t, "rank host");
     char *bl = line_with(t, "ev\"il");
@@ -808,8 +815,9 @@ static void test_json(void **state) {
                                  "aux", "z", "val_loss", "tokens_per_s", "step_time_s", "compute_s", "alltoall_s",
                                  "allreduce_s", "workers", "experts", "languages", "checkpoint_step",
                                  "checkpoint_path", "checkpoint_age_s", "events", "uptime_s", "world", "min_workers",
-                                 "error", "lr", "grad_norm", "rehomes", "rollbacks", "last_steps_lost",
-                                 "last_recovery_s", "last_detect_s", "replica_every", "replica_bytes"};
+                                 "error", "lr", "grad_norm", "straggler_rank", "straggler_wait_s", "rehomes",
+                                 "rollbacks", "last_steps_lost", "last_recovery_s", "last_detect_s", "replica_every",
+                                 "replica_bytes"};
     assert_int_equal(v->n, sizeof keys / sizeof keys[0]);
     for (size_t i = 0; i < v->n; i++)
         assert_string_equal(v->keys[i], keys[i]);
@@ -850,10 +858,10 @@ static void test_json(void **state) {
     assert_int_equal(ws->n, 3);
     static const char *wkeys[] = {"id", "host", "rank", "data_rank", "expert_rank", "expert_begin", "expert_end",
                                   "row0", "nrows", "gflops", "heartbeat_age_s", "step_time_s", "state", "endpoint",
-                                  "cores", "threads"};
+                                  "cores", "threads", "compute_s", "wait_s"};
     for (size_t i = 0; i < 3; i++) {
-        assert_int_equal(ws->kids[i]->n, 16);
-        for (size_t k = 0; k < 16; k++)
+        assert_int_equal(ws->kids[i]->n, 18);
+        for (size_t k = 0; k < 18; k++)
             assert_string_equal(ws->kids[i]->keys[k], wkeys[k]);
     }
     /* reply order is kept (the dead worker first) */
@@ -957,7 +965,7 @@ static void test_json_hostile_strings(void **state) {
     v = jparse(t, err, sizeof err);
     if (!v)
         fail_msg("invalid JSON (%s):\n%s", err, t);
-    assert_int_equal(v->n, 36);
+    assert_int_equal(v->n, 38);
     assert_int_equal(jget(v, "workers")->n, 0);
     jv_free(v);
     free(t);

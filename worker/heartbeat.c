@@ -122,6 +122,8 @@ void sy_heartbeat_set(sy_heartbeat *hb, uint64_t epoch, int64_t step, int state,
 
 const volatile int *sy_heartbeat_abort_flag(sy_heartbeat *hb) { return &hb->abort_flag; }
 
+void sy_heartbeat_abort_from_signal(sy_heartbeat *hb) { __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE); }
+
 void sy_heartbeat_clear_abort(sy_heartbeat *hb, uint64_t epoch) {
     hb->epoch = epoch;
     __atomic_store_n(&hb->abort_flag, 0, __ATOMIC_RELEASE);

@@ -18,6 +18,9 @@ void sy_heartbeat_stop(sy_heartbeat **hb);
 void sy_heartbeat_set(sy_heartbeat *hb, uint64_t epoch, int64_t step, int state, int rank);
 /* The flag collectives watch: non-zero once the epoch in flight must be dropped. */
 const volatile int *sy_heartbeat_abort_flag(sy_heartbeat *hb);
+/* Raises the abort flag from a signal handler (a lock-free atomic store, so
+ * async-signal-safe): every wait of the step in flight returns at once. */
+void sy_heartbeat_abort_from_signal(sy_heartbeat *hb);
 /* Clears the abort flag for a new epoch. */
 void sy_heartbeat_clear_abort(sy_heartbeat *hb, uint64_t epoch);
 /* 1 when the coordinator has been silent past the timeout (it then clears on contact). */

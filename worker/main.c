@@ -39,7 +39,14 @@
 enum { ST_REGISTERING = 0, ST_SETUP = 1, ST_READY = 2, ST_STEP = 3, ST_SAVING = 4 };
 
 static volatile sig_atomic_t g_signal;
-static void on_signal(int sig) { g_signal = sig; }
+static sy_heartbeat *volatile g_hb; /* set once the heartbeat thread runs */
+/* A signal ends the step in flight at its next wait (a peer may never send again: it got
+ * the same signal), then the main loop leaves. */
+static void on_signal(int sig) {
+    g_signal = sig;
+    if (g_hb)
+        sy_heartbeat_abort_from_signal(g_hb);
+}
 
 /* What a re-homing assignment keeps of the previous one: the model and moments of this
  * rank and the replicas it kept. */
@@ -55,6 +62,7 @@ typedef struct {
     sy_heartbeat *hb;
     sy_peer *peer;
     char id[128], coordinator[256];
+    char advertised[300];   /* the data endpoint peers connect to (may differ from the bound one) */
     double gflops;
     int threads;
     /* assignment */
@@ -83,6 +91,7 @@ typedef struct {
     int64_t last_step;
     double last_step_time;
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
+    int data_failed;        /* this machine has no usable training data: leave the run */
     int state_tensors;
     /* buddy replicas and two-phase steps (replica.h, coordinator/rehome.c) */
     sy_replica *replica;    /* the experts this rank keeps for its wards; NULL: replicas off */
@@ -167,6 +176,25 @@ static void send_error(worker *w, const char *msg) {
     e.epoch = w->epoch;
     e.rank = (uint32_t)(w->rank < 0 ? 0 : w->rank);
     e.message = (char *)msg;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
+    env.error = &e;
+    send_env(w, &env, NULL, 0);
+}
+
+/* Tells the coordinator this worker leaves the run (so it re-plans at once instead of
+ * waiting out the heartbeat timeout), with the reason. */
+static void send_leaving(worker *w, const char *why) {
+    char msg[1200];
+    if (!strcmp(why, "signal"))
+        snprintf(msg, sizeof msg, "leaving on signal %d", (int)g_signal);
+    else
+        snprintf(msg, sizeof msg, "%s", why);
+    Switchyard__Error e = SWITCHYARD__ERROR__INIT;
+    e.epoch = w->epoch;
+    e.rank = (uint32_t)(w->rank < 0 ? 0 : w->rank);
+    e.message = msg;
+    e.leaving = 1;
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
     env.error = &e;
@@ -413,6 +441,10 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
         w->cfg.train.seq_len = T;
         tokens = w->rc.tokens;
     }
+    if (mc->n_experts > SY_MAX_EXPERTS) {
+        sy_seterr("assignment: more than %d experts", SY_MAX_EXPERTS);
+        return -1;
+    }
     unsigned char *held = calloc((size_t)mc->n_experts, 1);
     if (!held) {
         sy_seterr("assignment: out of memory");
@@ -464,7 +496,9 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
             char path[4096];
             snprintf(path, sizeof path, "%s/train.bin", w->cfg.data.dir);
             if (!(w->train = sy_tokens_load(path))) {
-                sy_err_prefix("training data on this worker (run `switchyard prepare` here)");
+                sy_err_prefix("training data on this worker (run `switchyard prepare` here or copy the "
+                              "coordinator's data/)");
+                w->data_failed = 1;
                 return -1;
             }
         }
@@ -807,15 +841,20 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--port N] [--threads N]\n"
-            "  Registers with the coordinator and trains. Data endpoint: tcp://ADDR:PORT (ADDR defaults to the\n"
-            "  address this machine uses to reach the coordinator; PORT 0 = any free port).\n");
+            "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--bind-data ADDR] [--port N]\n"
+            "                         [--threads N]\n"
+            "  Registers with the coordinator and trains. Peers reach its data socket at tcp://ADVERTISE:PORT:\n"
+            "  --advertise defaults to the address this machine uses to reach the coordinator, and may be a host\n"
+            "  name or an address behind NAT; --bind-data is the local address the socket binds (default: the\n"
+            "  advertised address when --advertise is not given, all interfaces (0.0.0.0) when it is);\n"
+            "  --port fixes PORT (0 = any free port).\n");
 }
 
 static void send_ready(worker *w) {
     Switchyard__Ready r = SWITCHYARD__READY__INIT;
     r.epoch = w->epoch;
     r.rank = (uint32_t)w->rank;
+    r.data_hash = w->train && w->job != SWITCHYARD__JOB__JOB_REFCHECK ? w->train->checksum : 0;
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_READY;
     env.ready = &r;
@@ -832,7 +871,7 @@ static int send_register(worker *w) {
     r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
     r.worker_id = w->id;
     r.host = host;
-    r.peer_endpoint = (char *)sy_peer_endpoint(w->peer);
+    r.peer_endpoint = w->advertised;
     r.cores = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
     r.memory_bytes = (uint64_t)si.totalram * si.mem_unit;
     r.gflops = w->gflops;
@@ -847,13 +886,15 @@ static int send_register(worker *w) {
 }
 
 int main(int argc, char **argv) {
-    const char *coordinator = NULL, *advertise = NULL, *threads = NULL;
+    const char *coordinator = NULL, *advertise = NULL, *threads = NULL, *bind_data = NULL;
     int port = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--coordinator") && i + 1 < argc)
             coordinator = argv[++i];
         else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
             advertise = argv[++i];
+        else if (!strcmp(argv[i], "--bind-data") && i + 1 < argc)
+            bind_data = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc)
             port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -890,6 +931,9 @@ int main(int argc, char **argv) {
     w.gflops = sy_sgemm_probe(0.2);
     fault_init();
     char addr[64];
+    /* what peers connect to and what the socket binds are separate: a host name or a NAT
+     * address can be advertised but not bound */
+    const char *bind_addr = bind_data ? bind_data : advertise ? "0.0.0.0" : NULL;
     if (!advertise) {
         if (local_addr_towards(coordinator, addr, sizeof addr)) {
             fprintf(stderr, "switchyard-worker: cannot tell which address reaches %s; give --advertise ADDR\n",
@@ -898,17 +942,31 @@ int main(int argc, char **argv) {
         }
         advertise = addr;
     }
+    if (!bind_addr)
+        bind_addr = advertise;
     int code = 1;
     w.zctx = zmq_ctx_new();
     char bind_ep[300];
     if (port > 0)
-        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", advertise, port);
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", bind_addr, port);
     else
-        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", advertise);
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", bind_addr);
     if (!(w.peer = sy_peer_new(w.zctx, bind_ep))) {
-        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        fprintf(stderr, "switchyard-worker: %s (--bind-data %s%s)\n", sy_lasterr(), bind_addr,
+                bind_data ? "" : ", the default");
+        code = 2;
         goto out;
     }
+    {
+        const char *bound = sy_peer_endpoint(w.peer), *colon = strrchr(bound, ':');
+        snprintf(w.advertised, sizeof w.advertised, "tcp://%s:%s", advertise, colon ? colon + 1 : "0");
+        if (strcmp(w.advertised, bound))
+            sy_info("data socket bound at %s, advertised to peers as %s", bound, w.advertised);
+    }
+    if (!strncmp(w.advertised, "tcp://127.", 10) || !strncmp(w.advertised, "tcp://localhost:", 16))
+        sy_info("data endpoint %s is a loopback address: only workers on this machine can reach it (for a run "
+                "across machines give --advertise ADDR, or reach the coordinator by its network address)",
+                w.advertised);
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
@@ -918,8 +976,9 @@ int main(int argc, char **argv) {
     }
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
+    g_hb = w.hb;
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
-            sy_peer_endpoint(w.peer), w.gflops, w.threads, coordinator);
+            w.advertised, w.gflops, w.threads, coordinator);
     double next_register = 0.0, backoff = 1.0, ctrl_heard = 0.0;
     int registered = 0;
     while (!g_signal) {
@@ -978,6 +1037,13 @@ int main(int argc, char **argv) {
                          sy_lasterr());
                 sy_error("%s", msg);
                 w.epoch = e->assignment->epoch;
+                if (w.data_failed) {
+                    /* no data here: this worker cannot take part; the run goes on without it */
+                    send_leaving(&w, msg);
+                    sy_ctrl_msg_free(&m);
+                    code = 3;
+                    goto out;
+                }
                 send_error(&w, msg);
                 drop_assignment(&w);
                 break;
@@ -1031,6 +1097,7 @@ int main(int argc, char **argv) {
     }
     if (g_signal) {
         sy_info("signal %d: leaving", (int)g_signal);
+        send_leaving(&w, "signal");
         code = 0;
     }
 out:;
@@ -1038,6 +1105,7 @@ out:;
     if (!getrusage(RUSAGE_SELF, &ru))
         sy_info("peak RSS %.1f MB", ru.ru_maxrss / 1024.0);
     drop_assignment(&w);
+    g_hb = NULL;
     sy_heartbeat_stop(&w.hb);
     sy_peer_destroy(&w.peer);
     if (w.ctrl)

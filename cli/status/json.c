@@ -125,6 +125,8 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
         jstr(&o, "endpoint", w->endpoint);
         juint(&o, "cores", w->cores);
         juint(&o, "threads", w->threads);
+        jnum(&o, "compute_s", w->compute_s);
+        jnum(&o, "wait_s", w->wait_s);
         fputc('}', out);
     }
     fputs(r->n_workers ? "\n  ]" : "]", out);
@@ -178,6 +180,8 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
     TOP(&t, "error", json_str(out, r->error));
     TOP(&t, "lr", json_num(out, r->lr));
     TOP(&t, "grad_norm", json_num(out, r->grad_norm));
+    TOP(&t, "straggler_rank", fprintf(out, "%d", r->straggler_rank));
+    TOP(&t, "straggler_wait_s", json_num(out, r->straggler_wait_s));
     TOP(&t, "rehomes", fprintf(out, "%u", r->rehomes));
     TOP(&t, "rollbacks", fprintf(out, "%u", r->rollbacks));
     TOP(&t, "last_steps_lost", fprintf(out, "%" PRId64, r->last_steps_lost));

@@ -71,7 +71,7 @@ static void prom_scalar(FILE *out, const char *name, const char *type, const cha
 }
 
 /* Per-worker families: label set {worker, rank, host}. */
-enum { W_GFLOPS, W_HEARTBEAT, W_STEP, W_EXPERTS, W_ROWS, W_CORES, W_THREADS, W_N };
+enum { W_GFLOPS, W_HEARTBEAT, W_STEP, W_EXPERTS, W_ROWS, W_CORES, W_THREADS, W_COMPUTE, W_WAIT, W_N };
 
 static double worker_value(const Switchyard__WorkerStatus *w, int f) {
     switch (f) {
@@ -87,6 +87,10 @@ static double worker_value(const Switchyard__WorkerStatus *w, int f) {
         return w->rank >= 0 ? (double)w->nrows : 0;
     case W_CORES:
         return w->cores;
+    case W_COMPUTE:
+        return w->compute_s;
+    case W_WAIT:
+        return w->wait_s;
     default:
         return w->threads;
     }
@@ -183,12 +187,14 @@ int sy_status_prom(FILE *out, const Switchyard__StatusReply *r) {
         static const char *const wname[W_N] = {
             "switchyard_worker_gflops", "switchyard_worker_heartbeat_age_seconds", "switchyard_worker_step_seconds",
             "switchyard_worker_experts", "switchyard_worker_rows", "switchyard_worker_cores",
-            "switchyard_worker_threads"};
+            "switchyard_worker_threads", "switchyard_worker_compute_seconds", "switchyard_worker_wait_seconds"};
         static const char *const whelp[W_N] = {
             "Measured sgemm GFLOP/s of the worker.", "Seconds since the worker's last heartbeat.",
             "Wall time of the worker's last step.", "Experts the worker holds.",
             "Global batch rows the worker trains on.", "CPU cores of the worker's machine.",
-            "Compute threads the worker uses."};
+            "Compute threads the worker uses.",
+            "The worker's own compute in the last step (waits for peers excluded).",
+            "The worker's all-to-all and all-reduce time in the last step (transfer and waiting for peers)."};
         for (int f = 0; f < W_N; f++) {
             prom_family(out, wname[f], "gauge", whelp[f]);
             for (size_t i = 0; i < r->n_workers; i++) {

@@ -239,9 +239,11 @@ static void table_workers(FILE *out, const Switchyard__StatusReply *r) {
         }
         ix[j] = i;
     }
-    static const int W[] = {4, 26, 5, 8, 9, 8, 9, 8, 10};
+    /* "comp/wait": the rank's own compute and its time in the collectives in the last
+     * step, in ms (the lock-step time is the same for every rank and hides who is slow) */
+    static const int W[] = {4, 26, 5, 8, 9, 8, 9, 10, 8};
     static const int R[] = {1, 0, 0, 0, 0, 1, 1, 1, 0};
-    static const char *H[] = {"rank", "host", "d/p", "experts", "rows", "GFLOP/s", "heartbeat", "step", "state"};
+    static const char *H[] = {"rank", "host", "d/p", "experts", "rows", "GFLOP/s", "heartbeat", "comp/wait", "state"};
     line_put(&l, "  ");
     for (int c = 0; c < 9; c++)
         line_cell(&l, H[c], W[c], R[c]);
@@ -259,13 +261,26 @@ static void table_workers(FILE *out, const Switchyard__StatusReply *r) {
         fmt_range(v[4], sizeof v[4], w->row0, (uint32_t)(w->row0 + (in ? w->nrows : 0)));
         fmt_f(v[5], sizeof v[5], "%.1f", w->gflops > 0 ? w->gflops : NAN);
         fmt_age(v[6], sizeof v[6], w->heartbeat_age_s);
-        fmt_f(v[7], sizeof v[7], "%.3fs", w->step_time_s > 0 ? w->step_time_s : NAN);
+        if (in && w->compute_s > 0)
+            snprintf(v[7], sizeof v[7], "%.0f/%.0f", w->compute_s * 1e3, w->wait_s * 1e3);
+        else
+            snprintf(v[7], sizeof v[7], "-");
         line_put(&l, "  ");
         for (int c = 0; c < 9; c++)
             line_cell(&l, c == 1 ? S(w->host) : c == 8 ? S(w->state) : v[c], W[c], R[c]);
         line_emit(out, &l);
     }
     free(ix);
+    for (size_t i = 0; i < r->n_workers && r->straggler_rank >= 0 && r->world > 1; i++) {
+        const Switchyard__WorkerStatus *w = r->workers[i];
+        if (w->rank != r->straggler_rank)
+            continue;
+        line_printf(&l, "  straggler: rank %d (", w->rank);
+        line_fit(&l, S(w->host), 26, 0);
+        line_printf(&l, "): computes %.0f ms, the others wait %.0f ms for it", w->compute_s * 1e3,
+                    r->straggler_wait_s * 1e3);
+        line_emit(out, &l);
+    }
 }
 
 static void table_expert_layer(FILE *out, const Switchyard__StatusReply *r, uint32_t layer) {

@@ -29,6 +29,12 @@ int sy_write_new(const char *path, const void *data, size_t n);
  * that cannot sync directories is not an error). */
 int sy_fsync_dir(const char *path);
 
+/* Appends one whole record (one line of a JSON-lines log) rec[0..n) at the end of fd, or
+ * nothing: a failed or short write (a full disk) is undone with ftruncate, so a reader
+ * never sees a record cut short or two records merged. 0, or -1 with a message (the
+ * file is left as it was before the call). */
+int sy_append_record(int fd, const void *rec, size_t n);
+
 /* write() until done, through EINTR and short writes; -1 with errno set. */
 int sy_write_all(int fd, const void *buf, size_t n);
 /* read() until n bytes or end of file; bytes read, or -1 with errno set. */

@@ -3,6 +3,10 @@
 #ifndef SY_MODEL_CFG_H
 #define SY_MODEL_CFG_H
 
+/* The most experts a switch layer may have: the distributed expert exchange keeps
+ * per-expert tables of this size (common/net/exchange.c); config.c refuses more. */
+#define SY_MAX_EXPERTS 1024
+
 typedef struct {
     int vocab;                  /* V: 256, byte-level */
     int d_model;                /* C */

@@ -1,6 +1,7 @@
 #include "ctrl.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -92,6 +93,11 @@ int sy_ctrl_recv(void *sock, int router, sy_ctrl_msg *out, int flags) {
     if (zmq_msg_recv(&f, sock, flags) < 0) {
         zmq_msg_close(&f);
         return -1;
+    }
+    if (router) {
+        const char *pa = zmq_msg_gets(&f, "Peer-Address");
+        if (pa)
+            snprintf(out->peer_addr, sizeof out->peer_addr, "%s", pa);
     }
     size_t n = zmq_msg_size(&f);
     if (n > SY_MAX_CTRL_BYTES) {

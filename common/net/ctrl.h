@@ -14,6 +14,7 @@
 typedef struct {
     Switchyard__Envelope *env;  /* decoded envelope (free with sy_ctrl_msg_free) */
     char id[256];               /* routing id of the sender (ROUTER only) */
+    char peer_addr[64];         /* ROUTER: the sender's IP address as this socket sees it ("" unknown) */
     size_t id_len;
     void *payload;              /* the payload frame's bytes, or NULL */
     size_t payload_len;

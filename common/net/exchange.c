@@ -267,9 +267,9 @@ static int ex_forward(void *ctx, const sy_pass *ps, int layer, const int *counts
         sy_seterr("layer %d dispatch: %d rows arrived, room for %d", layer, total, x->max_in);
         return -1;
     }
-    int in_counts[1024];
-    if (E > 1024) {
-        sy_seterr("exchange: more than 1024 experts");
+    int in_counts[SY_MAX_EXPERTS];
+    if (E > SY_MAX_EXPERTS) {
+        sy_seterr("exchange: more than %d experts", SY_MAX_EXPERTS);
         return -1;
     }
     memset(in_counts, 0, (size_t)E * sizeof(int));

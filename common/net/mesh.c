@@ -117,6 +117,14 @@ int sy_mesh_plan(sy_mesh *m, int W, int E, int B, const double *gflops, double b
     return 0;
 }
 
+void sy_mesh_equal_experts(sy_mesh *m) {
+    int E = m->n_experts, P = m->ep;
+    for (int p = 0; p < P; p++) {
+        m->e_begin[p] = (int)((long)p * E / P);
+        m->e_end[p] = (int)((long)(p + 1) * E / P);
+    }
+}
+
 void sy_mesh_free(sy_mesh *m) {
     free(m->e_begin);
     free(m->e_end);

@@ -25,6 +25,9 @@ typedef struct {
  * the plan is impossible (fewer rows than workers...). */
 int sy_mesh_plan(sy_mesh *m, int world, int n_experts, int global_batch, const double *gflops, double balance_ratio);
 void sy_mesh_free(sy_mesh *m);
+/* Gives every expert index p an equal share of the experts again (rows unchanged): for
+ * shares measured from compute time per batch row, which moving experts would upset. */
+void sy_mesh_equal_experts(sy_mesh *m);
 
 static inline int sy_mesh_p(const sy_mesh *m, int rank) { return rank % m->ep; }
 static inline int sy_mesh_d(const sy_mesh *m, int rank) { return rank / m->ep; }

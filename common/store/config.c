@@ -100,7 +100,7 @@ static const key_def g_keys[] = {
     INT_KEY(SEC_MODEL, "n_layers", model.n_layers, 1, 4096),
     INT_KEY(SEC_MODEL, "n_heads", model.n_heads, 1, 4096),
     INT_KEY(SEC_MODEL, "d_ff", model.d_ff, 1, 1 << 20),
-    INT_KEY(SEC_MODEL, "n_experts", model.n_experts, 1, 65536),
+    INT_KEY(SEC_MODEL, "n_experts", model.n_experts, 1, SY_MAX_EXPERTS),
     INT_KEY(SEC_MODEL, "switch_every", model.switch_every, 0, 4096),
     INT_KEY(SEC_MODEL, "seq_len", model.seq_len, 1, 1 << 20),
     FLT_KEY(SEC_MODEL, "init_scale", model.init_scale, 0, 1),

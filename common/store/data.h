@@ -91,6 +91,7 @@ typedef struct {
     int n_langs;
     char lang_names[SY_MAX_LANGS][SY_LANG_NAME_MAX];
     uint64_t fingerprint;
+    uint64_t checksum;    /* content hash recorded by prepare (header bytes 40..47), verified */
     int part;             /* SY_PART_* */
     uint8_t *file;        /* the whole file as read; bytes points into it */
 } sy_tokens;
@@ -99,6 +100,10 @@ typedef struct {
  * failure, with sy_lasterr() naming the file and what is wrong (truncated, bad magic...). */
 sy_tokens *sy_tokens_load(const char *path);
 void sy_tokens_destroy(sy_tokens **ds);
+/* The content hash a token file's header records (what sy_tokens_load verifies), read
+ * from the header alone: the data's identity, compared between machines. 0 or -1 with a
+ * message naming the file. */
+int sy_tokens_peek_hash(const char *path, uint64_t *hash);
 /* Name of language id ("en"), or "?" for an id out of range. */
 const char *sy_tokens_lang_name(const sy_tokens *ds, int id);
 /* Id of a language name, or -1. */

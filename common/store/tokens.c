@@ -178,11 +178,29 @@ sy_tokens *sy_tokens_load(const char *path) {
     ds->n_bytes = (int64_t)n_bytes;
     ds->bytes = ds->file + data_off;
     ds->fingerprint = get64(h + 32);
+    ds->checksum = get64(h + 40);
     ds->part = (int)get32(h + 48);
     return ds;
 fail:
     sy_tokens_destroy(&ds);
     return NULL;
+}
+
+int sy_tokens_peek_hash(const char *path, uint64_t *hash) {
+    uint8_t h[SY_TOKFILE_HEADER];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        sy_seterr("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(h, 1, sizeof h, f);
+    fclose(f);
+    if (n < sizeof h || memcmp(h, SY_TOKFILE_MAGIC, 6) != 0) {
+        sy_seterr("%s: not a switchyard token file (%s)", path, n < sizeof h ? "shorter than a header" : "wrong magic");
+        return -1;
+    }
+    *hash = get64(h + 40);
+    return 0;
 }
 
 void sy_tokens_destroy(sy_tokens **ds) {

@@ -1,6 +1,7 @@
 #include "run.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 
 /* ---------------------------------------------------------------- run id */
@@ -69,8 +71,9 @@ void sy_progress_log(sy_progress *p, int64_t done, int64_t steps, int64_t tokens
 /* ---------------------------------------------------------------- run log */
 
 struct sy_runlog {
-    FILE *f;
+    int fd;
     char path[4096];
+    int64_t lost;  /* records a full disk (or another write error) kept out */
 };
 
 sy_runlog *sy_runlog_open(const char *dir, const char *name) {
@@ -80,7 +83,7 @@ sy_runlog *sy_runlog_open(const char *dir, const char *name) {
         return NULL;
     }
     snprintf(log->path, sizeof log->path, "%s/%s", dir, name);
-    if (!(log->f = fopen(log->path, "a"))) {
+    if ((log->fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) < 0) {
         sy_seterr("%s: cannot open the run log: %s", log->path, strerror(errno));
         free(log);
         return NULL;
@@ -91,7 +94,7 @@ sy_runlog *sy_runlog_open(const char *dir, const char *name) {
 void sy_runlog_close(sy_runlog **log) {
     if (!log || !*log)
         return;
-    fclose((*log)->f);
+    close((*log)->fd);
     free(*log);
     *log = NULL;
 }
@@ -105,15 +108,28 @@ static json_t *num(double x, const char *fmt) {
     return json_real(strtod(s, NULL));
 }
 
+/* One line, whole or not at all (sy_append_record): a full disk never cuts a record or
+ * merges two; what could not be written is counted and said, once per failure run. */
 static void write_line(sy_runlog *log, json_t *o) {
     /* 15 significant digits give back exactly the decimals num() kept */
-    if (o && json_dumpf(o, log->f, JSON_COMPACT | JSON_REAL_PRECISION(15)) == 0) {
-        fputc('\n', log->f);
-        if (fflush(log->f) == 0)
-            goto out;
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    size_t n = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, n + 2) : NULL;
+    if (!line) {
+        free(text);
+        sy_warn("%s: cannot write the run log: out of memory", log->path);
+    } else {
+        line[n] = '\n';
+        if (sy_append_record(log->fd, line, n + 1)) {
+            if (log->lost++ == 0)
+                sy_error("%s: %s; run-log records are missing from here on", log->path, sy_lasterr());
+        } else if (log->lost) {
+            sy_warn("%s: the run log is written again; %" PRId64 " record%s missing before this one", log->path,
+                    log->lost, log->lost == 1 ? " is" : "s are");
+            log->lost = 0;
+        }
+        free(line);
     }
-    sy_warn("%s: cannot write the run log: %s", log->path, o ? strerror(errno) : "out of memory");
-out:
     json_decref(o);
 }
 

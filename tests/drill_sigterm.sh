@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Drill (issue 12, item 2): SIGTERM to the coordinator and its workers at the same
+# moment (a service manager stopping a machine). Everyone must exit within a bound: the
+# coordinator must not start a recovery and wait for workers forever, and a worker
+# blocked in a data wait (its peer stopped with SIGSTOP, a long heartbeat timeout) must
+# honour SIGTERM at once. args: BIN_DIR REFCASES_DIR SOURCE_DIR
+set -euo pipefail
+bin=$1 src=$3
+. "$src/tests/lib/drill.sh"
+drill_data
+drill_job "$tmp/job.yaml" 100000
+
+# A: coordinator and 3 workers, SIGTERM to all four in one kill(1)
+coord a "$tmp/job.yaml" 1 --start-workers 3
+ws=()
+for i in 1 2 3; do worker "a.w$i"; ws+=("$wpid"); done
+wait_for "checkpoint .*step-00000020" "$tmp/a.log" 60
+t0=$(now_ms)
+kill -TERM "$cpid" "${ws[@]}"
+wait_exit "$cpid" 30 || true
+crc=$rc
+ms=$(($(now_ms) - t0))
+check "A: the coordinator exits within 10 s of a SIGTERM shared with its workers (rc $crc, $ms ms)" \
+  '[ "$crc" -ne 124 ] && [ $ms -lt 10000 ]'
+check "A: it says it stopped on a signal (rc 130)" '[ "$crc" -eq 130 ]'
+check "A: it names the checkpoint a restart resumes from" 'grep -qE "(resume|restart).*step-000000[0-9]+" "$tmp/a.log"'
+check "A: it never starts waiting for workers after the signal" '! sed -n "/signal 15/,\$p" "$tmp/a.log" | grep -q "waiting for workers"'
+alive=0; for p in "${ws[@]}"; do wait_exit "$p" 5 || alive=$((alive + 1)); done
+check "A: every worker has exited" '[ $alive -eq 0 ]'
+
+# B: a worker blocked in a data wait honours SIGTERM: its peer is frozen (SIGSTOP) and
+# the heartbeat timeout is long, so nothing but the signal can end the wait
+drill_job "$tmp/slow.yaml" 100000 "cluster: {heartbeat_ms: 200, timeout_ms: 30000, balance_by_speed: false}"
+sed -i '/^cluster: {heartbeat_ms: 200, timeout_ms: 1500/d' "$tmp/slow.yaml"
+coord b "$tmp/slow.yaml" 2 --start-workers 2
+worker b.w1; w1=$wpid
+worker b.w2; w2=$wpid
+wait_for "checkpoint .*step-00000010" "$tmp/b.log" 60
+kill -STOP "$w2"
+sleep 1
+t0=$(now_ms)
+kill -TERM "$w1"
+wait_exit "$w1" 20 || true
+ms=$(($(now_ms) - t0))
+check "B: a worker waiting for a frozen peer leaves within 2 s of SIGTERM ($ms ms)" '[ $ms -lt 2000 ]'
+kill -CONT "$w2" 2>/dev/null || true
+kill -TERM "$cpid" "$w2" 2>/dev/null || true
+wait_exit "$cpid" 30 || true
+drill_end

@@ -1,0 +1,85 @@
+# tests/lib/drill.sh: helpers for the failure drills (tests/drill_*.sh), sourced, not run.
+# A drill starts real coordinators and workers on free loopback ports in its own temp
+# directory, and kills only the processes it started. Expects $bin and $src set.
+
+bin=$(cd "$bin" && pwd) || exit 1
+tmp=$(mktemp -d) || exit 1
+pids=()
+drill_cleanup_hooks=()
+drill_cleanup() {
+  local p h
+  for h in "${drill_cleanup_hooks[@]}"; do eval "$h" || true; done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  [ -n "${KEEP:-}" ] && { echo "kept ${tmp:?}"; return; }
+  rm -rf "${tmp:?}"
+}
+trap drill_cleanup EXIT
+fail=0 pass=0
+check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+skip() { echo "SKIP: $*"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # wait_for PATTERN FILE SECONDS
+  local i
+  for i in $(seq 1 $(($3 * 10))); do grep -qE "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
+}
+# waits (bounded) for pid $1 to exit; sets rc (124 when it had to be killed)
+wait_exit() {
+  local i
+  for i in $(seq 1 $(($2 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$1" 2>/dev/null; then echo "pid $1 still running after $2 s: killed"; kill -9 "$1"; wait "$1" 2>/dev/null; rc=124; return 1; fi
+  rc=0; wait "$1" 2>/dev/null || rc=$?
+  return 0
+}
+# a small corpus and job (tiny model: drills test failure handling, not speed)
+drill_data() {
+  "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
+}
+drill_job() { # drill_job FILE STEPS [extra yaml lines]
+  local f=$1 steps=$2; shift 2
+  cat > "$f" <<YAML
+model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
+train: {steps: $steps, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 10, eval_every: 0, eval_batches: 1, threads: 1}
+data: {dir: $tmp/data}
+checkpoint: {every: 10, keep: 10}
+cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false}
+YAML
+  local l
+  for l in "$@"; do echo "$l" >> "$f"; done
+}
+# coord NAME JOB MIN [args]: a coordinator on free ports; sets port, sport, cpid
+coord() {
+  local name=$1 job=$2 min=$3; shift 3
+  port=$(free_port)
+  sport=$(free_port)
+  "$bin/switchyard-coordinator" "$job" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+    --min-workers "$min" --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
+  cpid=$!; pids+=("$cpid")
+}
+# worker LOG [args]: a worker for the coordinator on $port; sets wpid
+worker() {
+  local log=$1; shift
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "$@" >> "$tmp/$log" 2>&1 &
+  wpid=$!; pids+=("$wpid")
+}
+# steps lost and seconds to the next step of the first recovery in a coordinator log
+recovery_figures() { # recovery_figures LOG RUNLOG -> "lost SECONDS"
+  local secs lost
+  secs=$(grep -o 'first step after the restart done [0-9.]* s' "$1" | head -1 | awk '{print $(NF-1)}' || true)
+  lost=$(/usr/bin/python3 - "$2" <<'PY' 2>/dev/null
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+for a, b in zip(recs, recs[1:]):
+    if b["epoch"] != a["epoch"]:
+        print(a["step"] - (b["step"] - 1)); break
+else:
+    print("?")
+PY
+) || true
+  echo "${lost:-?} ${secs:-?}"
+}
+drill_end() {
+  [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/" "$f" | tail -20; done
+  echo "$pass passed, $fail failed"
+  [ $fail -eq 0 ]
+}
