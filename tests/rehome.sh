@@ -118,6 +118,27 @@ rc=0; wait "$cpid" 2>/dev/null || rc=$?
 check "a stalled worker is re-homed, comes back at a step boundary, the run completes (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "re-homing (rank" "$tmp/stall.log" && grep -q "waiting worker at step .*(no checkpoint read)" "$tmp/stall.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/stall/membership.jsonl" && [ -d "$tmp/stall/step-00000400" ]'
 
+# a worker stopped with SIGTERM says it leaves: its share goes to its buddy at once, with
+# no heartbeat timeout to wait for and no rollback
+port=$(free_port); sport=$(free_port)
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+  --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/term" --set train.steps=300 > "$tmp/term.log" 2>&1 &
+cpid=$!; pids+=("$cpid")
+for i in 1 2 3; do
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/term.w$i" 2>&1 &
+  pids+=("$!"); leaver=$!
+done
+for _ in $(seq 1 100); do grep -q "training at step" "$tmp/term.log" && break; sleep 0.1; done
+sleep 0.5
+kill -TERM "$leaver"
+for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$cpid" 2>/dev/null; then echo "term: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
+rc=0; wait "$cpid" 2>/dev/null || rc=$?
+rs=$(field term recovered recovery_s)
+echo "SIGTERM: the next step completed ${rs:-?} s after the worker said it leaves"
+check "a worker leaving on SIGTERM is re-homed at once, no rollback (rc $rc)" \
+  '[ $rc -eq 0 ] && grep -q "re-homing (rank [0-9] (.*) left)" "$tmp/term.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/term/membership.jsonl" && [ -d "$tmp/term/step-00000300" ] && awk -v s="${rs:-9}" "BEGIN{exit !(s < 1.0)}"'
+
 [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -12; done
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
