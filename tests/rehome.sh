@@ -131,6 +131,14 @@ done
 for _ in $(seq 1 100); do grep -q "training at step" "$tmp/term.log" && break; sleep 0.1; done
 sleep 0.5
 kill -TERM "$leaver"
+# the status socket reports it while the run goes on
+for _ in $(seq 1 50); do
+  "$bin/switchyard" status "tcp://127.0.0.1:$sport" --json > "$tmp/term.status" 2>/dev/null || true
+  grep -q '"rehomes": 1' "$tmp/term.status" && break; sleep 0.1
+done
+check "status: 1 re-homed, 0 rolled back, 0 steps lost, replicas every step" \
+  'grep -q "\"rehomes\": 1," "$tmp/term.status" && grep -q "\"rollbacks\": 0," "$tmp/term.status" && grep -q "\"last_steps_lost\": 0," "$tmp/term.status" && grep -q "\"replica_every\": 1," "$tmp/term.status"'
+"$bin/switchyard" status "tcp://127.0.0.1:$sport" 2>/dev/null | grep -E "^replicas|^last failure" || true
 for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$cpid" 2>/dev/null; then echo "term: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
 rc=0; wait "$cpid" 2>/dev/null || rc=$?
