@@ -79,6 +79,11 @@ check "replicas off: the run goes back to the checkpoint and says why" \
 check "a rollback does not give the planned shrink's bits" \
   '! "$bin/switchyard" ckpt diff "$tmp/roll/step-00000040" "$tmp/palltoall/step-00000040" --tol 0 > /dev/null'
 check "the rollback is counted with its lost steps" '[ "$(field roll rollback steps_lost)" = 3 ]'
+# replicas copied every 5 steps are 3 steps behind at step 23: exactness needs a rollback,
+# and the log says which copy was stale
+run "stale" "kill@23:alltoall" --set cluster.replica_every=5
+check "replica_every 5: a death at step 23 goes back to the checkpoint, naming the stale copy (rc $rc)" \
+  '[ $rc -eq 0 ] && grep -q "rolling back to step 20 because the replica of experts .* was copied at step 20, 3 steps behind" "$tmp/stale.log" && [ -d "$tmp/stale/step-00000040" ]'
 
 # two workers that keep each other's experts die together: both copies of rank 0's experts
 # are gone, so the run goes back to the checkpoint and names them. Workers start one at a
