@@ -143,9 +143,11 @@ check "its final checkpoint verifies" '"$bin/switchyard" ckpt verify "$tmp/ckpt/
 sed -i 's/steps: 60,/steps: 400,/; s/every: 20,/every: 50,/' "$tmp/job.yaml"
 job5=$(SWITCHYARD_CKPT=$tmp/ckpt-kill sbatch --parsable --nodes=2 --chdir="$tmp/job" --output="$tmp/job/kill-%j.txt" \
   "$src/deploy/slurm/switchyard.sbatch" | cut -d';' -f1)
-for _ in $(seq 1 300); do [ -d "$tmp/ckpt-kill/step-00000100" ] && break; sleep 0.1; done
-# the worker itself, not the srun whose command line names it
-victim=$(pgrep -f "^$bin/switchyard-worker --coordinator tcp://127.0.0.1:$SWITCHYARD_PORT" | head -n 1 || true)
+# (a loaded machine can take a while to reach the checkpoint: up to 2 minutes)
+for _ in $(seq 1 1200); do [ -d "$tmp/ckpt-kill/step-00000100" ] && break; sleep 0.1; done
+# the worker itself, not the srun whose command line names it (whatever flags come first)
+victim=$(pgrep -f "^$bin/switchyard-worker .*--coordinator tcp://127.0.0.1:$SWITCHYARD_PORT" | head -n 1 || true)
+[ -n "$victim" ] || { echo "no worker process found to kill; processes:"; pgrep -af switchyard || true; }
 [ -n "$victim" ] && kill -9 "$victim"
 state=""
 for _ in $(seq 1 1200); do
