@@ -38,6 +38,7 @@ typedef struct {
     int saved;
     int alive;
     double step_time;  /* its last step, seconds */
+    double released;   /* when it was last told to drop a stale assignment (rehome.c) */
     char conn_addr[64];  /* the address its control connection comes from ("" unknown) */
     double compute_s;  /* its own compute in the last step (waits for peers excluded) */
     double wait_s;     /* its time in all-to-all and all-reduce in the last step (transfer + waiting) */
@@ -257,6 +258,10 @@ int coord_rehome_leave_due(coord *c);
  * live workers over the network (no checkpoint read, no rollback). 0: started; -1: not
  * possible here (several data groups...): they join at a checkpoint boundary. */
 int coord_rehome_grow(coord *c);
+/* A worker declared dead is heard again (a heartbeat of its epoch `epoch`): it still holds
+ * an assignment nobody uses (a stall longer than the timeout, say), so it is told to drop
+ * it and register again, as a standby (at most once a second). */
+void coord_rehome_release_stale(coord *c, member *mb, uint64_t epoch);
 /* Whether standbys may join at this boundary (--join-at restricts it). */
 int coord_rehome_join_allowed(const coord *c);
 /* A step completed: closes the figures of a recovery in progress. */

@@ -959,6 +959,8 @@ static void dispatch(coord *c, const char *id, const char *conn_addr, const Swit
     case SWITCHYARD__ENVELOPE__MSG_SAVE_DONE:
         return on_save_done(c, mb, e->save_done);
     case SWITCHYARD__ENVELOPE__MSG_HEARTBEAT:
+        if (!mb->alive) /* declared dead, yet alive: back to standby, so it can join again */
+            coord_rehome_release_stale(c, mb, e->heartbeat->epoch);
         return on_heartbeat(c, mb);
     case SWITCHYARD__ENVELOPE__MSG_ERROR:
         if (e->error->leaving)

@@ -274,6 +274,23 @@ int coord_rehome_grow(coord *c) {
     return 0; /* rc 1: a worker was unreachable, the main loop plans again */
 }
 
+void coord_rehome_release_stale(coord *c, member *mb, uint64_t epoch) {
+    double now = sy_now();
+    if (epoch == 0 || now - mb->released < 1.0)
+        return;
+    mb->released = now;
+    sy_warn("worker %s, declared dead, is heard again (epoch %" PRIu64 "): telling it to drop that assignment and "
+            "register again",
+            mb->id, epoch);
+    Switchyard__Release rel = SWITCHYARD__RELEASE__INIT;
+    rel.epoch = epoch;
+    rel.reason = "declared dead by the coordinator: register again";
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_RELEASE;
+    env.release = &rel;
+    coord_send_to(c, mb, &env);
+}
+
 int coord_rehome_join_allowed(const coord *c) {
     if (c->rh.n_join == 0)
         return 1;

@@ -104,8 +104,10 @@ check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "rolling back to step 20 because experts 0..0 lost both copies (rank 0 and its buddy rank 1" "$tmp/both.log" && [ -d "$tmp/both/step-00000040" ]'
 
 # a worker stalled past the timeout (SIGSTOP for 2.5 s, then SIGCONT) is declared dead and
-# re-homed; once it runs again it notices it lost the coordinator, registers again and
-# joins the mesh at a step boundary with its state from the live workers
+# re-homed; once it runs again the coordinator hears its heartbeats and tells it to drop the
+# stale assignment (it only stops its step and carries on waiting for the coordinator
+# otherwise, out of the mesh for good); it registers again and joins the mesh at a step
+# boundary with its state from the live workers
 port=$(free_port); sport=$(free_port)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/stall" --set train.steps=400 > "$tmp/stall.log" 2>&1 &
@@ -121,7 +123,7 @@ for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$cpid" 2>/dev/null; then echo "stall: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
 rc=0; wait "$cpid" 2>/dev/null || rc=$?
 check "a stalled worker is re-homed, comes back at a step boundary, the run completes (rc $rc)" \
-  '[ $rc -eq 0 ] && grep -q "re-homing (rank" "$tmp/stall.log" && grep -q "waiting worker at step .*(no checkpoint read)" "$tmp/stall.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/stall/membership.jsonl" && [ -d "$tmp/stall/step-00000400" ]'
+  '[ $rc -eq 0 ] && grep -q "re-homing (rank" "$tmp/stall.log" && grep -q "declared dead, is heard again" "$tmp/stall.log" && grep -q "waiting worker at step .*(no checkpoint read)" "$tmp/stall.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/stall/membership.jsonl" && [ -d "$tmp/stall/step-00000400" ]'
 
 # a worker stopped with SIGTERM says it leaves: its share goes to its buddy at once, with
 # no heartbeat timeout to wait for and no rollback
