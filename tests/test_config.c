@@ -107,6 +107,8 @@ static void assert_config_equal(const sy_config *a, const sy_config *b) {
     assert_int_equal(a->cluster.replica_every, b->cluster.replica_every);
     assert_int_equal(a->wire.dtype, b->wire.dtype);
     assert_int_equal(a->wire.chunk_bytes, b->wire.chunk_bytes);
+    assert_int_equal(a->wire.overlap, b->wire.overlap);
+    assert_int_equal(a->wire.bucket_bytes, b->wire.bucket_bytes);
 }
 
 /* The documented defaults, spelled out independently of config.c. */
@@ -164,6 +166,8 @@ static void assert_documented_defaults(const sy_config *c) {
     assert_int_equal(c->cluster.replica_every, 1);
     assert_int_equal(c->wire.dtype, SY_WIRE_FP32);
     assert_int_equal(c->wire.chunk_bytes, 1048576);
+    assert_int_equal(c->wire.overlap, 1);
+    assert_int_equal(c->wire.bucket_bytes, 1048576);
 }
 
 static void test_defaults_are_valid(void **state) {
@@ -205,7 +209,8 @@ static void scramble(sy_config *c) {
         "cluster.status=ipc:///tmp/sy.status", "cluster.min_workers=3",
         "cluster.heartbeat_ms=250",  "cluster.timeout_ms=251",
         "cluster.join_at_once=yes",  "wire.dtype=bf16",
-        "wire.chunk_bytes=65536",
+        "wire.chunk_bytes=65536",    "wire.overlap=false",
+        "wire.bucket_bytes=4096",
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         if (sy_config_set(c, sets[i]) < 0)
@@ -353,6 +358,9 @@ static void test_out_of_range(void **state) {
     expect_refused("cluster:\n  coordinator: localhost\n", "cluster.coordinator", "endpoint",
                    NULL);
     expect_refused("wire:\n  chunk_bytes: 1001\n", "wire.chunk_bytes", "multiple of 4", NULL);
+    expect_refused("wire:\n  bucket_bytes: 1001\n", "wire.bucket_bytes", "multiple of 4", NULL);
+    expect_refused("wire:\n  bucket_bytes: 0\n", "wire.bucket_bytes", NULL);
+    expect_refused("wire:\n  overlap: sometimes\n", "wire.overlap", NULL);
     expect_refused("train:\n  distill_alpha: 1.5\n", "train.distill_alpha", "[0, 1]", NULL);
     expect_refused("train:\n  distill_alpha: -0.1\n", "train.distill_alpha", NULL);
     expect_refused("train:\n  distill_temperature: 0\n", "train.distill_temperature", "> 0", NULL);

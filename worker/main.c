@@ -29,6 +29,7 @@
 #include "model.h"
 #include "model_load.h"
 #include "peer.h"
+#include "reducer.h"
 #include "model_io.h"
 #include "refcase.h"
 #include "handover.h"
@@ -61,8 +62,10 @@ typedef struct {
     void *zctx, *ctrl;
     sy_heartbeat *hb;
     sy_peer *peer;
+    sy_reducer *reducer;    /* the overlap thread's own peer sockets (wire.overlap) */
     char id[128], coordinator[256];
     char advertised[300];   /* the data endpoint peers connect to (may differ from the bound one) */
+    char reducer_advertised[300]; /* the same for the overlap thread's data socket */
     double gflops;
     int threads;
     /* assignment */
@@ -89,6 +92,8 @@ typedef struct {
     int *group_all, *group_data, *group_replicas;
     int n_data, n_replicas;
     int64_t last_step;
+    int reducer_ready;      /* the reducer is set up for this assignment's epoch */
+    int data_deadline_ms;
     double last_step_time;
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
     int data_failed;        /* this machine has no usable training data: leave the run */
@@ -119,7 +124,14 @@ static void kept_free(kept_state *k);
 static int64_t g_fault_step = -1;
 static char g_fault_where[32];
 
+/* SWITCHYARD_OVERLAP_AB=1 (benchmarks only, bench/overlap.sh): the overlapped all-reduce
+ * on even steps only, the serial one on odd steps, so one run compares both under the
+ * same load (the bits are the same either way). */
+static int g_overlap_ab;
+
 static void fault_init(void) {
+    const char *ab = getenv("SWITCHYARD_OVERLAP_AB");
+    g_overlap_ab = ab && !strcmp(ab, "1");
     const char *f = getenv("SWITCHYARD_FAULT");
     long long st;
     if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
@@ -158,6 +170,57 @@ static int replica_a2a(void *ctx, uint32_t tag, int64_t step, void *const *send,
     worker *w = ctx;
     return sy_peer_alltoall(w->peer, w->group_all, w->mesh.world, step, tag, send, send_bytes, recv, recv_bytes);
 }
+
+/* The overlapped all-reduce (common/net/reducer.h). The reducer's endpoints are not in
+ * the peer table: the first step of an assignment swaps them over the main peer, at the
+ * start of the step (the same point on every rank). */
+static int part_begin_fn(void *comm) {
+    worker *w = comm;
+    if (w->reducer_ready)
+        return 0;
+    int n = w->mesh.world;
+    void *send[256] = {0};
+    size_t sb[256] = {0}, rb[256];
+    const void *recv[256];
+    char *eps[256];
+    if (n > 256) {
+        sy_seterr("overlap: more than 256 workers");
+        return -1;
+    }
+    const char *mine = w->reducer_advertised;
+    for (int i = 0; i < n; i++) {
+        send[i] = (void *)mine;
+        sb[i] = strlen(mine) + 1;
+    }
+    int rc = sy_peer_alltoall(w->peer, w->group_all, n, w->last_step, 0x40000000u, send, sb, recv, rb);
+    if (rc)
+        return rc;
+    for (int i = 0; i < n; i++)
+        if (rb[i] < 2 || ((const char *)recv[i])[rb[i] - 1] != '\0') {
+            sy_seterr("overlap: rank %d sent no reducer endpoint", w->group_all[i]);
+            return -1;
+        } else {
+            eps[w->group_all[i]] = (char *)recv[i];
+        }
+    if ((rc = sy_reducer_setup(w->reducer, w->epoch, w->rank, n, eps, w->data_deadline_ms,
+                               sy_heartbeat_abort_flag(w->hb))))
+        return rc;
+    w->reducer_ready = 1;
+    return 0;
+}
+
+static int part_start_fn(void *comm, int group, float *data, size_t count, size_t off, size_t len, uint32_t tag) {
+    worker *w = comm;
+    fault_point(w->last_step, "allreduce");
+    const int *members = group == 0 ? w->group_all : w->group_replicas;
+    int cnt = group == 0 ? w->mesh.world : w->n_replicas;
+    return sy_reducer_start(w->reducer, members, cnt, w->last_step, tag, data, count, off, len,
+                            w->cfg.wire.dtype == SY_WIRE_BF16, (size_t)w->cfg.wire.chunk_bytes);
+}
+
+static int part_wait_fn(void *comm) { return sy_reducer_wait(((worker *)comm)->reducer); }
+
+static void part_cancel_fn(void *comm) { sy_reducer_cancel(((worker *)comm)->reducer); }
 
 static double a2a_seconds(void *ctx) {
     double s;
@@ -522,7 +585,14 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
                               .vel = w->vel,
                               .batch = w->batch,
                               .lang = w->lang,
-                              .comm = {.allreduce = allreduce_fn, .ctx = w, .a2a_seconds = a2a_seconds, .a2a_ctx = w->exchange},
+                              .comm = {.allreduce = allreduce_fn,
+                                       .ctx = w,
+                                       .a2a_seconds = a2a_seconds,
+                                       .a2a_ctx = w->exchange,
+                                       .part_begin = part_begin_fn,
+                                       .part_start = part_start_fn,
+                                       .part_wait = part_wait_fn,
+                                       .part_cancel = part_cancel_fn},
                               .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
@@ -574,6 +644,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
     int data_deadline = w->cfg.cluster.timeout_ms * 20 > 60000 ? w->cfg.cluster.timeout_ms * 20 : 60000;
     if (sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
         return -1;
+    w->data_deadline_ms = data_deadline;
+    w->reducer_ready = 0;
     w->assigned = 1;
     w->last_step = a->start_step - 1;
     sy_info("rank %d of %d (data group %d, expert index %d: experts %d..%d), rows %d..%d, epoch %" PRIu64, w->rank,
@@ -778,10 +850,12 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     int rc;
     double t0 = sy_now();
     sy_peer_bytes_sent(w->peer, 1);
+    sy_reducer_bytes_sent(w->reducer, 1);
     if (w->job == SWITCHYARD__JOB__JOB_REFCHECK) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
+        w->stepper.comm.part_start = g_overlap_ab && c->step % 2 ? NULL : part_start_fn;
         rc = train_step(w, c->step, &res);
     }
     if (rc) {
@@ -818,7 +892,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.t_alltoall = res.t.alltoall;
     r.t_allreduce = res.t.allreduce;
     r.t_optimizer = w->job == SWITCHYARD__JOB__JOB_TRAIN ? w->t_commit : res.t.optimizer; /* the last commit's */
-    r.bytes_sent = sy_peer_bytes_sent(w->peer, 0);
+    r.bytes_sent = sy_peer_bytes_sent(w->peer, 0) + sy_reducer_bytes_sent(w->reducer, 0);
     r.replica_bytes = sy_replica_bytes_sent(w->replica, 1);
     r.replica_memory = sy_replica_memory(w->replica);
     r.t_replica = w->t_replica;
@@ -847,7 +921,8 @@ static void usage(void) {
             "  --advertise defaults to the address this machine uses to reach the coordinator, and may be a host\n"
             "  name or an address behind NAT; --bind-data is the local address the socket binds (default: the\n"
             "  advertised address when --advertise is not given, all interfaces (0.0.0.0) when it is);\n"
-            "  --port fixes PORT (0 = any free port).\n");
+            "  --port fixes PORT (0 = any free port). The gradient all-reduce thread (wire.overlap) binds PORT+1\n"
+            "  (any free port when PORT is 0) at the same address and is advertised the same way.\n");
 }
 
 static void send_ready(worker *w) {
@@ -967,6 +1042,21 @@ int main(int argc, char **argv) {
         sy_info("data endpoint %s is a loopback address: only workers on this machine can reach it (for a run "
                 "across machines give --advertise ADDR, or reach the coordinator by its network address)",
                 w.advertised);
+    /* the overlap thread's own data socket: the next port after a pinned one (so a
+     * firewall opens PORT and PORT+1), else any; bound and advertised like the main one */
+    if (port > 0)
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", bind_addr, port + 1);
+    else
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", bind_addr);
+    if (!(w.reducer = sy_reducer_new(w.zctx, bind_ep))) {
+        fprintf(stderr, "switchyard-worker: the overlap thread's data socket (--port + 1): %s\n", sy_lasterr());
+        code = 2;
+        goto out;
+    }
+    {
+        const char *bound = sy_reducer_endpoint(w.reducer), *colon = strrchr(bound, ':');
+        snprintf(w.reducer_advertised, sizeof w.reducer_advertised, "tcp://%s:%s", advertise, colon ? colon + 1 : "0");
+    }
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
@@ -1105,6 +1195,7 @@ out:;
     if (!getrusage(RUSAGE_SELF, &ru))
         sy_info("peak RSS %.1f MB", ru.ru_maxrss / 1024.0);
     drop_assignment(&w);
+    sy_reducer_destroy(&w.reducer); /* its peer watches the heartbeat's abort flag */
     g_hb = NULL;
     sy_heartbeat_stop(&w.hb);
     sy_peer_destroy(&w.peer);

@@ -826,6 +826,8 @@ int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_ex
     sy_matmul_backward(m->dtmp, m->g.lm_head, m->logits, m->lnf, m->w.lm_head, N, C, V);
     memset(m->dres, 0, NC * sizeof(float));
     sy_rmsnorm_backward(m->dres, m->g.normf, m->dtmp, m->final_resid, m->w.normf, m->rstdf, N, C);
+    if (ps->grads_final && ps->grads_final(ps->grads_ctx, 2 * L))
+        return -1;
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *a = &m->la[l];
         const sy_layer_w *lw = &m->w.layers[l];
@@ -843,6 +845,8 @@ int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_ex
             sy_ffn_backward(m->dln, gw->w1, gw->w2, m->dhid, dbr, a->ln2, a->hid, lw->w1, lw->w2, NULL, N, C, F);
         }
         sy_rmsnorm_backward(m->dres, gw->norm2, m->dln, a->mid, lw->norm2, a->rstd2, N, C);
+        if (ps->grads_final && ps->grads_final(ps->grads_ctx, 2 * l + 1))
+            return -1;
         /* mid = x + drop1 * (atto @ wo) */
         memcpy(dbr, m->dres, NC * sizeof(float));
         if (drop)
@@ -854,6 +858,8 @@ int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_ex
         memset(m->dln, 0, NC * sizeof(float));
         sy_matmul_backward(m->dln, gw->wqkv, m->dqkv, a->ln1, lw->wqkv, N, C, 3 * C);
         sy_rmsnorm_backward(m->dres, gw->norm1, m->dln, a->resid_in, lw->norm1, a->rstd1, N, C);
+        if (ps->grads_final && ps->grads_final(ps->grads_ctx, 2 * l))
+            return -1;
     }
     for (int i = 0; i < N; i++) {
         float *dte = m->g.wte + (size_t)m->inputs[i] * C, *dpe = m->g.wpe + (size_t)(i % T) * C;
@@ -865,6 +871,8 @@ int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_ex
     }
     m->have_forward = 0;
     m->times.backward += sy_now() - t_start;
+    if (ps->grads_final && ps->grads_final(ps->grads_ctx, -1))
+        return -1;
     return 0;
 }
 

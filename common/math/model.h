@@ -71,6 +71,14 @@ typedef struct {
     uint64_t seed;
     int64_t step;
     int64_t token0;        /* global index of the first token here (dropout and jitter draws) */
+    /* Called by the backward as soon as a part of the gradients is final (so a caller may
+     * start reducing it while the backward goes on), with a stage, in this order:
+     * 2*n_layers: the head (normf, lm_head); 2l+1: layer l's feed-forward half (norm2,
+     * ffn.w1/w2 or the router, and its experts held here); 2l: layer l's attention half
+     * (norm1, attn.wqkv, attn.wo); -1: the embeddings. Non-zero fails the backward.
+     * NULL: no calls. */
+    int (*grads_final)(void *ctx, int stage);
+    void *grads_ctx;
 } sy_pass;
 
 /* Loss terms from the tokens here, already divided by the global denominators, so the

@@ -32,6 +32,7 @@ struct sy_peer {
     uint64_t epoch;
     int timeout_ms;
     const volatile int *abort_flag;
+    const volatile int *cancel_flag; /* a second reason to give up (the owner's), or NULL */
     pending_msg *pending;
     int n_pending, cap_pending;
     zmq_msg_t *held;      /* payloads handed out by the last all-to-all */
@@ -55,6 +56,10 @@ static int *zc_refs_new(void) {
 static void zc_unref(int *refs) {
     if (refs && __atomic_sub_fetch(refs, 1, __ATOMIC_ACQ_REL) == 0)
         free(refs);
+}
+
+static int gave_up(const sy_peer *p) {
+    return (p->abort_flag && *p->abort_flag) || (p->cancel_flag && *p->cancel_flag);
 }
 
 sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
@@ -188,6 +193,8 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
     return 0;
 }
 
+void sy_peer_set_cancel(sy_peer *p, const volatile int *cancel_flag) { p->cancel_flag = cancel_flag; }
+
 uint64_t sy_peer_bytes_sent(sy_peer *p, int reset) {
     uint64_t b = p->bytes_sent;
     if (reset)
@@ -209,7 +216,7 @@ static int wait_zero_copy(sy_peer *p) {
     double deadline = sy_now() + p->timeout_ms / 1000.0;
     int left;
     while ((left = __atomic_load_n(p->zc_refs, __ATOMIC_ACQUIRE) - 1) > 0) {
-        if (p->abort_flag && *p->abort_flag) {
+        if (gave_up(p)) {
             sy_seterr("peer: aborted while sent buffers were still queued");
             return SY_PEER_ABORTED;
         }
@@ -301,7 +308,7 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
     }
     double deadline = sy_now() + p->timeout_ms / 1000.0;
     for (;;) {
-        if (p->abort_flag && *p->abort_flag) {
+        if (gave_up(p)) {
             sy_seterr("peer: aborted while waiting for rank %d", src);
             return SY_PEER_ABORTED;
         }
@@ -548,9 +555,18 @@ static int recv_segment(sy_peer *p, int src, int64_t step, uint32_t tag, float *
 
 int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, float *data, size_t count,
                       int bf16, size_t chunk_bytes) {
+    return sy_peer_allreduce_part(p, members, n, step, tag, data, count, 0, count, bf16, chunk_bytes);
+}
+
+int sy_peer_allreduce_part(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, float *data,
+                           size_t count, size_t off, size_t len, int bf16, size_t chunk_bytes) {
     release_held(p);
     if (n <= 1)
         return 0;
+    if (off > count || len > count - off) {
+        sy_seterr("peer: all-reduce part [%zu, %zu) outside the %zu floats", off, off + len, count);
+        return -1;
+    }
     int me = my_index(p, members, n);
     if (me < 0) {
         sy_seterr("peer: rank %d is not among the members of this all-reduce", p->rank);
@@ -558,14 +574,33 @@ int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint3
     }
     size_t chunk_elems = chunk_bytes / 4 > 0 ? chunk_bytes / 4 : 1;
     int next = members[(me + 1) % n], prev = members[(me - 1 + n) % n];
-#define SEG_OFF(k) ((size_t)(k) * count / (size_t)n)
-#define SEG_LEN(k) (SEG_OFF((k) + 1) - SEG_OFF(k))
+    /* Segment k of the ring is [k*count/n, (k+1)*count/n) of the WHOLE array, clipped to
+     * the part: an element is summed in an order fixed by its segment alone, so a part
+     * ends with the bits the whole all-reduce gives it. A part that misses a segment
+     * sends nothing for it (both ends see that); the whole array keeps its empty message. */
+    int whole = off == 0 && len == count;
+    if (n == 2 && !bf16 && !whole) {
+        /* Two ranks in fp32: each float is one addition, and a + b == b + a exactly, so
+         * the part's own ring (both directions busy at once, half the time of a clipped
+         * part that sits in one segment) gives the same bits. */
+        data += off;
+        count = len;
+        off = 0;
+        whole = 1;
+    }
+#define SEG_LO(k) ((size_t)(k) * count / (size_t)n)
+#define CLIP_LO(k) (SEG_LO(k) > off ? SEG_LO(k) : off)
+#define CLIP_HI(k) (SEG_LO((k) + 1) < off + len ? SEG_LO((k) + 1) : off + len)
+#define SEG_OFF(k) CLIP_LO(k)
+#define SEG_LEN(k) (CLIP_HI(k) > CLIP_LO(k) ? CLIP_HI(k) - CLIP_LO(k) : 0)
     /* reduce-scatter: after n-1 steps this rank holds the sum of segment (me+1) mod n */
     for (int s = 0; s < n - 1; s++) {
         int ks = ((me - s) % n + n) % n, kr = ((me - s - 1) % n + n) % n;
         uint32_t t = (tag << 8) | (uint32_t)s;
-        int rc = send_segment(p, next, step, t, data + SEG_OFF(ks), SEG_LEN(ks), bf16, chunk_elems);
-        if (!rc)
+        int rc = 0;
+        if (whole || SEG_LEN(ks))
+            rc = send_segment(p, next, step, t, data + SEG_OFF(ks), SEG_LEN(ks), bf16, chunk_elems);
+        if (!rc && (whole || SEG_LEN(kr)))
             rc = recv_segment(p, prev, step, t, data + SEG_OFF(kr), SEG_LEN(kr), bf16, chunk_elems, 1);
         if (rc)
             return rc;
@@ -580,12 +615,17 @@ int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint3
     for (int s = 0; s < n - 1; s++) {
         int ks = ((me + 1 - s) % n + n) % n, kr = ((me - s) % n + n) % n;
         uint32_t t = (tag << 8) | (uint32_t)(0x80 + s);
-        int rc = send_segment(p, next, step, t, data + SEG_OFF(ks), SEG_LEN(ks), bf16, chunk_elems);
-        if (!rc)
+        int rc = 0;
+        if (whole || SEG_LEN(ks))
+            rc = send_segment(p, next, step, t, data + SEG_OFF(ks), SEG_LEN(ks), bf16, chunk_elems);
+        if (!rc && (whole || SEG_LEN(kr)))
             rc = recv_segment(p, prev, step, t, data + SEG_OFF(kr), SEG_LEN(kr), bf16, chunk_elems, 0);
         if (rc)
             return rc;
     }
+#undef SEG_LO
+#undef CLIP_LO
+#undef CLIP_HI
 #undef SEG_OFF
 #undef SEG_LEN
     return wait_zero_copy(p);

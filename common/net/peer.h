@@ -45,7 +45,22 @@ int sy_peer_alltoall(sy_peer *p, const int *members, int n, int64_t step, uint32
 int sy_peer_allreduce(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, float *data, size_t count,
                       int bf16, size_t chunk_bytes);
 
+/* The same all-reduce restricted to floats [off, off+len) of the count at data: the ring's
+ * segments are those of the whole array, so the part ends with exactly the bits
+ * sy_peer_allreduce over all count floats would give it (whatever the other parts are).
+ * Parts of one array reduced one after another, in any grouping, therefore equal one
+ * whole all-reduce bit for bit. tag must differ between parts of one step. (Two ranks in
+ * fp32 reduce the part as an array of its own: the sum of two floats does not depend on
+ * the order, and both links work at once.) */
+int sy_peer_allreduce_part(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, float *data,
+                           size_t count, size_t off, size_t len, int bf16, size_t chunk_bytes);
+
 int sy_peer_barrier(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag);
+
+/* A second flag a waiting operation watches besides the abort flag (for an owner that
+ * must call off its own operations, e.g. the overlap thread after a failed backward);
+ * NULL for none. Survives sy_peer_setup. */
+void sy_peer_set_cancel(sy_peer *p, const volatile int *cancel_flag);
 
 /* Bytes of payload sent since the last reset. */
 uint64_t sy_peer_bytes_sent(sy_peer *p, int reset);

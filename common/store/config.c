@@ -155,6 +155,8 @@ static const key_def g_keys[] = {
     ENUM_KEY(SEC_WIRE, "dtype", wire.dtype, g_dtype_names),
     /* a segment holds whole fp32 (and so bf16) elements */
     {SEC_WIRE, "chunk_bytes", K_INT, OFF(wire.chunk_bytes), 64, INT_MAX, 0, 0, 0, 4, NULL, 0},
+    {SEC_WIRE, "overlap", K_BOOL, OFF(wire.overlap), 0, 0, 0, 0, 0, 0, NULL, 0},
+    {SEC_WIRE, "bucket_bytes", K_INT, OFF(wire.bucket_bytes), 4, INT_MAX, 0, 0, 0, 4, NULL, 0},
 };
 #define N_KEYS ((int)(sizeof g_keys / sizeof g_keys[0]))
 
@@ -729,6 +731,8 @@ void sy_config_defaults(sy_config *cfg) {
     cfg->cluster.replica_every = 1;
     cfg->wire.dtype = SY_WIRE_FP32;
     cfg->wire.chunk_bytes = 1 << 20;
+    cfg->wire.overlap = 1;
+    cfg->wire.bucket_bytes = 1 << 20;
     cfg->data.dir = strdup("data");
     cfg->checkpoint.dir = strdup("runs/default");
     cfg->cluster.coordinator = strdup("tcp://127.0.0.1:5555");

@@ -38,6 +38,8 @@ typedef struct {
 typedef struct {
     sy_wire_dtype dtype;     /* precision of token buffers and gradient chunks on the wire */
     int chunk_bytes;         /* all-reduce segment size */
+    int overlap;             /* 1: a layer's gradients are all-reduced on a thread while the backward goes on */
+    int bucket_bytes;        /* overlap: gradients go in buckets of whole layers of at least this many bytes */
 } sy_wire_cfg;
 
 typedef struct {

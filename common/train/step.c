@@ -29,30 +29,117 @@ int sy_stepper_local(sy_stepper *st, sy_mesh *mesh, sy_model *m, const sy_config
     return 0;
 }
 
+/* ---------------------------------------------------------------- overlap
+ * Backward makes gradients final in stages: the head (normf, lm_head), layer L-1's
+ * feed-forward half, its attention half, ..., layer 0's attention half, the embeddings. A region (dense gradients: group 0; expert gradients: group 1)
+ * is queued from its end downwards: at each stage the part above every parameter not yet
+ * final goes once it holds wire.bucket_bytes (all of what is left at the last stage). With
+ * the layout's order (embeddings, layers 0..L-1, head; experts by layer) that is whole
+ * half-layers as soon as they are done; another order would only overlap less. */
+
+typedef struct {
+    const sy_comm *c;
+    const sy_layout *lay;
+    int n_layers;
+    float *g;
+    int regions;         /* 1: dense only; 2: the expert gradients too (replicated experts) */
+    size_t lo[2], hi[2]; /* region r is [lo, hi) of the arena; [lo, hi[r]) not queued yet */
+    size_t bucket;       /* floats */
+    uint32_t tag;
+    int queued;
+} overlap;
+
+/* the stage at which parameter p's gradient is final (sy_pass.grads_final): 2*n_layers
+ * (head), 2l+1 (layer l's feed-forward half), 2l (its attention half), -1 (embeddings) */
+static int param_stage(const sy_param *p, int n_layers) {
+    if (p->layer >= 0) {
+        const char *dot = strrchr(p->name, '.');
+        int attn = strstr(p->name, ".attn.") || (dot && !strcmp(dot, ".norm1"));
+        return 2 * p->layer + !attn;
+    }
+    return strcmp(p->name, "normf") && strcmp(p->name, "lm_head") ? -1 : 2 * n_layers;
+}
+
+static int overlap_queue(overlap *o, int stage) {
+    for (int r = 0; r < o->regions; r++) {
+        /* floats at or above `bound` are final */
+        size_t bound = o->lo[r];
+        for (int i = 0; i < o->lay->n_params; i++) {
+            const sy_param *p = &o->lay->params[i];
+            if (p->offset < o->lo[r] || p->offset >= o->hi[r] || param_stage(p, o->n_layers) >= stage)
+                continue;
+            if (p->offset + p->numel > bound)
+                bound = p->offset + p->numel;
+        }
+        if (bound >= o->hi[r] || (stage >= 0 && o->hi[r] - bound < o->bucket))
+            continue;
+        size_t base = r ? o->lay->dense_total : 0, end = r ? o->lay->total : o->lay->dense_total;
+        if (o->c->part_start(o->c->ctx, r, o->g + base, end - base, bound - base, o->hi[r] - bound,
+                             o->tag + (uint32_t)(o->queued++ << 1 | r)))
+            return -1;
+        o->hi[r] = bound;
+    }
+    return 0;
+}
+
+static int on_grads_final(void *ctx, int layer) { return overlap_queue(ctx, layer); }
+
 static double a2a_now(const sy_comm *c) { return c->a2a_seconds ? c->a2a_seconds(c->a2a_ctx) : 0.0; }
 
 int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step_result *out) {
     const sy_comm *c = &st->comm;
+    const sy_layout *lay = sy_model_layout(st->model);
+    float *g = sy_model_grads(st->model);
+    int replicated = st->mesh->dp > 1 && lay->total > lay->dense_total;
+    overlap ov = {.c = c,
+                  .lay = lay,
+                  .n_layers = st->cfg->model.n_layers,
+                  .g = g,
+                  .regions = replicated ? 2 : 1,
+                  .lo = {0, lay->dense_total},
+                  .hi = {lay->dense_total, lay->total},
+                  .bucket = (size_t)st->cfg->wire.bucket_bytes / sizeof(float),
+                  .tag = 16};
+    sy_pass ps = *pass;
+    int overlapped = c->part_start && st->cfg->wire.overlap;
+    if (overlapped) {
+        if (c->part_begin && c->part_begin(c->ctx))
+            return -1;
+        ps.grads_final = on_grads_final;
+        ps.grads_ctx = &ov;
+    }
     double t0 = sy_now(), a0 = a2a_now(c);
     sy_model_zero_grad(st->model);
     out->soft = 0.0;
     if (st->distill && st->distill->teacher
-            ? sy_distill_forward_backward(st->distill, st->model, pass, st->batch, &out->loss, &out->soft)
-            : sy_model_forward(st->model, pass, st->batch, &out->loss) || sy_model_backward(st->model))
+            ? sy_distill_forward_backward(st->distill, st->model, &ps, st->batch, &out->loss, &out->soft)
+            : sy_model_forward(st->model, &ps, st->batch, &out->loss) || sy_model_backward(st->model)) {
+        if (ov.queued)
+            c->part_cancel(c->ctx); /* the buckets in flight must not outlive the step */
         return -1;
+    }
     double t1 = sy_now();
     out->t.alltoall = a2a_now(c) - a0;
     out->t.compute = (t1 - t0) - out->t.alltoall;
     out->tokens = (int64_t)pass->B * pass->T;
     /* the global loss is the SUM of the ranks' losses, so sums, not means */
-    const sy_layout *lay = sy_model_layout(st->model);
-    float *g = sy_model_grads(st->model);
     uint32_t tag = (uint32_t)(tag_step << 2);
-    if (c->allreduce(c->ctx, 0, g, lay->dense_total, tag))
-        return -1;
-    if (st->mesh->dp > 1 && lay->total > lay->dense_total &&
-        c->allreduce(c->ctx, 1, g + lay->dense_total, lay->total - lay->dense_total, tag | 1))
-        return -1;
+    if (overlapped) {
+        /* whatever the backward did not hand over (it always reaches the embeddings) */
+        int rc = overlap_queue(&ov, -1);
+        if (rc) {
+            if (ov.queued)
+                c->part_cancel(c->ctx);
+            return rc;
+        }
+        if ((rc = c->part_wait(c->ctx)))
+            return rc;
+    } else {
+        if (c->allreduce(c->ctx, 0, g, lay->dense_total, tag))
+            return -1;
+        if (replicated && c->allreduce(c->ctx, 1, g + lay->dense_total, lay->total - lay->dense_total, tag | 1))
+            return -1;
+    }
     out->t.allreduce = sy_now() - t1;
     return 0;
 }

@@ -31,6 +31,18 @@ typedef struct {
      * compute), or NULL */
     double (*a2a_seconds)(void *a2a_ctx);
     void *a2a_ctx;
+    /* The overlapped gradient all-reduce (wire.overlap), or NULLs. part_begin: called at
+     * the start of every overlapped step, at the same point on every rank (it may set up
+     * connections). part_start: queues the all-reduce of data[off, off+len) in `group` as
+     * a part of one all-reduce of data[0, count): the part ends with the bits allreduce
+     * over all count floats gives it; it runs while the caller goes on, and data[off,
+     * off+len) is not touched until part_wait. part_wait: waits for every queued part (0
+     * or the first failure). part_cancel: gives up the queued parts after a failure
+     * elsewhere, leaving the caller's error message alone. All take ctx. */
+    int (*part_begin)(void *ctx);
+    int (*part_start)(void *ctx, int group, float *data, size_t count, size_t off, size_t len, uint32_t tag);
+    int (*part_wait)(void *ctx);
+    void (*part_cancel)(void *ctx);
 } sy_comm;
 
 /* The communicator of a single process: a world of one rank, so every all-reduce is the
@@ -72,7 +84,16 @@ typedef struct {
 
 /* Forward, backward and the gradient all-reduce of one pass over the rows in st->batch
  * (already filled); tag_step numbers the collectives. Gradients are zeroed first. Fills
- * out->loss, tokens and the compute, all-to-all and all-reduce times. */
+ * out->loss, tokens and the compute, all-to-all and all-reduce times.
+ *
+ * With wire.overlap and a communicator that has parts (a worker), a bucket of
+ * gradients (whole half-layers, attention or feed-forward, at least wire.bucket_bytes; the last one
+ * whatever is left) is
+ * queued as soon as the backward has made it final (sy_pass.grads_final), so it travels
+ * while the backward of the layers below runs; the step waits for the last bucket
+ * before it returns. Buckets are parts of one all-reduce of the dense (and the expert)
+ * gradients, so the gradients are bit for bit those of the serial all-reduce; the
+ * all-reduce time is then what the step waited after the backward. */
 int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step_result *out);
 
 /* Runs training step `step` (0-based): draws this rank's rows from `train` (NULL: the

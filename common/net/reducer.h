@@ -1,0 +1,53 @@
+/* reducer.h: gradient all-reduces on a communication thread, so a layer's gradients
+ * travel while the backward of the layers before it still runs (issue 15).
+ *
+ * ZeroMQ sockets belong to one thread, and the worker's main thread keeps using its own
+ * peer sockets for the expert all-to-all during the backward. The reducer therefore owns
+ * a second sy_peer (its own PULL socket, bound at its own endpoint, and its own PUSH
+ * sockets), used only by its thread; the main thread touches it only while the thread is
+ * idle (setup), under the reducer's lock. The peers' reducer endpoints are not in the
+ * peer table: the worker swaps them over the main peer once per epoch.
+ *
+ * A part is reduced with sy_peer_allreduce_part, so however the gradients are cut into
+ * buckets, every float ends with the bits one whole sy_peer_allreduce gives it. */
+#ifndef SY_REDUCER_H
+#define SY_REDUCER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sy_reducer sy_reducer;
+
+/* Binds the reducer's PULL socket at bind_ep (e.g. "tcp://127.0.0.1:*") and starts its
+ * thread. NULL on failure. */
+sy_reducer *sy_reducer_new(void *zctx, const char *bind_ep);
+/* Calls off whatever is queued, stops the thread, closes the sockets. */
+void sy_reducer_destroy(sy_reducer **r);
+const char *sy_reducer_endpoint(const sy_reducer *r);
+
+/* sy_peer_setup of the reducer's peer (endpoints: every rank's reducer endpoint). Only
+ * while idle (after sy_reducer_wait). */
+int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *const *endpoints, int timeout_ms,
+                     const volatile int *abort_flag);
+
+/* Queues sy_peer_allreduce_part(members, step, tag, data, count, off, len, bf16,
+ * chunk_bytes); members and data[off, off+len) must stay untouched until
+ * sy_reducer_wait returns. Parts run one at a time in the order queued, so every rank
+ * must queue the same parts in the same order. */
+int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uint32_t tag, float *data, size_t count,
+                     size_t off, size_t len, int bf16, size_t chunk_bytes);
+
+/* Waits until every queued part is done. 0, or the first failure's code
+ * (SY_PEER_ABORTED when the abort flag was raised) with its message; parts queued after
+ * a failure are skipped. The reducer is idle and ready again either way. */
+int sy_reducer_wait(sy_reducer *r);
+
+/* After a failure elsewhere in the step: makes the part in flight give up at once, skips
+ * the queued ones, and waits for the thread to be idle. The caller's error message is
+ * left alone. */
+void sy_reducer_cancel(sy_reducer *r);
+
+/* Bytes of payload the reducer's peer sent since the last reset. Only while idle. */
+uint64_t sy_reducer_bytes_sent(sy_reducer *r, int reset);
+
+#endif
