@@ -15,6 +15,7 @@
 #include "refcase.h"
 #include "run.h"
 #include "sanitize.h"
+#include "switchyard.pb-c.h"
 
 #define MAX_WORKERS 256
 #define SY_MAX_EVENTS 16
@@ -41,6 +42,7 @@ typedef struct {
     int banned;        /* removed for never finishing admission: its id may not register again */
     int reregs;        /* Registers while in the mesh since it was last Ready */
     double step_time;  /* its last step, seconds */
+    double released;   /* when it was last told to drop a stale assignment (rehome.c) */
     char conn_addr[64];  /* the address its control connection comes from ("" unknown) */
     double compute_s;  /* its own compute in the last step (waits for peers excluded) */
     double wait_s;     /* its time in all-to-all and all-reduce in the last step (transfer + waiting) */
@@ -88,6 +90,8 @@ typedef struct {
     double grad_norm, lr;
     double t_compute, t_a2a, t_ar, t_opt;  /* summed over ranks */
     uint64_t tokens, bytes_sent;
+    uint64_t replica_bytes, replica_memory; /* summed over ranks */
+    double t_replica;                       /* summed over ranks */
     double started, time;
 } coord_step;
 
@@ -105,6 +109,8 @@ typedef struct {
     int64_t step;
     int expect;                /* the ranks send their state after this step */
     int only;                  /* no step: the state as it is, then stop */
+    int after;                 /* the step in flight ends at a checkpoint */
+    int collecting;            /* the ranks are sending the state of a committed step */
 } coord_save;
 
 /* The newest complete checkpoint, and recovery from failures. */
@@ -135,6 +141,32 @@ typedef struct {
     sy_ratelog reject_log;     /* rejected control input: rate-limited lines, counted */
     int max_pending;           /* at most this many registered workers wait outside the mesh */
 } coord_security;
+
+/* Re-homing from buddy replicas (rehome.c): who keeps whose experts, planned shrinks,
+ * and the figures of the failures recovered (status, membership.jsonl). */
+#define SY_MAX_PLANNED 64
+typedef struct {
+    int buddy[MAX_WORKERS];    /* rank -> the rank keeping a replica of its experts, -1: none */
+    int redo_save;             /* a rank died while a checkpoint was collected: collect it again */
+    int64_t leave_step[SY_MAX_PLANNED];
+    int leave_rank[SY_MAX_PLANNED];
+    int n_leave;               /* --leave STEP:RANK: shrink by plan before step STEP */
+    int64_t join_step[SY_MAX_PLANNED];
+    int n_join;                /* --join-at STEP: admit standbys only at these checkpoint boundaries */
+    unsigned rehomes, rollbacks;
+    int64_t last_lost;         /* steps redone beyond the step in flight by the last failure; -1: none */
+    double last_recovery, last_detect;
+    double died_at, detected_at; /* of the failure being recovered; 0: none */
+    int64_t failed_step;       /* the step in flight when it happened */
+    int failed_rank, planned;
+    uint64_t replica_bytes, replica_memory; /* the last step's, summed over ranks */
+    FILE *log;                 /* membership.jsonl in the run directory */
+    double t_replica_sum;      /* the ranks' mean seconds in replica transfers, summed over steps */
+    int64_t replica_steps;
+    int grow;                  /* the assignments being sent grow the mesh (handover) */
+    int prev_world;
+    uint32_t prev_begin[MAX_WORKERS], prev_end[MAX_WORKERS];
+} coord_rehome;
 
 /* Recent events for `switchyard status`. */
 typedef struct {
@@ -188,6 +220,8 @@ typedef struct {
     coord_events events;
     coord_eval eval;
     coord_refcheck ref;
+    coord_rehome rh;
+    char rh_why[400];          /* why the last failure could not be re-homed */
 } coord;
 
 /* Balancing from measured compute (balance.c). sample: one step report of a member;
@@ -216,6 +250,48 @@ void coord_eval_join(coord_eval *e);
 /* main.c: commits the checkpoint being collected (keeping `keep`, 0 = all) and logs its
  * size and speed; -1 with an error logged. */
 int coord_commit_save(coord *c, int keep);
+
+/* main.c: sends every rank of the current mesh its assignment (rehome: keep the state in
+ * memory, else the last checkpoint's state follows when there is one). */
+int coord_send_assignments(coord *c, int rehome);
+int coord_send_to(coord *c, const member *mb, Switchyard__Envelope *env);
+void coord_broadcast_abort(coord *c, const char *reason);
+/* Asks the ranks for the state of the committed step (a checkpoint at c->step). */
+void coord_send_save(coord *c);
+
+/* rehome.c: buddies for the current mesh (a neighbour in rank order, on another host
+ * where there is one), into c->rh.buddy. */
+void coord_rehome_buddies(coord *c);
+/* Rank `dead` is gone (last heard at died_at): re-plans the mesh so its experts and rows
+ * go to its buddy and the step in flight is redone, no checkpoint read. 0: re-homing
+ * started; -1: not possible (logged: which state would be lost), the caller rolls back. */
+int coord_rehome_try(coord *c, int dead, double died_at, const char *reason);
+/* At a step boundary: a planned shrink (--leave) due at c->step is started; returns 1. */
+int coord_rehome_leave_due(coord *c);
+/* At a step boundary: admits the standbys into a grown mesh whose experts come from the
+ * live workers over the network (no checkpoint read, no rollback). 0: started; -1: not
+ * possible here (several data groups...): they join at a checkpoint boundary. */
+int coord_rehome_grow(coord *c);
+/* A worker declared dead is heard again (a heartbeat of its epoch `epoch`): it still holds
+ * an assignment nobody uses (a stall longer than the timeout, say), so it is told to drop
+ * it and register again, as a standby (at most once a second). */
+void coord_rehome_release_stale(coord *c, member *mb, uint64_t epoch);
+/* Whether standbys may join at this boundary (--join-at restricts it). */
+int coord_rehome_join_allowed(const coord *c);
+/* A step completed: closes the figures of a recovery in progress. */
+void coord_rehome_step_done(coord *c);
+/* Standbys join at this checkpoint boundary (logged: a planned run replays it). */
+void coord_rehome_note_join(coord *c, int n);
+/* The end of the run: what the replicas cost (logged). */
+void coord_rehome_summary(coord *c);
+/* A failure goes back to the last checkpoint (counted, logged). */
+void coord_rehome_note_rollback(coord *c, const char *reason);
+/* Parses --leave STEP:RANK / --join-at STEP; -1 with a message. */
+int coord_rehome_parse_leave(coord_rehome *rh, const char *v);
+int coord_rehome_parse_join(coord_rehome *rh, const char *v);
+/* Opens membership.jsonl in the run directory. */
+void coord_rehome_open_log(coord *c);
+void coord_rehome_close(coord *c);
 
 /* refcheck.c: loads the case of --refcheck (needs --out). */
 int coord_refcheck_load(coord *c);

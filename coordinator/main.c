@@ -45,7 +45,7 @@ static int standby_count(const coord *c);
 
 /* ---------------------------------------------------------------- sending */
 
-static int send_to(coord *c, const member *mb, Switchyard__Envelope *env) {
+int coord_send_to(coord *c, const member *mb, Switchyard__Envelope *env) {
     if (sy_ctrl_send(c->router, mb->id, strlen(mb->id), env, NULL, 0)) {
         sy_warn("cannot send to %s: %s", mb->id, sy_lasterr());
         return -1;
@@ -141,7 +141,7 @@ static int send_state(coord *c, const member *mb, int r) {
     return sy_ctrl_send_blocking(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
 }
 
-static void broadcast_abort(coord *c, const char *reason);
+void coord_broadcast_abort(coord *c, const char *reason);
 
 /* A member the control socket cannot reach while a mesh is handed out: declared dead at
  * once (no waiting for its heartbeat timeout), the epoch being handed out is aborted
@@ -150,7 +150,7 @@ static void drop_unreachable(coord *c, member *mb, const char *why) {
     mb->alive = 0;
     sy_error("worker %s unreachable (%s): dropped from the mesh, planning again", mb->id, why);
     sy_coord_event(c, "worker %s unreachable: dropped", mb->id);
-    broadcast_abort(c, "a worker of the new mesh is unreachable: planning again");
+    coord_broadcast_abort(c, "a worker of the new mesh is unreachable: planning again");
     c->phase = WAITING;
 }
 
@@ -190,6 +190,13 @@ static int start_epoch(coord *c) {
     sy_info("epoch %" PRIu64 ": mesh of %d worker%s = %d data group%s x %d expert rank%s%s", c->epoch, W,
             W == 1 ? "" : "s", c->plan.mesh.dp, c->plan.mesh.dp == 1 ? "" : "s", c->plan.mesh.ep, c->plan.mesh.ep == 1 ? "" : "s",
             c->plan.mesh.balanced ? " (shares follow measured speed)" : "");
+    c->rh.redo_save = 0;
+    return coord_send_assignments(c, 0);
+}
+
+int coord_send_assignments(coord *c, int rehome) {
+    int W = c->plan.world, B = coord_global_batch(c);
+    coord_rehome_buddies(c);
     uint32_t eb[MAX_WORKERS], ee[MAX_WORKERS], r0[MAX_WORKERS], nr[MAX_WORKERS];
     char *peers[MAX_WORKERS], *keys[MAX_WORKERS];
     for (int p = 0; p < c->plan.mesh.ep; p++) {
@@ -228,11 +235,21 @@ static int start_epoch(coord *c) {
         a.global_batch = (uint32_t)B;
         a.job = c->ref.on ? SWITCHYARD__JOB__JOB_REFCHECK : SWITCHYARD__JOB__JOB_TRAIN;
         a.refcase_dir = c->ref.on ? (char *)c->ref.dir : "";
-        a.state_follows = c->ckpt.last[0] != 0;
+        a.state_follows = !rehome && c->ckpt.last[0] != 0;
+        a.rehome = rehome;
+        a.n_buddy = (size_t)W;
+        a.buddy = c->rh.buddy;
+        a.grow = rehome && c->rh.grow;
+        if (a.grow) {
+            a.prev_world = (uint32_t)c->rh.prev_world;
+            a.n_prev_expert_begin = a.n_prev_expert_end = (size_t)c->rh.prev_world;
+            a.prev_expert_begin = c->rh.prev_begin;
+            a.prev_expert_end = c->rh.prev_end;
+        }
         Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
         env.assignment = &a;
-        if (send_to(c, mb, &env)) {
+        if (coord_send_to(c, mb, &env)) {
             /* a worker that cannot be reached now (killed with another one, say) leaves the
              * mesh; the others are told to drop this epoch and everyone re-plans */
             sy_err_prefix("sending the assignment to rank %d", r);
@@ -242,7 +259,7 @@ static int start_epoch(coord *c) {
     }
     /* the states after every assignment: each rank learns its peers' keys before any
      * peer, done with its own assignment, knocks at its data socket */
-    for (int r = 0; r < W && c->ckpt.last[0]; r++) {
+    for (int r = 0; r < W && !rehome && c->ckpt.last[0]; r++) {
         member *mb = &c->pool.m[c->plan.rank_member[r]];
         if (send_state(c, mb, r)) {
             sy_err_prefix("sending the state of %s to rank %d", c->ckpt.last, r);
@@ -278,8 +295,7 @@ static void send_step(coord *c) {
     Switchyard__StepCmd s = SWITCHYARD__STEP_CMD__INIT;
     s.epoch = c->epoch;
     s.step = c->step;
-    s.save_after = save;
-    s.grads = c->ref.on;
+    s.grads = c->ref.on; /* a checkpoint is collected after the step commits (send_save_cmd) */
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_STEP;
     env.step = &s;
@@ -287,14 +303,15 @@ static void send_step(coord *c) {
     for (int r = 0; r < c->plan.world; r++) {
         member *mb = &c->pool.m[c->plan.rank_member[r]];
         mb->reported = mb->saved = 0;
-        send_to(c, mb, &env);
+        coord_send_to(c, mb, &env);
     }
-    c->save.expect = save || c->ref.on;
+    c->save.expect = c->ref.on;
+    c->save.after = save;
+    c->save.collecting = 0;
     if (c->save.expect) {
-        c->save.step = c->ref.on ? 0 : next;
-        const char *root = c->ref.on ? c->ref.out_dir : c->cfg.checkpoint.dir;
+        c->save.step = 0;
         sy_ckpt_writer_destroy(&c->save.writer);
-        if (!(c->save.writer = sy_ckpt_writer_new(root, c->save.step)))
+        if (!(c->save.writer = sy_ckpt_writer_new(c->ref.out_dir, c->save.step)))
             sy_error("checkpoint: %s", sy_lasterr());
     }
     c->save.only = 0;
@@ -302,8 +319,9 @@ static void send_step(coord *c) {
     c->phase = TRAINING;
 }
 
-/* Asks every rank for its state as it is now (no step): used to stop cleanly. */
-static void send_save_only(coord *c) {
+/* Asks every rank for its state as it is now (no step): a checkpoint once its step has
+ * committed (the command commits it on the workers), and to stop cleanly (only). */
+static void send_save_cmd(coord *c, int only) {
     Switchyard__StepCmd s = SWITCHYARD__STEP_CMD__INIT;
     s.epoch = c->epoch;
     s.step = c->step;
@@ -322,13 +340,17 @@ static void send_save_only(coord *c) {
         member *mb = &c->pool.m[c->plan.rank_member[r]];
         mb->reported = 1; /* no step report comes */
         mb->saved = 0;
-        send_to(c, mb, &env);
+        coord_send_to(c, mb, &env);
     }
     c->save.expect = 1;
-    c->save.only = 1;
+    c->save.only = only;
+    c->save.collecting = 1;
     c->phase = TRAINING;
-    sy_info("saving the state at step %" PRId64 " before stopping", c->step);
+    if (only)
+        sy_info("saving the state at step %" PRId64 " before stopping", c->step);
 }
+
+void coord_send_save(coord *c) { send_save_cmd(c, 0); }
 
 
 /* The step's report sums become the last step (status), a run-log record and, every
@@ -394,6 +416,7 @@ static void finish_run(coord *c, double val) {
         c->code = 1;
     }
     sy_expert_load_print(&c->books.load, &c->cfg.model, stdout);
+    coord_rehome_summary(c);
     c->phase = DONE;
 }
 
@@ -484,37 +507,52 @@ static void step_complete(coord *c) {
         sy_coord_event(c, "recovered on %d workers in %.2f s", c->plan.world, sy_now() - c->ckpt.recover_started);
         c->ckpt.recover_started = 0;
     }
+    coord_rehome_step_done(c);
     if (c->save.only) {
         finish_save(c);
         sy_ckpt_writer_destroy(&c->save.writer);
         c->phase = DONE;
         return;
     }
-    sy_balance_straggler(c);
-    log_step(c);
-    int saved = c->save.expect;
-    if (saved)
+    int saved = c->save.collecting;
+    if (saved) { /* the state after the step, collected once the step committed */
         finish_save(c);
-    sy_ckpt_writer_destroy(&c->save.writer);
-    if (c->phase == DONE)
-        return; /* the save failed: stopped */
-    c->step++;
-    if (c->step > c->ckpt.failed_at)
-        c->ckpt.failures = 0;
+        sy_ckpt_writer_destroy(&c->save.writer);
+        c->save.collecting = c->save.expect = 0;
+        if (c->phase == DONE)
+            return; /* the save failed: stopped */
+    } else {
+        sy_balance_straggler(c);
+        log_step(c);
+        c->step++;
+        if (c->step > c->ckpt.failed_at)
+            c->ckpt.failures = 0;
+        if (c->save.after) {
+            c->save.after = 0;
+            send_save_cmd(c, 0);
+            return;
+        }
+    }
     if (c->ckpt.stop_requested && c->step < c->cfg.train.steps) {
         if (saved) {
             c->phase = DONE;
             return;
         }
-        send_save_only(c);
+        send_save_cmd(c, 1);
         return;
     }
-    if (saved && standby_count(c) > 0 && c->step < c->cfg.train.steps) {
+    if (standby_count(c) > 0 && c->step < c->cfg.train.steps && coord_rehome_join_allowed(c) &&
+        coord_rehome_grow(c) == 0)
+        return; /* the joiners get their state from the live workers; the step follows once all are ready */
+    if (saved && standby_count(c) > 0 && c->step < c->cfg.train.steps && coord_rehome_join_allowed(c)) {
         sy_info("checkpoint boundary: admitting %d waiting worker%s", standby_count(c),
                 standby_count(c) == 1 ? "" : "s");
+        coord_rehome_note_join(c, standby_count(c));
         c->phase = WAITING; /* the main loop re-plans with everyone alive */
         return;
     }
+    if (c->step < c->cfg.train.steps && coord_rehome_leave_due(c))
+        return; /* a planned shrink: the mesh is re-homed, the step follows once it is ready */
     if (saved && c->step < c->cfg.train.steps && sy_balance_due(c)) {
         c->phase = WAITING; /* the main loop re-plans with the measured shares */
         return;
@@ -715,6 +753,10 @@ static void on_ready(coord *c, member *mb, const Switchyard__Ready *r) {
     sy_info("all %d workers ready for epoch %" PRIu64 "; %s at step %" PRId64, c->plan.world, c->epoch,
             c->ref.on ? "refcheck" : "training", c->step);
     c->books.progress.t0 = sy_now();
+    if (c->rh.redo_save) { /* a rank died while this checkpoint was collected: collect it again */
+        c->rh.redo_save = 0;
+        return send_save_cmd(c, 0);
+    }
     send_step(c);
 }
 
@@ -751,6 +793,9 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
     c->cur.t_ar += r->t_allreduce;
     c->cur.t_opt += r->t_optimizer;
     c->cur.bytes_sent += r->bytes_sent;
+    c->cur.replica_bytes += r->replica_bytes;
+    c->cur.replica_memory += r->replica_memory;
+    c->cur.t_replica += r->t_replica;
     sy_expert_load *ld = &c->books.load;
     size_t n = sy_expert_load_count(ld);
     if (ld->wanted && r->n_expert_wanted == n && r->n_expert_kept == n) {
@@ -799,7 +844,7 @@ static void on_save_done(coord *c, member *mb, const Switchyard__SaveDone *s) {
 
 static void on_heartbeat(coord *c, member *mb) { mb->last_seen = sy_now(); }
 
-static void broadcast_abort(coord *c, const char *reason) {
+void coord_broadcast_abort(coord *c, const char *reason) {
     Switchyard__Abort a = SWITCHYARD__ABORT__INIT;
     a.epoch = c->epoch;
     a.reason = (char *)reason;
@@ -840,10 +885,11 @@ static void recover(coord *c, const char *reason) {
     }
     if (!c->ckpt.recover_started)
         c->ckpt.recover_started = sy_now();
-    broadcast_abort(c, reason);
+    coord_broadcast_abort(c, reason);
     if (c->save.writer)
         sy_ckpt_writer_destroy(&c->save.writer); /* a half-collected checkpoint is thrown away */
-    c->save.expect = 0;
+    c->save.expect = c->save.after = c->save.collecting = 0;
+    coord_rehome_note_rollback(c, reason);
     int live = live_count(c);
     sy_warn("recovering (%s): %d worker%s alive, resuming from %s", reason, live, live == 1 ? "" : "s",
             c->ckpt.last[0] ? c->ckpt.last : "the start (no checkpoint yet)");
@@ -869,6 +915,8 @@ static void on_leaving(coord *c, member *mb, const char *why) {
         snprintf(r, sizeof r, "rank %d (%s) left", mb->rank, mb->id);
         if (!c->ckpt.recover_started)
             c->ckpt.recover_started = sy_now();
+        if (coord_rehome_try(c, mb->rank, sy_now(), r) == 0)
+            return; /* its experts and rows go to its buddy, no rollback */
         /* a worker leaving is no failure of the step: it must not use up the retries */
         int failures = c->ckpt.failures;
         int64_t failed_at = c->ckpt.failed_at;
@@ -929,6 +977,8 @@ static void check_liveness(coord *c) {
             snprintf(why, sizeof why, "rank %d (%s) died", mb->rank, mb->id);
             if (!c->ckpt.recover_started)
                 c->ckpt.recover_started = mb->last_seen; /* death: when it was last heard */
+            if (coord_rehome_try(c, mb->rank, mb->last_seen, why) == 0)
+                continue; /* re-homed from the replicas: no rollback */
             recover(c, why);
         }
     }
@@ -985,13 +1035,18 @@ static void dispatch(coord *c, const char *id, const char *key, const char *conn
     case SWITCHYARD__ENVELOPE__MSG_SAVE_DONE:
         return on_save_done(c, mb, e->save_done);
     case SWITCHYARD__ENVELOPE__MSG_HEARTBEAT:
+        if (!mb->alive) /* declared dead, yet alive: back to standby, so it can join again */
+            coord_rehome_release_stale(c, mb, e->heartbeat->epoch);
         return on_heartbeat(c, mb);
     case SWITCHYARD__ENVELOPE__MSG_ERROR:
         if (e->error->leaving)
             return on_leaving(c, mb, e->error->message);
         sy_error("worker %s (rank %d): %s", mb->id, mb->rank, sy_esc_str(0, e->error->message));
-        if (e->error->epoch == c->epoch && mb->rank >= 0 && in_epoch(c))
-            recover(c, "a worker failed its step");
+        if (e->error->epoch == c->epoch && mb->rank >= 0 && in_epoch(c)) {
+            char why[600];
+            snprintf(why, sizeof why, "rank %d failed: %.500s", mb->rank, sy_esc_str(0, e->error->message));
+            recover(c, why);
+        }
         return;
     default:
         sy_debug("unexpected message %d from %s", (int)e->msg_case, mb->id);
@@ -1083,6 +1138,8 @@ typedef struct {
     int wire;                  /* -1: from the config, else an sy_wire_dtype */
     int max_pending;           /* registered workers that may wait outside the mesh */
     sy_sec_opts sec;           /* CURVE keys, allow-lists, --insecure */
+    char **leaves, **joins;    /* --leave STEP:RANK, --join-at STEP */
+    int nleaves, njoins;
 } coord_opts;
 
 static void usage(void) {
@@ -1090,6 +1147,10 @@ static void usage(void) {
             "usage: switchyard-coordinator [CONFIG] [--bind EP] [--status EP] [--min-workers N] [--start-workers N]\n"
             "                              [--max-pending N (workers waiting to join, default 16)]\n"
             "                              [--set section.key=value ...] [--wire fp32|bf16] [--fresh]\n"
+            "                              [--leave STEP:RANK ...] [--join-at STEP ...]\n"
+            "  --leave STEP:RANK  shrink by plan: rank RANK leaves before step STEP, its experts and rows go to\n"
+            "                     its buddy as when it dies (re-homing); it waits as a standby\n"
+            "  --join-at STEP     standbys join only at these checkpoint steps (default: the next checkpoint)\n"
             "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n%s",
             sy_sec_usage());
 }
@@ -1108,7 +1169,11 @@ static int count_arg(const char *flag, const char *v) {
 
 /* Returns -1 to go on, else the exit code. */
 static int parse_args(int argc, char **argv, coord_opts *o) {
-    *o = (coord_opts){.wire = -1, .max_pending = 16, .sets = calloc((size_t)argc + 1, sizeof(char *))};
+    *o = (coord_opts){.wire = -1,
+                      .max_pending = 16,
+                      .sets = calloc((size_t)argc + 1, sizeof(char *)),
+                      .leaves = calloc((size_t)argc + 1, sizeof(char *)),
+                      .joins = calloc((size_t)argc + 1, sizeof(char *))};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = v != NULL;
@@ -1125,9 +1190,14 @@ static int parse_args(int argc, char **argv, coord_opts *o) {
         } else if (!strcmp(a, "--max-pending") && takes) {
             if ((o->max_pending = count_arg(a, argv[++i])) < 0)
                 return 2;
-        } else if (sy_sec_arg(&o->sec, argc, argv, &i))
-            continue; else if (!strcmp(a, "--set") && takes)
+        } else if (sy_sec_arg(&o->sec, argc, argv, &i)) {
+            continue;
+        } else if (!strcmp(a, "--set") && takes)
             o->sets[o->nsets++] = argv[++i];
+        else if (!strcmp(a, "--leave") && takes)
+            o->leaves[o->nleaves++] = argv[++i];
+        else if (!strcmp(a, "--join-at") && takes)
+            o->joins[o->njoins++] = argv[++i];
         else if (!strcmp(a, "--wire") && takes) {
             i++;
             o->wire = !strcmp(v, "fp32") ? SY_WIRE_FP32 : !strcmp(v, "bf16") ? SY_WIRE_BF16 : -2;
@@ -1174,6 +1244,12 @@ static int configure(coord *c, const coord_opts *o) {
     }
     if (o->min_workers > 0)
         cfg->cluster.min_workers = o->min_workers;
+    for (int i = 0; i < o->nleaves; i++)
+        if (coord_rehome_parse_leave(&c->rh, o->leaves[i]))
+            return -1;
+    for (int i = 0; i < o->njoins; i++)
+        if (coord_rehome_parse_join(&c->rh, o->joins[i]))
+            return -1;
     if (sy_config_check(cfg))
         return -1;
     c->pool.min_workers = cfg->cluster.min_workers;
@@ -1217,6 +1293,7 @@ static int open_run(coord *c, int fresh) {
      * buffers for the new one's */
     c->epoch = ((uint64_t)ts.tv_sec << 16);
     c->ckpt.failed_at = -1;
+    c->rh.last_lost = -1;
     c->last.val_loss = NAN;
     c->last.val_step = -1;
     c->bal.straggler_rank = -1;
@@ -1286,6 +1363,7 @@ static int open_run(coord *c, int fresh) {
         return -1;
     if (!(c->books.log = sy_runlog_open(c->cfg.checkpoint.dir, "run_log.jsonl")))
         sy_warn("%s", sy_lasterr());
+    coord_rehome_open_log(c);
     return 0;
 }
 
@@ -1334,6 +1412,7 @@ static void close_all(coord *c) {
     sy_ckpt_writer_destroy(&c->save.writer);
     coord_eval_join(&c->eval);
     sy_runlog_close(&c->books.log);
+    coord_rehome_close(c);
     sy_expert_load_free(&c->books.load);
     sy_status_close(c);
     if (c->router)
@@ -1354,6 +1433,8 @@ int main(int argc, char **argv) {
     int code = parse_args(argc, argv, &o);
     if (code >= 0) {
         free(o.sets);
+        free(o.leaves);
+        free(o.joins);
         return code;
     }
     const char *f = getenv("SWITCHYARD_FAULT");
@@ -1387,5 +1468,7 @@ int main(int argc, char **argv) {
 out:
     close_all(&c);
     free(o.sets);
+    free(o.leaves);
+    free(o.joins);
     return code;
 }

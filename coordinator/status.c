@@ -132,6 +132,13 @@ static void answer(coord *c, const client *to) {
     r.grad_norm = c->cur.grad_norm;
     r.straggler_rank = c->phase == WAITING ? -1 : c->bal.straggler_rank;
     r.straggler_wait_s = r.straggler_rank >= 0 ? c->bal.straggler_wait : 0;
+    r.rehomes = c->rh.rehomes;
+    r.rollbacks = c->rh.rollbacks;
+    r.last_steps_lost = c->rh.last_lost;
+    r.last_recovery_s = c->rh.last_recovery;
+    r.last_detect_s = c->rh.last_detect;
+    r.replica_every = (uint32_t)(c->cfg.cluster.replica_every > 0 ? c->cfg.cluster.replica_every : 0);
+    r.replica_bytes = c->rh.replica_bytes;
     r.uptime_s = now - c->books.t_start;
     r.world = (uint32_t)(c->phase == WAITING ? 0 : c->plan.world);
     r.min_workers = (uint32_t)c->pool.min_workers;

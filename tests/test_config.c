@@ -104,6 +104,7 @@ static void assert_config_equal(const sy_config *a, const sy_config *b) {
     assert_int_equal(a->cluster.timeout_ms, b->cluster.timeout_ms);
     assert_int_equal(a->cluster.join_at_once, b->cluster.join_at_once);
     assert_int_equal(a->cluster.balance_by_speed, b->cluster.balance_by_speed);
+    assert_int_equal(a->cluster.replica_every, b->cluster.replica_every);
     assert_int_equal(a->wire.dtype, b->wire.dtype);
     assert_int_equal(a->wire.chunk_bytes, b->wire.chunk_bytes);
     assert_int_equal(a->wire.overlap, b->wire.overlap);
@@ -162,6 +163,7 @@ static void assert_documented_defaults(const sy_config *c) {
     assert_int_equal(c->cluster.timeout_ms, 5000);
     assert_int_equal(c->cluster.join_at_once, 0);
     assert_int_equal(c->cluster.balance_by_speed, 1);
+    assert_int_equal(c->cluster.replica_every, 1);
     assert_int_equal(c->wire.dtype, SY_WIRE_FP32);
     assert_int_equal(c->wire.chunk_bytes, 1048576);
     assert_int_equal(c->wire.overlap, 1);
@@ -397,6 +399,8 @@ static void test_cross_field(void **state) {
     expect_refused("train:\n  lr: 0.001\n  min_lr: 0.01\n", "train.min_lr", NULL);
     expect_refused("cluster:\n  heartbeat_ms: 500\n  timeout_ms: 500\n", "cluster.timeout_ms",
                    NULL);
+    expect_refused("cluster:\n  replica_every: -1\n", "cluster.replica_every", NULL);
+    expect_refused("cluster:\n  replica_every: often\n", "cluster.replica_every", NULL);
 }
 
 static void test_missing_file_and_bad_yaml(void **state) {

@@ -76,6 +76,9 @@ static void build(fixture *f) {
     r->grad_norm = 0.823;
     r->straggler_rank = 1;
     r->straggler_wait_s = 0.2156;
+    r->rehomes = 3;
+    r->last_steps_lost = 0;
+    r->last_recovery_s = 1.25;
     r->uptime_s = 3900;
     r->world = 3;
     r->min_workers = 2;
@@ -253,8 +256,16 @@ static void test_table_header(void **state) {
     assert_has(t, "tokens/s 2950  step 1389 ms (compute 1103, all-to-all 201, all-reduce 85 ms)\n");
     assert_has(t, "workers 3 in mesh / min 2  (1 dead, 2 training)  lr 0.0003  grad norm 0.823\n");
     assert_has(t, "checkpoint step 1000, 2m05s ago: runs/demo/step-00001000\n");
+    assert_has(t, "replicas off  failures: 3 re-homed, 0 rolled back\n"
+                  "last failure: 0 steps lost beyond the step in flight, next step 1.25 s after it\n");
     assert_null(strstr(t, "error"));
     free(t);
+    f.r.replica_every = 1;
+    f.r.replica_bytes = 16800000;
+    t = render(sy_status_table, &f.r);
+    assert_has(t, "replicas every 1 step (16.8 MB/step)  failures: 3 re-homed, 0 rolled back\n");
+    free(t);
+    f.r.replica_every = 0;
 
     /* a measured validation loss, no checkpoint yet, no total, an error */
     f.r.val_loss = 3.50124;
@@ -804,7 +815,9 @@ static void test_json(void **state) {
                                  "aux", "z", "val_loss", "tokens_per_s", "step_time_s", "compute_s", "alltoall_s",
                                  "allreduce_s", "workers", "experts", "languages", "checkpoint_step",
                                  "checkpoint_path", "checkpoint_age_s", "events", "uptime_s", "world", "min_workers",
-                                 "error", "lr", "grad_norm", "straggler_rank", "straggler_wait_s"};
+                                 "error", "lr", "grad_norm", "straggler_rank", "straggler_wait_s", "rehomes",
+                                 "rollbacks", "last_steps_lost", "last_recovery_s", "last_detect_s", "replica_every",
+                                 "replica_bytes"};
     assert_int_equal(v->n, sizeof keys / sizeof keys[0]);
     for (size_t i = 0; i < v->n; i++)
         assert_string_equal(v->keys[i], keys[i]);
@@ -833,6 +846,9 @@ static void test_json(void **state) {
     assert_string_equal(jtext(v, "error"), "");
     assert_true(jnumber(v, "lr") == 3e-4);
     assert_true(jnumber(v, "grad_norm") == 0.823);
+    assert_true(jnumber(v, "rehomes") == 3);
+    assert_true(jnumber(v, "last_steps_lost") == 0);
+    assert_true(jnumber(v, "last_recovery_s") == 1.25);
     /* short numbers where they are short */
     assert_has(t, "\"loss\": 3.4567,");
     assert_has(t, "\"lr\": 0.0003,");
@@ -949,7 +965,7 @@ static void test_json_hostile_strings(void **state) {
     v = jparse(t, err, sizeof err);
     if (!v)
         fail_msg("invalid JSON (%s):\n%s", err, t);
-    assert_int_equal(v->n, 31);
+    assert_int_equal(v->n, 38);
     assert_int_equal(jget(v, "workers")->n, 0);
     jv_free(v);
     free(t);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -33,6 +34,8 @@
 #include "reducer.h"
 #include "model_io.h"
 #include "refcase.h"
+#include "handover.h"
+#include "replica.h"
 #include "run.h"
 #include "step.h"
 
@@ -47,6 +50,14 @@ static void on_signal(int sig) {
     if (g_hb)
         sy_heartbeat_abort_from_signal(g_hb);
 }
+
+/* What a re-homing assignment keeps of the previous one: the model and moments of this
+ * rank and the replicas it kept. */
+typedef struct {
+    sy_model *model;
+    float *mom, *vel;
+    sy_replica *replica;
+} kept_state;
 
 typedef struct {
     /* process */
@@ -90,7 +101,23 @@ typedef struct {
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
     int data_failed;        /* this machine has no usable training data: leave the run */
     int state_tensors;
+    /* buddy replicas and two-phase steps (replica.h, coordinator/rehome.c) */
+    sy_replica *replica;    /* the experts this rank keeps for its wards; NULL: replicas off */
+    int replica_every;
+    int replica_synced;     /* a full copy went to the buddy in this epoch */
+    int64_t state_step;     /* the step this rank's parameters and moments are at */
+    int64_t pending_step;   /* a step prepared (gradients in place) but not committed; -1: none */
+    sy_step_result pending; /* its lr and clip scale */
+    double t_replica;
+    double t_commit;        /* seconds of the last commit (the optimizer) */
+    /* a grown mesh (handover.h): the previous state, handed over at the first step */
+    int handover_pending;
+    kept_state kept;
+    int prev_world;
+    int *prev_begin, *prev_end;
 } worker;
+
+static void kept_free(kept_state *k);
 
 /* ---------------------------------------------------------------- fault drills
  * SWITCHYARD_FAULT="kill@STEP:WHERE" makes this worker SIGKILL itself at step STEP, at
@@ -138,6 +165,13 @@ static int allreduce_fn(void *comm, int group, float *data, size_t n, uint32_t t
     int cnt = group == 0 ? w->mesh.world : w->n_replicas;
     return sy_peer_allreduce(w->peer, members, cnt, w->last_step, 0x10000u | tag, data, n,
                              w->cfg.wire.dtype == SY_WIRE_BF16, (size_t)w->cfg.wire.chunk_bytes);
+}
+
+/* The replicas' all-to-all: over every rank, fp32 bytes as they are. */
+static int replica_a2a(void *ctx, uint32_t tag, int64_t step, void *const *send, const size_t *send_bytes,
+                       const void **recv, size_t *recv_bytes) {
+    worker *w = ctx;
+    return sy_peer_alltoall(w->peer, w->group_all, w->mesh.world, step, tag, send, send_bytes, recv, recv_bytes);
 }
 
 /* The overlapped all-reduce (common/net/reducer.h). The reducer's endpoints are not in
@@ -278,6 +312,13 @@ static int local_addr_towards(const char *endpoint, char *out, size_t n) {
 /* ---------------------------------------------------------------- assignment */
 
 static void drop_assignment(worker *w) {
+    sy_replica_destroy(&w->replica);
+    kept_free(&w->kept);
+    w->handover_pending = 0;
+    free(w->prev_begin);
+    free(w->prev_end);
+    w->prev_begin = w->prev_end = NULL;
+    w->pending_step = -1;
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
     sy_model_destroy(&w->model);
@@ -307,7 +348,95 @@ static void drop_assignment(worker *w) {
     w->assigned = 0;
 }
 
+/* Commits the prepared step if the mesh goes on at `next` = that step + 1 (every rank
+ * finished it: the coordinator says so by moving on), else drops it. The buddy replicas
+ * take the same update. */
+static void commit_pending(worker *w, int64_t next) {
+    if (w->pending_step < 0)
+        return;
+    if (w->pending_step == next - 1) {
+        sy_step_commit(&w->stepper, w->pending_step, &w->pending);
+        w->t_commit = w->pending.t.optimizer;
+        if (w->replica)
+            sy_replica_commit(w->replica, w->pending_step, w->pending.lr, w->pending.clip_scale, &w->cfg.train);
+        w->state_step = next;
+    } else if (w->replica) {
+        sy_replica_drop_pending(w->replica);
+    }
+    w->pending_step = -1;
+}
+
+
+static void kept_free(kept_state *k) {
+    sy_model_destroy(&k->model);
+    free(k->mom);
+    free(k->vel);
+    sy_replica_destroy(&k->replica);
+    memset(k, 0, sizeof *k);
+}
+
+/* Takes this rank's state out of the old assignment for a re-homing one (start_step: the
+ * step the new mesh does next). */
+static int keep_state(worker *w, const Switchyard__Assignment *a, kept_state *k) {
+    memset(k, 0, sizeof *k);
+    if (!w->assigned || w->job != SWITCHYARD__JOB__JOB_TRAIN || !w->model) {
+        sy_seterr("re-homing: this worker holds no training state (it was not in the mesh)");
+        return -1;
+    }
+    commit_pending(w, a->start_step);
+    if (w->state_step != a->start_step) {
+        sy_seterr("re-homing: this rank's state is at step %lld, the mesh goes on from step %lld",
+                  (long long)w->state_step, (long long)a->start_step);
+        return -1;
+    }
+    k->model = w->model;
+    k->mom = w->mom;
+    k->vel = w->vel;
+    k->replica = w->replica;
+    w->model = NULL;
+    w->mom = w->vel = NULL;
+    w->replica = NULL;
+    return 0;
+}
+
+static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, kept_state *kept);
+
 static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
+    kept_state kept = {0};
+    int joiner = a->grow && a->rank >= a->prev_world;
+    if (a->rehome && !joiner && keep_state(w, a, &kept))
+        return -1;
+    if (!a->grow) {
+        int rc = apply_assignment_state(w, a, a->rehome ? &kept : NULL);
+        kept_free(&kept);
+        return rc;
+    }
+    /* a grown mesh: the model starts empty; the first step hands the state over */
+    if (a->prev_world < 1 || a->n_prev_expert_begin != a->prev_world || a->n_prev_expert_end != a->prev_world ||
+        apply_assignment_state(w, a, NULL)) {
+        if (!a->prev_world || a->n_prev_expert_begin != a->prev_world)
+            sy_seterr("assignment: a grown mesh without the previous mesh's experts");
+        kept_free(&kept);
+        return -1;
+    }
+    w->kept = kept;
+    w->prev_world = (int)a->prev_world;
+    w->prev_begin = calloc(a->prev_world, sizeof(int));
+    w->prev_end = calloc(a->prev_world, sizeof(int));
+    if (!w->prev_begin || !w->prev_end) {
+        sy_seterr("assignment: out of memory");
+        return -1;
+    }
+    for (uint32_t o = 0; o < a->prev_world; o++) {
+        w->prev_begin[o] = (int)a->prev_expert_begin[o];
+        w->prev_end[o] = (int)a->prev_expert_end[o];
+    }
+    w->handover_pending = 1;
+    w->state_step = -1; /* until the handover */
+    return 0;
+}
+
+static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, kept_state *kept) {
     drop_assignment(w);
     w->epoch = a->epoch;
     w->rank = (int)a->rank;
@@ -478,12 +607,36 @@ static int apply_assignment(worker *w, const Switchyard__Assignment *a) {
             }
             memcpy(sy_model_params(w->model) + lay->params[i].offset, r->value, r->numel * sizeof(float));
         }
+    } else if (kept) {
+        /* re-homed: this rank's own tensors and the replicas it kept, no checkpoint */
+        if (sy_replica_rehome(lay, sy_model_params(w->model), w->mom, w->vel, sy_model_layout(kept->model),
+                              sy_model_params(kept->model), kept->mom, kept->vel, kept->replica, a->start_step))
+            return -1;
+        w->state_pending = 0;
     } else {
         /* weights from the seed (identical on every worker), unless a checkpoint's
          * tensors follow the assignment */
         sy_model_init_weights(w->model, w->cfg.train.seed);
         w->state_pending = a->state_follows;
         w->state_tensors = 0;
+    }
+    w->state_step = a->start_step;
+    w->pending_step = -1;
+    w->replica_synced = 0;
+    w->replica_every = w->cfg.cluster.replica_every;
+    if (!tokens && w->replica_every > 0 && m->dp == 1 && m->world > 1 && a->n_buddy == (size_t)m->world) {
+        int buddy[m->world];
+        for (int r = 0; r < m->world; r++)
+            buddy[r] = a->buddy[r] >= 0 && a->buddy[r] < m->world ? a->buddy[r] : -1;
+        if (!(w->replica = sy_replica_new(mc, m, w->rank, buddy, lay, replica_a2a, w)))
+            return -1;
+        sy_info("replicas: rank %d keeps its experts, %d rank%s keep%s theirs here (%.1f MB); %.1f MB of expert "
+                "%s go to the buddy %s",
+                buddy[w->rank], sy_replica_wards(w->replica), sy_replica_wards(w->replica) == 1 ? "" : "s",
+                sy_replica_wards(w->replica) == 1 ? "s" : "", sy_replica_memory(w->replica) / 1e6,
+                (lay->total - lay->dense_total) * sizeof(float) / 1e6,
+                w->replica_every == 1 ? "gradients" : "state (x3)",
+                w->replica_every == 1 ? "every step" : "every replica_every steps");
     }
     sy_heartbeat_set_timing(w->hb, w->cfg.cluster.heartbeat_ms, w->cfg.cluster.timeout_ms);
     sy_heartbeat_clear_abort(w->hb, w->epoch);
@@ -650,7 +803,49 @@ static void report_load(worker *w, Switchyard__StepReport *r) {
     }
 }
 
+/* One training step, prepared but not committed: the update waits for the coordinator's
+ * next command, so that a step some rank never finished changes no state anywhere.
+ * Replicas: a full copy at the epoch's first step (and every replica_every steps when
+ * that is > 1), the expert gradients every step when it is 1. */
+static int train_step(worker *w, int64_t step, sy_step_result *res) {
+    int rc;
+    w->t_replica = 0;
+    if (w->handover_pending) {
+        double t0 = sy_now();
+        sy_handover_prev prev = {.prev_world = w->prev_world, .prev_begin = w->prev_begin, .prev_end = w->prev_end};
+        const kept_state *k = &w->kept;
+        if ((rc = sy_handover(&w->cfg.model, &w->mesh, w->rank, &prev, k->model ? sy_model_layout(k->model) : NULL,
+                              k->model ? sy_model_params(k->model) : NULL, k->mom, k->vel, sy_model_layout(w->model),
+                              sy_model_params(w->model), w->mom, w->vel, replica_a2a, w, step)))
+            return rc;
+        kept_free(&w->kept);
+        w->handover_pending = 0;
+        w->state_step = step;
+        sy_info("state handed over for step %" PRId64 " in %.3f s (no checkpoint read)", step, sy_now() - t0);
+    }
+    if (w->replica && (!w->replica_synced || (w->replica_every > 1 && step % w->replica_every == 0))) {
+        double t0 = sy_now();
+        if ((rc = sy_replica_sync(w->replica, step, sy_model_params(w->model), w->mom, w->vel)))
+            return rc;
+        w->replica_synced = 1;
+        w->t_replica += sy_now() - t0;
+    }
+    if ((rc = sy_step_prepare(&w->stepper, w->train, step, res)))
+        return rc;
+    if (w->replica && w->replica_every == 1) {
+        double t0 = sy_now();
+        if ((rc = sy_replica_send_grads(w->replica, step, sy_model_grads(w->model))))
+            return rc;
+        w->t_replica += sy_now() - t0;
+    }
+    w->pending_step = step;
+    w->pending = *res;
+    return 0;
+}
+
 static int on_step(worker *w, const Switchyard__StepCmd *c) {
+    if (w->assigned && c->epoch == w->epoch && w->job == SWITCHYARD__JOB__JOB_TRAIN)
+        commit_pending(w, c->step); /* the coordinator moved on: every rank finished the step */
     if (w->assigned && c->epoch == w->epoch && c->save_only)
         return save_state(w, c->step);
     if (!w->assigned || c->epoch != w->epoch) {
@@ -670,7 +865,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     } else {
         w->last_step = c->step;
         w->stepper.comm.part_start = g_overlap_ab && c->step % 2 ? NULL : part_start_fn;
-        rc = sy_step_run(&w->stepper, w->train, c->step, &res);
+        rc = train_step(w, c->step, &res);
     }
     if (rc) {
         if (rc == SY_PEER_ABORTED || *sy_heartbeat_abort_flag(w->hb)) {
@@ -705,8 +900,11 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.t_compute = res.t.compute;
     r.t_alltoall = res.t.alltoall;
     r.t_allreduce = res.t.allreduce;
-    r.t_optimizer = res.t.optimizer;
+    r.t_optimizer = w->job == SWITCHYARD__JOB__JOB_TRAIN ? w->t_commit : res.t.optimizer; /* the last commit's */
     r.bytes_sent = sy_peer_bytes_sent(w->peer, 0) + sy_reducer_bytes_sent(w->reducer, 0);
+    r.replica_bytes = sy_replica_bytes_sent(w->replica, 1);
+    r.replica_memory = sy_replica_memory(w->replica);
+    r.t_replica = w->t_replica;
     report_load(w, &r);
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REPORT;
@@ -715,8 +913,10 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         return -1;
     if (c->grads)
         return send_refcheck_grads(w);
-    if (c->save_after)
+    if (c->save_after) { /* an older coordinator: commit at once */
+        commit_pending(w, c->step + 1);
         return save_state(w, c->step + 1);
+    }
     return 0;
 }
 
@@ -809,7 +1009,7 @@ int main(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
-    worker w = {.rank = -1, .threads = sy_blas_threads()};
+    worker w = {.rank = -1, .threads = sy_blas_threads(), .pending_step = -1};
     snprintf(w.coordinator, sizeof w.coordinator, "%s", coordinator);
     char host[128] = "worker";
     gethostname(host, sizeof host - 1);
@@ -1003,6 +1203,15 @@ int main(int argc, char **argv) {
             code = 0;
             sy_ctrl_msg_free(&m);
             goto out;
+        case SWITCHYARD__ENVELOPE__MSG_RELEASE:
+            if (w.assigned && e->release->epoch == w.epoch) {
+                sy_info("released from the mesh (%s): waiting as a standby", e->release->reason);
+                drop_assignment(&w);
+                sy_heartbeat_set(w.hb, w.epoch, w.last_step, ST_REGISTERING, -1);
+                next_register = 0.0;
+                backoff = 1.0;
+            }
+            break;
         case SWITCHYARD__ENVELOPE__MSG_ABORT:
             sy_warn("abort (epoch %" PRIu64 "): %s", (uint64_t)e->abort->epoch, e->abort->reason);
             break;
@@ -1016,9 +1225,12 @@ int main(int argc, char **argv) {
         send_leaving(&w, "signal");
         code = 0;
     }
-out:
+out:;
     if (mon)
         zmq_close(mon);
+    struct rusage ru;
+    if (!getrusage(RUSAGE_SELF, &ru))
+        sy_info("peak RSS %.1f MB", ru.ru_maxrss / 1024.0);
     drop_assignment(&w);
     sy_reducer_destroy(&w.reducer); /* its peer watches the heartbeat's abort flag */
     g_hb = NULL;

@@ -182,6 +182,13 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
     TOP(&t, "grad_norm", json_num(out, r->grad_norm));
     TOP(&t, "straggler_rank", fprintf(out, "%d", r->straggler_rank));
     TOP(&t, "straggler_wait_s", json_num(out, r->straggler_wait_s));
+    TOP(&t, "rehomes", fprintf(out, "%u", r->rehomes));
+    TOP(&t, "rollbacks", fprintf(out, "%u", r->rollbacks));
+    TOP(&t, "last_steps_lost", fprintf(out, "%" PRId64, r->last_steps_lost));
+    TOP(&t, "last_recovery_s", json_num(out, r->last_recovery_s));
+    TOP(&t, "last_detect_s", json_num(out, r->last_detect_s));
+    TOP(&t, "replica_every", fprintf(out, "%u", r->replica_every));
+    TOP(&t, "replica_bytes", fprintf(out, "%" PRIu64, r->replica_bytes));
     fputs("\n}\n", out);
     return ferror(out) ? -1 : 0;
 }

@@ -132,6 +132,19 @@ int sy_status_prom(FILE *out, const Switchyard__StatusReply *r) {
     prom_sample(out, "switchyard_step_seconds", ph_r, 1, r->allreduce_s);
     prom_scalar(out, "switchyard_learning_rate", "gauge", "Learning rate of the last step.", r->lr);
     prom_scalar(out, "switchyard_grad_norm", "gauge", "Global gradient norm of the last step.", r->grad_norm);
+    prom_scalar(out, "switchyard_rehomes_total", "counter",
+                "Worker losses recovered from buddy replicas, without a rollback.", r->rehomes);
+    prom_scalar(out, "switchyard_rollbacks_total", "counter", "Failures that went back to a checkpoint.",
+                r->rollbacks);
+    prom_scalar(out, "switchyard_last_failure_steps_lost", "gauge",
+                "Steps redone beyond the step in flight by the last failure; -1 before any.",
+                (double)r->last_steps_lost);
+    prom_scalar(out, "switchyard_last_failure_recovery_seconds", "gauge",
+                "Last failure: seconds from the death to the next completed step.", r->last_recovery_s);
+    prom_scalar(out, "switchyard_replica_every_steps", "gauge", "cluster.replica_every (0: replicas off).",
+                r->replica_every);
+    prom_scalar(out, "switchyard_replica_bytes", "gauge", "Buddy-replica bytes sent by all ranks in the last step.",
+                (double)r->replica_bytes);
     prom_scalar(out, "switchyard_uptime_seconds_total", "counter", "Seconds since the coordinator started.",
                 r->uptime_s);
     prom_scalar(out, "switchyard_world_size", "gauge", "Workers in the current mesh.", r->world);

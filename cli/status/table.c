@@ -179,6 +179,18 @@ static const char *fmt_rate(char *b, size_t n, double v) {
 }
 
 /* "0-3" for experts [begin, end), "3" for one, "-" for none. */
+static const char *fmt_bytes(char *b, size_t n, double v) {
+    if (v >= 1e9)
+        snprintf(b, n, "%.2f GB", v / 1e9);
+    else if (v >= 1e6)
+        snprintf(b, n, "%.1f MB", v / 1e6);
+    else if (v >= 1e3)
+        snprintf(b, n, "%.1f kB", v / 1e3);
+    else
+        snprintf(b, n, "%.0f B", v);
+    return b;
+}
+
 static const char *fmt_range(char *b, size_t n, uint32_t begin, uint32_t end) {
     if (end <= begin)
         snprintf(b, n, "-");
@@ -386,6 +398,21 @@ int sy_status_table(FILE *out, const Switchyard__StatusReply *r) {
         line_put(&l, ")");
     line_printf(&l, "  lr %s  grad norm %s", fmt_f(a, sizeof a, "%.3g", r->lr), fmt_f(b, sizeof b, "%.3g", r->grad_norm));
     line_emit(out, &l);
+
+    if (r->replica_every > 0 || r->rehomes || r->rollbacks) {
+        if (r->replica_every > 0)
+            line_printf(&l, "replicas every %u step%s (%s/step)", r->replica_every, r->replica_every == 1 ? "" : "s",
+                        fmt_bytes(a, sizeof a, (double)r->replica_bytes));
+        else
+            line_put(&l, "replicas off");
+        line_printf(&l, "  failures: %u re-homed, %u rolled back", r->rehomes, r->rollbacks);
+        line_emit(out, &l);
+        if (r->last_steps_lost >= 0) {
+            line_printf(&l, "last failure: %" PRId64 " step%s lost beyond the step in flight, next step %.2f s after it",
+                        r->last_steps_lost, r->last_steps_lost == 1 ? "" : "s", r->last_recovery_s);
+            line_emit(out, &l);
+        }
+    }
 
     if (r->checkpoint_step >= 0) {
         line_printf(&l, "checkpoint step %" PRId64 ", %s ago: ", r->checkpoint_step,

@@ -150,6 +150,7 @@ static const key_def g_keys[] = {
     INT_KEY(SEC_CLUSTER, "timeout_ms", cluster.timeout_ms, 1, INT_MAX),
     {SEC_CLUSTER, "join_at_once", K_BOOL, OFF(cluster.join_at_once), 0, 0, 0, 0, 0, 0, NULL, 0},
     {SEC_CLUSTER, "balance_by_speed", K_BOOL, OFF(cluster.balance_by_speed), 0, 0, 0, 0, 0, 0, NULL, 0},
+    INT_KEY(SEC_CLUSTER, "replica_every", cluster.replica_every, 0, 1000000),
 
     ENUM_KEY(SEC_WIRE, "dtype", wire.dtype, g_dtype_names),
     /* a segment holds whole fp32 (and so bf16) elements */
@@ -727,6 +728,7 @@ void sy_config_defaults(sy_config *cfg) {
     cfg->cluster.timeout_ms = 5000;
     cfg->cluster.join_at_once = 0;
     cfg->cluster.balance_by_speed = 1;
+    cfg->cluster.replica_every = 1;
     cfg->wire.dtype = SY_WIRE_FP32;
     cfg->wire.chunk_bytes = 1 << 20;
     cfg->wire.overlap = 1;

@@ -31,6 +31,8 @@ typedef struct {
     int timeout_ms;          /* silence after which a peer is dead */
     int join_at_once;        /* 1: admit a joining worker at once; 0: at the next checkpoint */
     int balance_by_speed;    /* 1: batch rows and experts follow measured GFLOP/s when workers differ by > 2x */
+    int replica_every;       /* buddy replicas of every expert's state: 1 = kept current every step (a death
+                              * loses no step), k > 1 = a full copy every k steps, 0 = off */
 } sy_cluster_cfg;
 
 typedef struct {

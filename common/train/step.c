@@ -144,7 +144,7 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
     return 0;
 }
 
-int sy_step_run(sy_stepper *st, const sy_tokens *train, int64_t step, sy_step_result *out) {
+int sy_step_prepare(sy_stepper *st, const sy_tokens *train, int64_t step, sy_step_result *out) {
     const sy_train_cfg *tc = &st->cfg->train;
     const sy_mesh *mesh = st->mesh;
     int rows = mesh->nrows[st->rank], row0 = mesh->row0[st->rank], T = tc->seq_len;
@@ -186,10 +186,22 @@ int sy_step_run(sy_stepper *st, const sy_tokens *train, int64_t step, sy_step_re
                   out->grad_norm, out->loss.total, (long long)step);
         return -1;
     }
-    double t3 = sy_now();
     out->lr = sy_lr_at(tc, step);
-    sy_adamw_step(lay, sy_model_params(st->model), sy_model_grads(st->model), st->mom, st->vel, step + 1, out->lr, tc,
-                  sy_clip_scale(out->grad_norm, tc->grad_clip));
-    out->t.optimizer = sy_now() - t3;
+    out->clip_scale = sy_clip_scale(out->grad_norm, tc->grad_clip);
+    return 0;
+}
+
+void sy_step_commit(sy_stepper *st, int64_t step, sy_step_result *res) {
+    double t3 = sy_now();
+    const sy_layout *lay = sy_model_layout(st->model);
+    sy_adamw_step(lay, sy_model_params(st->model), sy_model_grads(st->model), st->mom, st->vel, step + 1, res->lr,
+                  &st->cfg->train, res->clip_scale);
+    res->t.optimizer = sy_now() - t3;
+}
+
+int sy_step_run(sy_stepper *st, const sy_tokens *train, int64_t step, sy_step_result *out) {
+    if (sy_step_prepare(st, train, step, out))
+        return -1;
+    sy_step_commit(st, step, out);
     return 0;
 }

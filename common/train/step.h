@@ -76,6 +76,7 @@ typedef struct {
     sy_losses loss;        /* this rank's share (already globally normalised: sum over ranks = global) */
     double grad_norm;
     float lr;
+    float clip_scale;      /* the multiplier clipping applies to every gradient (1: none) */
     sy_step_times t;
     int64_t tokens;        /* tokens computed here */
     double soft;           /* this rank's share of the distillation soft term (0 without a teacher) */
@@ -98,5 +99,14 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
 /* Runs training step `step` (0-based): draws this rank's rows from `train` (NULL: the
  * caller filled st->batch), sy_step_grads, the global gradient norm, clipping, AdamW. */
 int sy_step_run(sy_stepper *st, const sy_tokens *train, int64_t step, sy_step_result *out);
+
+/* sy_step_run in two halves, for a worker that commits a step only once every rank has
+ * finished it (buddy replicas, coordinator/rehome.c): prepare is everything up to the
+ * optimizer (fills lr, grad_norm and clip_scale; the gradients stay in the model);
+ * commit is the AdamW update of those gradients (fills t.optimizer). Nothing changes
+ * the parameters or moments until commit, so a step abandoned after prepare leaves the
+ * state of the step before. prepare + commit == sy_step_run, bit for bit. */
+int sy_step_prepare(sy_stepper *st, const sy_tokens *train, int64_t step, sy_step_result *out);
+void sy_step_commit(sy_stepper *st, int64_t step, sy_step_result *res);
 
 #endif

@@ -1,0 +1,265 @@
+/* replica.c: buddy replicas of expert state (replica.h). */
+#include "replica.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "optim.h"
+
+/* Tags of the replica all-to-alls: above the expert exchange's and the all-reduce's. */
+enum { TAG_SYNC_P = 0x30000u, TAG_SYNC_M, TAG_SYNC_V, TAG_GRADS };
+
+/* The state of one ward (a rank whose experts this rank keeps). */
+typedef struct {
+    int rank;
+    sy_layout lay;        /* the ward's expert parameters, offsets from 0 (no dense part) */
+    float *p, *m, *v, *g; /* [lay.total] */
+    int64_t at;           /* the step its state is at; -1: never received */
+    int64_t g_step;       /* the step of the pending gradients; -1: none */
+} ward;
+
+struct sy_replica {
+    sy_replica_a2a_fn a2a;
+    void *ctx;
+    int world, rank, buddy;
+    size_t own_n;         /* floats of this rank's expert part */
+    size_t own_off;       /* where it starts in its arenas (the dense total) */
+    ward *wards;
+    int n_wards;
+    void **send;          /* [world] scratch */
+    size_t *send_bytes;
+    const void **recv;
+    size_t *recv_bytes;
+    uint64_t bytes_sent;
+};
+
+/* The expert parameters of a layout holding `held`, re-based at offset 0. */
+static int ward_layout(sy_layout *out, const sy_model_cfg *mc, const unsigned char *held) {
+    sy_layout full;
+    if (sy_layout_init(&full, mc, held))
+        return -1;
+    memset(out, 0, sizeof *out);
+    out->cfg = full.cfg;
+    out->params = calloc((size_t)full.n_params + 1, sizeof(sy_param));
+    if (!out->params) {
+        sy_layout_free(&full);
+        sy_seterr("replica: out of memory");
+        return -1;
+    }
+    for (int i = 0; i < full.n_params; i++)
+        if (full.params[i].expert >= 0) {
+            sy_param q = full.params[i];
+            q.offset -= full.dense_total;
+            out->params[out->n_params++] = q;
+        }
+    out->total = full.total - full.dense_total;
+    sy_layout_free(&full);
+    return 0;
+}
+
+sy_replica *sy_replica_new(const sy_model_cfg *mc, const sy_mesh *m, int rank, const int *buddy,
+                           const sy_layout *own, sy_replica_a2a_fn a2a, void *ctx) {
+    sy_replica *r = calloc(1, sizeof *r);
+    if (!r) {
+        sy_seterr("replica: out of memory");
+        return NULL;
+    }
+    r->a2a = a2a;
+    r->ctx = ctx;
+    r->world = m->world;
+    r->rank = rank;
+    r->buddy = buddy[rank];
+    r->own_off = own->dense_total;
+    r->own_n = own->total - own->dense_total;
+    r->wards = calloc((size_t)m->world, sizeof(ward));
+    r->send = calloc((size_t)m->world, sizeof(void *));
+    r->send_bytes = calloc((size_t)m->world, sizeof(size_t));
+    r->recv = calloc((size_t)m->world, sizeof(void *));
+    r->recv_bytes = calloc((size_t)m->world, sizeof(size_t));
+    unsigned char *held = calloc((size_t)mc->n_experts + 1, 1);
+    if (!r->wards || !r->send || !r->send_bytes || !r->recv || !r->recv_bytes || !held) {
+        free(held);
+        sy_replica_destroy(&r);
+        sy_seterr("replica: out of memory");
+        return NULL;
+    }
+    for (int q = 0; q < m->world; q++) {
+        if (q == rank || buddy[q] != rank)
+            continue;
+        ward *w = &r->wards[r->n_wards++];
+        w->rank = q;
+        w->at = w->g_step = -1;
+        int p = sy_mesh_p(m, q);
+        memset(held, 0, (size_t)mc->n_experts);
+        for (int e = m->e_begin[p]; e < m->e_end[p]; e++)
+            held[e] = 1;
+        if (ward_layout(&w->lay, mc, held)) {
+            free(held);
+            sy_replica_destroy(&r);
+            return NULL;
+        }
+        size_t n = w->lay.total + 1;
+        w->p = calloc(n, sizeof(float));
+        w->m = calloc(n, sizeof(float));
+        w->v = calloc(n, sizeof(float));
+        w->g = calloc(n, sizeof(float));
+        if (!w->p || !w->m || !w->v || !w->g) {
+            free(held);
+            sy_replica_destroy(&r);
+            sy_seterr("replica: out of memory");
+            return NULL;
+        }
+    }
+    free(held);
+    return r;
+}
+
+void sy_replica_destroy(sy_replica **rp) {
+    sy_replica *r = *rp;
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_wards; i++) {
+        ward *w = &r->wards[i];
+        free(w->p);
+        free(w->m);
+        free(w->v);
+        free(w->g);
+        free(w->lay.params);
+    }
+    free(r->wards);
+    free(r->send);
+    free(r->send_bytes);
+    free(r->recv);
+    free(r->recv_bytes);
+    free(r);
+    *rp = NULL;
+}
+
+/* One all-to-all: this rank's `n` floats at `own` to its buddy; what each ward sent is
+ * copied into the ward's array chosen by `pick`. */
+static int exchange(sy_replica *r, uint32_t tag, int64_t step, const float *own, int which) {
+    for (int i = 0; i < r->world; i++) {
+        r->send[i] = (void *)"";
+        r->send_bytes[i] = 0;
+    }
+    if (r->buddy >= 0 && r->buddy != r->rank && r->own_n > 0) {
+        r->send[r->buddy] = (void *)own;
+        r->send_bytes[r->buddy] = r->own_n * sizeof(float);
+    }
+    int rc = r->a2a(r->ctx, tag, step, r->send, r->send_bytes, r->recv, r->recv_bytes);
+    if (rc)
+        return rc;
+    r->bytes_sent += r->buddy >= 0 && r->buddy != r->rank ? r->own_n * sizeof(float) : 0;
+    for (int i = 0; i < r->n_wards; i++) {
+        ward *w = &r->wards[i];
+        size_t want = w->lay.total * sizeof(float);
+        if (r->recv_bytes[w->rank] != want) {
+            sy_seterr("replica: rank %d sent %zu bytes of expert state (tag %#x), its experts have %zu", w->rank,
+                      r->recv_bytes[w->rank], tag, want);
+            return -1;
+        }
+        float *dst = which == 0 ? w->p : which == 1 ? w->m : which == 2 ? w->v : w->g;
+        memcpy(dst, r->recv[w->rank], want);
+    }
+    return 0;
+}
+
+int sy_replica_sync(sy_replica *r, int64_t step, const float *params, const float *m, const float *v) {
+    for (int i = 0; i < r->n_wards; i++)
+        r->wards[i].at = r->wards[i].g_step = -1; /* half-received is never used */
+    int rc;
+    if ((rc = exchange(r, TAG_SYNC_P, step, params + r->own_off, 0)) ||
+        (rc = exchange(r, TAG_SYNC_M, step, m + r->own_off, 1)) ||
+        (rc = exchange(r, TAG_SYNC_V, step, v + r->own_off, 2)))
+        return rc;
+    for (int i = 0; i < r->n_wards; i++)
+        r->wards[i].at = step;
+    return 0;
+}
+
+int sy_replica_send_grads(sy_replica *r, int64_t step, const float *grads) {
+    sy_replica_drop_pending(r);
+    int rc = exchange(r, TAG_GRADS, step, grads + r->own_off, 3);
+    if (rc)
+        return rc;
+    for (int i = 0; i < r->n_wards; i++)
+        r->wards[i].g_step = step;
+    return 0;
+}
+
+void sy_replica_commit(sy_replica *r, int64_t step, float lr, float clip_scale, const sy_train_cfg *tc) {
+    for (int i = 0; i < r->n_wards; i++) {
+        ward *w = &r->wards[i];
+        if (w->g_step == step && w->at == step) {
+            sy_adamw_step(&w->lay, w->p, w->g, w->m, w->v, step + 1, lr, tc, clip_scale);
+            w->at = step + 1;
+        }
+        w->g_step = -1;
+    }
+}
+
+void sy_replica_drop_pending(sy_replica *r) {
+    for (int i = 0; i < r->n_wards; i++)
+        r->wards[i].g_step = -1;
+}
+
+const float *sy_replica_find(const sy_replica *r, sy_arena which, const char *name, size_t numel, int64_t *at) {
+    for (int i = 0; r && i < r->n_wards; i++) {
+        const ward *w = &r->wards[i];
+        int k = sy_layout_find(&w->lay, name);
+        if (k < 0 || w->lay.params[k].numel != numel)
+            continue;
+        *at = w->at;
+        const float *base = which == SY_ARENA_M ? w->m : which == SY_ARENA_V ? w->v : w->p;
+        return base + w->lay.params[k].offset;
+    }
+    return NULL;
+}
+
+uint64_t sy_replica_bytes_sent(sy_replica *r, int reset) {
+    uint64_t b = r ? r->bytes_sent : 0;
+    if (r && reset)
+        r->bytes_sent = 0;
+    return b;
+}
+
+size_t sy_replica_memory(const sy_replica *r) {
+    size_t b = 0;
+    for (int i = 0; r && i < r->n_wards; i++)
+        b += 4 * r->wards[i].lay.total * sizeof(float);
+    return b;
+}
+
+int sy_replica_wards(const sy_replica *r) { return r ? r->n_wards : 0; }
+
+int sy_replica_rehome(const sy_layout *nl, float *np, float *nm, float *nv, const sy_layout *ol, const float *op,
+                      const float *om, const float *ov, const sy_replica *r, int64_t step) {
+    float *dst[3] = {np, nm, nv};
+    const float *src[3] = {op, om, ov};
+    for (int i = 0; i < nl->n_params; i++) {
+        const sy_param *p = &nl->params[i];
+        int k = sy_layout_find(ol, p->name);
+        if (k >= 0 && ol->params[k].numel == p->numel) {
+            for (int a = 0; a < 3; a++)
+                memcpy(dst[a] + p->offset, src[a] + ol->params[k].offset, p->numel * sizeof(float));
+            continue;
+        }
+        for (int a = 0; a < 3; a++) {
+            int64_t at = -1;
+            const float *x = sy_replica_find(r, (sy_arena)a, p->name, p->numel, &at);
+            if (!x) {
+                sy_seterr("re-homing: %s is neither held nor replicated on this worker", p->name);
+                return -1;
+            }
+            if (at != step) {
+                sy_seterr("re-homing: the replica of %s is at step %lld, the mesh goes on from step %lld (a stale "
+                          "replica: cluster.replica_every > 1, or the replica was not in place yet)",
+                          p->name, (long long)at, (long long)step);
+                return -1;
+            }
+            memcpy(dst[a] + p->offset, x, p->numel * sizeof(float));
+        }
+    }
+    return 0;
+}
