@@ -29,6 +29,19 @@ fail=0 pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 need() { command -v "$1" > /dev/null || { echo "FAIL: no '$1' (Debian package $2; scripts/setup.sh installs it)"; fail=$((fail + 1)); return 1; }; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# a worker's data port P and P+1 (the overlap thread's socket) both free
+free_port_pair() { /usr/bin/python3 -c '
+import socket
+for _ in range(200):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1)); print(p); break
+    except OSError:
+        pass
+    finally:
+        a.close(); b.close()
+'; }
 wait_exit() { # wait_exit PID SECONDS: sets rc to its exit code, or 124 (killed) after SECONDS
   local k st=""
   for k in $(seq 1 $(($2 * 10))); do
@@ -110,7 +123,7 @@ mapfile -t cargv < <(execstart "${units[0]}" "" BIN="$bin" SWITCHYARD_CONFIG="$t
 ucoord=$!
 pids+=("$ucoord")
 for k in 1 2; do
-  mapfile -t wargv < <(execstart "${units[1]}" "$(free_port)" BIN="$bin" SWITCHYARD_COORDINATOR="tcp://127.0.0.1:$cport" \
+  mapfile -t wargv < <(execstart "${units[1]}" "$(free_port_pair)" BIN="$bin" SWITCHYARD_COORDINATOR="tcp://127.0.0.1:$cport" \
     SWITCHYARD_WORKER_THREADS=1 SWITCHYARD_KEYS="$tmp/ukeys-w$((k - 1))")
   "${wargv[@]}" > "$tmp/unit-w$k.log" 2>&1 &
   pids+=("$!")
