@@ -24,6 +24,7 @@
 
 #include "blas_setup.h"
 #include "commands.h"
+#include "curve.h"
 #include "config.h"
 #include "data.h"
 #include "log.h"
@@ -251,16 +252,24 @@ static int bench_model(int argc, char **argv) {
 
 static size_t g_chunk = 1 << 20;
 
-static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int bf16, int iters, int wfd) {
+/* certs: every rank's key pair (CURVE on the data sockets, as workers have it), or NULL */
+static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int bf16, int iters, int wfd,
+                      const sy_cert *certs) {
     void *ctx = zmq_ctx_new();
-    sy_peer *p = sy_peer_new(ctx, eps[rank]);
+    sy_zap *zap = certs ? sy_zap_new(ctx) : NULL;
+    sy_peer *p = certs && !zap ? NULL : sy_peer_new_secure(ctx, eps[rank], certs ? &certs[rank] : NULL, zap);
     if (!p) {
         fprintf(stderr, "bench: rank %d: %s\n", rank, sy_lasterr());
         return 1;
     }
+    char *keys[64];
+    for (int r = 0; certs && r < world; r++)
+        keys[r] = (char *)certs[r].pub;
     volatile int abort_flag = 0;
-    if (sy_peer_setup(p, 1, rank, world, eps, 30000, &abort_flag))
+    if ((certs && sy_peer_set_keys(p, keys, (size_t)world)) || sy_peer_setup(p, 1, rank, world, eps, 30000, &abort_flag)) {
+        fprintf(stderr, "bench: rank %d: %s\n", rank, sy_lasterr());
         return 1;
+    }
     int members[64];
     for (int i = 0; i < world; i++)
         members[i] = i;
@@ -296,6 +305,7 @@ static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int
             rc = 1;
     }
     sy_peer_destroy(&p);
+    sy_zap_destroy(&zap);
     zmq_ctx_term(ctx);
     free(data);
     free(t);
@@ -305,13 +315,13 @@ static int coll_child(int rank, int world, char **eps, int op, size_t bytes, int
 static int bench_collective(int argc, char **argv) {
     int op = !strcmp(argv[0], "alltoall");
     size_t bytes = 16u << 20;
-    int workers = 2, bf16 = 0, iters = 10, json = 0;
-    enum { OPT_SIZE = 256, OPT_WORKERS, OPT_ITERS, OPT_CHUNK, OPT_WIRE, OPT_JSON };
+    int workers = 2, bf16 = 0, iters = 10, json = 0, curve = 0;
+    enum { OPT_SIZE = 256, OPT_WORKERS, OPT_ITERS, OPT_CHUNK, OPT_WIRE, OPT_JSON, OPT_CURVE };
     static const struct option longopts[] = {
         {"size", required_argument, NULL, OPT_SIZE},   {"workers", required_argument, NULL, OPT_WORKERS},
         {"iters", required_argument, NULL, OPT_ITERS}, {"chunk", required_argument, NULL, OPT_CHUNK},
         {"wire", required_argument, NULL, OPT_WIRE},   {"json", no_argument, NULL, OPT_JSON},
-        {0, 0, 0, 0}};
+        {"curve", no_argument, NULL, OPT_CURVE},       {0, 0, 0, 0}};
     optind = 0; /* a fresh scan */
     opterr = 0; /* our own messages */
     int opt;
@@ -340,6 +350,7 @@ static int bench_collective(int argc, char **argv) {
             bf16 = !strcmp(optarg, "bf16");
             break;
         case OPT_JSON: json = 1; break;
+        case OPT_CURVE: curve = 1; break;
         default: /* an unknown option, or one without its value */
             fprintf(stderr, "bench %s: unexpected argument '%s'\n", argv[0], argv[optind - 1]);
             return 2;
@@ -358,6 +369,12 @@ static int bench_collective(int argc, char **argv) {
         eps[r] = malloc(64);
         snprintf(eps[r], 64, "tcp://127.0.0.1:%d", sy_free_tcp_port());
     }
+    sy_cert certs[64];
+    for (int r = 0; curve && r < workers; r++)
+        if (sy_cert_new(&certs[r])) {
+            fprintf(stderr, "bench: %s\n", sy_lasterr());
+            return 2;
+        }
     int pfd[2];
     if (pipe(pfd))
         return 2;
@@ -366,7 +383,7 @@ static int bench_collective(int argc, char **argv) {
         pids[r] = fork();
         if (pids[r] == 0) {
             close(pfd[0]);
-            _exit(coll_child(r, workers, eps, op, bytes, bf16, iters, pfd[1]));
+            _exit(coll_child(r, workers, eps, op, bytes, bf16, iters, pfd[1], curve ? certs : NULL));
         }
     }
     close(pfd[1]);
@@ -389,17 +406,18 @@ static int bench_collective(int argc, char **argv) {
     double per_iter_sent = (double)sent / (iters + 2);
     json_error_t jerr;
     if (json) {
-        if (print_json(json_pack_ex(&jerr, 0, "{s:s, s:I, s:i, s:s, s:f, s:f, s:f, s:I}", "op",
+        if (print_json(json_pack_ex(&jerr, 0, "{s:s, s:I, s:i, s:s, s:b, s:f, s:f, s:f, s:I}", "op",
                                     op ? "alltoall" : "allreduce", "bytes", (json_int_t)bytes, "workers", workers,
-                                    "wire", bf16 ? "bf16" : "fp32", "median_ms", rnd(med * 1e3, 3), "algbw_gbs",
-                                    rnd(algbw, 3), "busbw_gbs", rnd(busbw, 3), "bytes_sent_per_rank",
+                                    "wire", bf16 ? "bf16" : "fp32", "curve", curve, "median_ms", rnd(med * 1e3, 3),
+                                    "algbw_gbs", rnd(algbw, 3), "busbw_gbs", rnd(busbw, 3), "bytes_sent_per_rank",
                                     (json_int_t)llround(per_iter_sent)),
                        &jerr))
             return 1;
     } else
-        printf("%s of %.1f MiB over %d processes (tcp loopback, %s wire): median %.2f ms, algorithm bandwidth "
+        printf("%s of %.1f MiB over %d processes (tcp loopback, %s wire%s): median %.2f ms, algorithm bandwidth "
                "%.2f GB/s, bus bandwidth %.2f GB/s, %.1f MiB sent per rank\n",
-               op ? "all-to-all" : "all-reduce", bytes / 1048576.0, workers, bf16 ? "bf16" : "fp32", med * 1e3, algbw,
+               op ? "all-to-all" : "all-reduce", bytes / 1048576.0, workers, bf16 ? "bf16" : "fp32",
+               curve ? ", CURVE" : "", med * 1e3, algbw,
                busbw, per_iter_sent / 1048576.0);
     for (int r = 0; r < workers; r++)
         free(eps[r]);
@@ -412,7 +430,7 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fprintf(stdout, "usage: switchyard bench [CONFIG] [--steps N] [--warmup N] [--threads N] [--json]\n"
                         "       switchyard bench allreduce|alltoall [--size BYTES[K|M|G]] [--workers N] "
-                        "[--wire fp32|bf16] [--iters N] [--json]\n");
+                        "[--wire fp32|bf16] [--iters N] [--curve] [--json]\n");
         return 0;
     }
     return bench_model(argc, argv);

@@ -1,9 +1,11 @@
 /* switchyard up CONFIG --workers N: a local cluster in one command. Starts a coordinator
  * and N workers on loopback (free ports picked here), streams their progress, and shuts
  * everything down cleanly when training ends, when one of them fails, or on Ctrl-C. */
-#include <getopt.h>
+#define _GNU_SOURCE /* nftw */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "curve.h"
 #include "log.h"
 
 #define MAX_LOCAL_WORKERS 64
@@ -27,10 +30,14 @@ static void on_signal(int sig) { g_signal = sig; }
 static void usage(void) {
     fprintf(stderr,
             "usage: switchyard up [CONFIG] [--workers N] [--threads T] [--set section.key=value ...]\n"
-            "                     [--resume | --fresh] [--wire fp32|bf16]\n"
+            "                     [--resume | --fresh] [--wire fp32|bf16] [--keys DIR] [--status-open] [--insecure]\n"
             "  Starts switchyard-coordinator and N switchyard-worker processes on 127.0.0.1 (default 2 workers,\n"
             "  1 compute thread each) and trains CONFIG (default: the embedded configs/default.yaml).\n"
-            "  Ctrl-C stops the run cleanly (the coordinator saves a checkpoint first).\n");
+            "  Ctrl-C stops the run cleanly (the coordinator saves a checkpoint first).\n"
+            "  Every socket uses CURVE with keys made for this run in a private temporary directory (removed at\n"
+            "  the end); --keys DIR keeps them in DIR (made by `switchyard keygen --cluster DIR` or here), so\n"
+            "  `switchyard status EP --keys DIR` can read the run and more workers can join. --status-open lets\n"
+            "  anyone read the status; --insecure turns CURVE off everywhere (debugging only).\n");
 }
 
 /* A TCP port on 127.0.0.1 that is free right now. */
@@ -45,6 +52,29 @@ int sy_free_tcp_port(void) {
         port = ntohs(a.sin_port);
     close(fd);
     return port;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+/* DIR holds a coordinator and `workers` worker key pairs (made where missing). */
+static int ensure_keys(const char *dir, int workers) {
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/coordinator.secret", dir);
+    if (access(p, F_OK) && sy_keygen_cluster(dir, 0))
+        return -1;
+    for (int k = 0; k < workers; k++) {
+        snprintf(p, sizeof p, "%s/workers/worker-%d.secret", dir, k);
+        if (!access(p, F_OK))
+            continue;
+        snprintf(p, sizeof p, "%s/workers/worker-%d", dir, k);
+        sy_cert c;
+        if (sy_cert_new(&c) || sy_cert_save(&c, p))
+            return -1;
+    }
+    return 0;
 }
 
 static pid_t spawn(char *const argv[]) {
@@ -88,15 +118,19 @@ static int wait_all(pid_t *pids, int *status, int n, int ms) {
 
 int cmd_up(int argc, char **argv) {
     const char *config = NULL, *threads = "1", *wire = NULL;
-    int workers = 2, resume = 0, fresh = 0;
+    int workers = 2, resume = 0, fresh = 0, insecure = 0, status_open = 0;
+    const char *keys_arg = NULL;
     char **sets = calloc((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
-    enum { OPT_WORKERS = 256, OPT_THREADS, OPT_WIRE, OPT_SET, OPT_RESUME, OPT_FRESH };
+    enum { OPT_WORKERS = 256, OPT_THREADS, OPT_WIRE, OPT_SET, OPT_RESUME, OPT_FRESH, OPT_INSECURE, OPT_STATUS_OPEN,
+           OPT_KEYS };
     static const struct option longopts[] = {
         {"workers", required_argument, NULL, OPT_WORKERS}, {"threads", required_argument, NULL, OPT_THREADS},
         {"wire", required_argument, NULL, OPT_WIRE},       {"set", required_argument, NULL, OPT_SET},
         {"resume", no_argument, NULL, OPT_RESUME},         {"fresh", no_argument, NULL, OPT_FRESH},
-        {"help", no_argument, NULL, 'h'},                  {0, 0, 0, 0}};
+        {"insecure", no_argument, NULL, OPT_INSECURE},     {"status-open", no_argument, NULL, OPT_STATUS_OPEN},
+        {"keys", required_argument, NULL, OPT_KEYS},       {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0}};
     optind = 0; /* a fresh scan */
     opterr = 0; /* our own messages */
     int opt;
@@ -118,6 +152,9 @@ int cmd_up(int argc, char **argv) {
         case OPT_SET: sets[nsets++] = optarg; break;
         case OPT_RESUME: resume = 1; break;
         case OPT_FRESH: fresh = 1; break;
+        case OPT_INSECURE: insecure = 1; break;
+        case OPT_STATUS_OPEN: status_open = 1; break;
+        case OPT_KEYS: keys_arg = optarg; break;
         case 'h':
             usage();
             free(sets);
@@ -164,6 +201,30 @@ int cmd_up(int argc, char **argv) {
         free(sets);
         return 2;
     }
+    /* keys: ephemeral (a private temporary directory, removed at the end) unless --keys */
+    char keys[PATH_MAX] = "", tmpkeys[PATH_MAX] = "";
+    if (!insecure) {
+        umask(077);
+        if (keys_arg) {
+            snprintf(keys, sizeof keys, "%s", keys_arg);
+        } else {
+            const char *t = getenv("TMPDIR");
+            snprintf(tmpkeys, sizeof tmpkeys, "%s/switchyard-keys.XXXXXX", t && *t ? t : "/tmp");
+            if (!mkdtemp(tmpkeys)) {
+                fprintf(stderr, "up: cannot make a key directory %s: %s\n", tmpkeys, strerror(errno));
+                free(sets);
+                return 2;
+            }
+            snprintf(keys, sizeof keys, "%s", tmpkeys);
+        }
+        if (ensure_keys(keys, workers)) {
+            fprintf(stderr, "up: keys in %s: %s\n", keys, sy_lasterr());
+            if (tmpkeys[0])
+                nftw(tmpkeys, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+            free(sets);
+            return 2;
+        }
+    }
     char ctrl[64], status[64], nworkers[16];
     snprintf(ctrl, sizeof ctrl, "tcp://127.0.0.1:%d", cport);
     snprintf(status, sizeof status, "tcp://127.0.0.1:%d", sport);
@@ -188,6 +249,14 @@ int cmd_up(int argc, char **argv) {
         cargv[c++] = "--wire";
         cargv[c++] = (char *)wire;
     }
+    if (insecure) {
+        cargv[c++] = "--insecure";
+    } else {
+        cargv[c++] = "--keys";
+        cargv[c++] = keys;
+    }
+    if (status_open)
+        cargv[c++] = "--status-open";
     /* workers sharing this machine measure each other's load, not their speed: equal
      * shares unless the user asks otherwise (a later --set wins) */
     cargv[c++] = "--set";
@@ -210,9 +279,23 @@ int cmd_up(int argc, char **argv) {
     sigaction(SIGHUP, &sa, NULL);
     sy_info("up: coordinator on %s (status %s), %d worker%s with %s thread%s each", ctrl, status, workers,
             workers == 1 ? "" : "s", threads, strcmp(threads, "1") ? "s" : "");
+    if (insecure)
+        sy_sec_warn_insecure("up");
+    else
+        sy_info("up: CURVE on every socket, keys in %s%s; status: switchyard status %s%s%s", keys,
+                tmpkeys[0] ? " (removed at the end)" : "", status, status_open ? "" : " --keys ",
+                status_open ? "" : keys);
     pids[0] = spawn(cargv);
     for (int w = 0; w < workers; w++) {
-        char *wargv[] = {worker_bin, "--coordinator", ctrl, "--threads", (char *)threads, NULL};
+        char cert[PATH_MAX + 64], ckey[PATH_MAX + 64];
+        snprintf(cert, sizeof cert, "%s/workers/worker-%d.secret", keys, w);
+        snprintf(ckey, sizeof ckey, "%s/coordinator.key", keys);
+        char *wargv[] = {worker_bin, "--coordinator", ctrl, "--threads", (char *)threads, "--cert",
+                         cert, "--coordinator-key", ckey, NULL};
+        if (insecure) {
+            wargv[5] = "--insecure";
+            wargv[6] = NULL;
+        }
         pids[1 + w] = spawn(wargv);
     }
     int total = 1 + workers, code = 0;
@@ -258,6 +341,8 @@ int cmd_up(int argc, char **argv) {
                     kill(pids[i], SIGKILL);
         wait_all(pids + 1, st + 1, workers, 3000);
     }
+    if (tmpkeys[0])
+        nftw(tmpkeys, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(sets);
     return code;
 }

@@ -14,5 +14,8 @@ int cmd_plot(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+/* Makes DIR with a coordinator, `workers` worker and an operator key pair (keygen --cluster). */
+int sy_keygen_cluster(const char *dir, int workers);
 
 #endif

@@ -23,6 +23,7 @@ static const subcommand commands[] = {
     {"sample", cmd_sample, "generate text from a checkpoint: switchyard sample CHECKPOINT [--prompt TEXT] [--tokens N]"},
     {"eval", cmd_eval, "validation loss and expert share per language: switchyard eval CHECKPOINT [--data DIR]"},
     {"export", cmd_export, "weights for other tools: switchyard export CHECKPOINT --format safetensors -o FILE"},
+    {"keygen", cmd_keygen, "CURVE key pairs: switchyard keygen NAME | --cluster DIR [--workers N]"},
     {"ckpt", cmd_ckpt, "inspect or verify a checkpoint: switchyard ckpt inspect|verify DIR"},
 };
 
@@ -44,7 +45,8 @@ int main(int argc, char **argv) {
             continue;
         /* the numeric commands want OpenBLAS on the right kernel before any math runs */
         if (strcmp(argv[1], "ckpt") && strcmp(argv[1], "prepare") && strcmp(argv[1], "up") &&
-            strcmp(argv[1], "status") && strcmp(argv[1], "plot") && strcmp(argv[1], "export")) {
+            strcmp(argv[1], "status") && strcmp(argv[1], "plot") && strcmp(argv[1], "export") &&
+            strcmp(argv[1], "keygen")) {
             if (sy_blas_setup(argc, argv, "switchyard")) {
                 fprintf(stderr, "switchyard: %s\n", sy_lasterr());
                 return 2;

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "commands.h"
+
 #include "checkpoint.h"
 #include "log.h"
 #include "refcheck.h"
@@ -72,6 +74,15 @@ int sy_refcheck_distributed(const sy_refcase *rc, int workers, int quiet) {
         fprintf(stderr, "refcheck: cannot make a scratch directory: %s\n", strerror(errno));
         return 2;
     }
+    /* CURVE as everywhere: ephemeral keys in the scratch directory (removed with it) */
+    char keys[PATH_MAX + 16], ckey[PATH_MAX + 64];
+    snprintf(keys, sizeof keys, "%s/keys", out);
+    snprintf(ckey, sizeof ckey, "%s/coordinator.key", keys);
+    if (sy_keygen_cluster(keys, workers)) {
+        fprintf(stderr, "refcheck: keys: %s\n", sy_lasterr());
+        rm_rf(out);
+        return 2;
+    }
     int port = sy_free_tcp_port();
     char ep[64], nw[16];
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
@@ -81,7 +92,7 @@ int sy_refcheck_distributed(const sy_refcase *rc, int workers, int quiet) {
     pid_t pid = fork();
     if (pid == 0) {
         char *argv[] = {coord_bin, "--refcheck", (char *)rc->dir, "--out", out, "--bind", ep, "--min-workers", nw,
-                        "--set", "cluster.timeout_ms=20000", NULL};
+                        "--set", "cluster.timeout_ms=20000", "--keys", keys, NULL};
         execv(coord_bin, argv);
         _exit(127);
     }
@@ -89,7 +100,10 @@ int sy_refcheck_distributed(const sy_refcase *rc, int workers, int quiet) {
     for (int w = 0; w < workers && w < 64; w++) {
         pid = fork();
         if (pid == 0) {
-            char *argv[] = {worker_bin, "--coordinator", ep, "--threads", "1", NULL};
+            char cert[PATH_MAX + 64];
+            snprintf(cert, sizeof cert, "%s/workers/worker-%d.secret", keys, w);
+            char *argv[] = {worker_bin, "--coordinator", ep, "--threads", "1", "--cert", cert, "--coordinator-key", ckey,
+                            NULL};
             execv(worker_bin, argv);
             _exit(127);
         }

@@ -14,6 +14,7 @@
 #include "model.h"
 #include "refcase.h"
 #include "run.h"
+#include "sanitize.h"
 #include "switchyard.pb-c.h"
 
 #define MAX_WORKERS 256
@@ -29,6 +30,7 @@ typedef struct {
     char hb_id[300];
     char host[128];
     char endpoint[256];
+    char key[41];      /* its authenticated CURVE key ("" when insecure) */
     double gflops;
     unsigned cores, threads, pid;
     double last_seen;
@@ -37,6 +39,8 @@ typedef struct {
     int reported;
     int saved;
     int alive;
+    int banned;        /* removed for never finishing admission: its id may not register again */
+    int reregs;        /* Registers while in the mesh since it was last Ready */
     double step_time;  /* its last step, seconds */
     double released;   /* when it was last told to drop a stale assignment (rehome.c) */
     char conn_addr[64];  /* the address its control connection comes from ("" unknown) */
@@ -63,6 +67,7 @@ typedef struct {
     int world;
     int rank_member[MAX_WORKERS]; /* rank -> index into pool.m */
     int epochs_started;
+    double assign_started;     /* when the current epoch's assignments went out */
 } coord_plan;
 
 /* Balancing from measured compute (balance.c), and who the others wait for. */
@@ -128,6 +133,14 @@ typedef struct {
     sy_expert_load load;       /* over the run, by language too */
     char langs[SY_COORD_LANGS][16];
 } coord_books;
+
+/* Who may talk to the coordinator, and how much rejected input is logged. */
+typedef struct {
+    struct sy_zap *zap;        /* CURVE authentication (NULL with --insecure) */
+    int status_open;           /* the status socket takes anyone (--status-open) */
+    sy_ratelog reject_log;     /* rejected control input: rate-limited lines, counted */
+    int max_pending;           /* at most this many registered workers wait outside the mesh */
+} coord_security;
 
 /* Re-homing from buddy replicas (rehome.c): who keeps whose experts, planned shrinks,
  * and the figures of the failures recovered (status, membership.jsonl). */
@@ -195,6 +208,7 @@ typedef struct {
     int code;                  /* exit code */
     double next_heartbeat;
     coord_pool pool;
+    coord_security sec;
     coord_plan plan;
     coord_balance bal;
     coord_data data;

@@ -18,12 +18,15 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "ctrl.h"
+#include "curve.h"
 #include "data.h"
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
 #include "model_ckpt.h"
+#include "msgsize.h"
 #include "refcase.h"
+#include "sanitize.h"
 
 #include "coord.h"
 
@@ -195,7 +198,7 @@ int coord_send_assignments(coord *c, int rehome) {
     int W = c->plan.world, B = coord_global_batch(c);
     coord_rehome_buddies(c);
     uint32_t eb[MAX_WORKERS], ee[MAX_WORKERS], r0[MAX_WORKERS], nr[MAX_WORKERS];
-    char *peers[MAX_WORKERS];
+    char *peers[MAX_WORKERS], *keys[MAX_WORKERS];
     for (int p = 0; p < c->plan.mesh.ep; p++) {
         eb[p] = (uint32_t)c->plan.mesh.e_begin[p];
         ee[p] = (uint32_t)c->plan.mesh.e_end[p];
@@ -204,6 +207,7 @@ int coord_send_assignments(coord *c, int rehome) {
         r0[r] = (uint32_t)c->plan.mesh.row0[r];
         nr[r] = (uint32_t)c->plan.mesh.nrows[r];
         peers[r] = c->pool.m[c->plan.rank_member[r]].endpoint;
+        keys[r] = c->pool.m[c->plan.rank_member[r]].key;
     }
     for (int r = 0; r < W; r++) {
         member *mb = &c->pool.m[c->plan.rank_member[r]];
@@ -224,6 +228,8 @@ int coord_send_assignments(coord *c, int rehome) {
         a.row0 = r0;
         a.nrows = nr;
         a.peers = peers;
+        a.n_peer_keys = c->sec.zap ? (size_t)W : 0; /* each rank's data socket accepts these keys only */
+        a.peer_keys = keys;
         a.config_yaml = c->yaml;
         a.start_step = c->step;
         a.global_batch = (uint32_t)B;
@@ -243,15 +249,26 @@ int coord_send_assignments(coord *c, int rehome) {
         Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT;
         env.assignment = &a;
-        if (coord_send_to(c, mb, &env) || (a.state_follows && send_state(c, mb, r))) {
+        if (coord_send_to(c, mb, &env)) {
             /* a worker that cannot be reached now (killed with another one, say) leaves the
              * mesh; the others are told to drop this epoch and everyone re-plans */
-            sy_err_prefix("sending %s to rank %d", a.state_follows ? "the assignment and state" : "the assignment", r);
+            sy_err_prefix("sending the assignment to rank %d", r);
+            drop_unreachable(c, mb, sy_lasterr());
+            return 1;
+        }
+    }
+    /* the states after every assignment: each rank learns its peers' keys before any
+     * peer, done with its own assignment, knocks at its data socket */
+    for (int r = 0; r < W && !rehome && c->ckpt.last[0]; r++) {
+        member *mb = &c->pool.m[c->plan.rank_member[r]];
+        if (send_state(c, mb, r)) {
+            sy_err_prefix("sending the state of %s to rank %d", c->ckpt.last, r);
             drop_unreachable(c, mb, sy_lasterr());
             return 1;
         }
     }
     c->phase = ASSIGNING;
+    c->plan.assign_started = sy_now();
     return 0;
 }
 
@@ -551,10 +568,20 @@ static void step_complete(coord *c) {
 
 /* ---------------------------------------------------------------- handlers */
 
-static void on_register(coord *c, const char *id, const Switchyard__Register *r, const char *conn_addr) {
+/* A row of the member table that may be reused: a dead worker not in the current mesh. */
+static member *free_slot(coord *c) {
+    for (int i = 0; i < c->pool.n; i++)
+        if (!c->pool.m[i].alive && c->pool.m[i].rank < 0)
+            return &c->pool.m[i];
+    return NULL;
+}
+
+static void on_register(coord *c, const char *id, const char *key, const Switchyard__Register *r,
+                        const char *conn_addr) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
     char reason[256] = "";
+    member *known = by_id(c, id);
     if (r->protocol_version != SWITCHYARD__VERSION__PROTOCOL_VERSION)
         snprintf(reason, sizeof reason, "protocol version %u, this coordinator speaks %d", r->protocol_version,
                  SWITCHYARD__VERSION__PROTOCOL_VERSION);
@@ -562,26 +589,37 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r,
         snprintf(reason, sizeof reason, "big-endian workers are not supported (tensors travel little-endian)");
     else if (!r->peer_endpoint || strncmp(r->peer_endpoint, "tcp://", 6))
         snprintf(reason, sizeof reason, "no usable peer endpoint ('%s')", r->peer_endpoint ? r->peer_endpoint : "");
-    else if (c->pool.n >= MAX_WORKERS && !by_id(c, id))
+    else if (c->sec.zap && known && strcmp(known->key, key))
+        snprintf(reason, sizeof reason, "worker id '%s' belongs to another key", sy_esc_str(0, id));
+    else if (known && known->banned)
+        snprintf(reason, sizeof reason, "worker id '%s' was removed: it never finished admission", sy_esc_str(0, id));
+    else if (!known && standby_count(c) >= c->sec.max_pending)
+        snprintf(reason, sizeof reason, "%d workers already wait to join (--max-pending)", c->sec.max_pending);
+    else if (c->pool.n >= MAX_WORKERS && !known && !free_slot(c))
         snprintf(reason, sizeof reason, "the run already has %d workers", MAX_WORKERS);
     if (reason[0]) {
-        sy_warn("refusing worker %s: %s", id, reason);
+        sy_ratelog_warn(&c->sec.reject_log, "refusing worker %s: %s", id, reason);
         no.reason = reason;
         env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
         env.refuse = &no;
         sy_ctrl_send(c->router, id, strlen(id), &env, NULL, 0);
         return;
     }
-    member *mb = by_id(c, id);
+    member *mb = known;
     if (!mb) {
-        mb = &c->pool.m[c->pool.n++];
+        /* a dead worker outside the mesh leaves its row to a newcomer when the table is full */
+        mb = c->pool.n < MAX_WORKERS ? &c->pool.m[c->pool.n++] : free_slot(c);
+        if (!mb)
+            return; /* cannot happen: refused above */
         memset(mb, 0, sizeof *mb);
         snprintf(mb->id, sizeof mb->id, "%s", id);
         snprintf(mb->hb_id, sizeof mb->hb_id, "%s/hb", id);
+        snprintf(mb->key, sizeof mb->key, "%s", key);
         mb->rank = -1;
     }
-    snprintf(mb->host, sizeof mb->host, "%s", r->host);
-    snprintf(mb->endpoint, sizeof mb->endpoint, "%s", r->peer_endpoint);
+    /* what a peer says about itself reaches logs and the status table escaped */
+    sy_esc(mb->host, sizeof mb->host, r->host, strlen(r->host));
+    sy_esc(mb->endpoint, sizeof mb->endpoint, r->peer_endpoint, strlen(r->peer_endpoint));
     snprintf(mb->conn_addr, sizeof mb->conn_addr, "%s", conn_addr ? conn_addr : "");
     mb->gflops = r->gflops;
     mb->cores = r->cores;
@@ -600,9 +638,19 @@ static void on_register(coord *c, const char *id, const Switchyard__Register *r,
                 sy_info("worker %s waits for the next checkpoint to join the mesh", id);
         }
     } else if (mb->rank >= 0 && (c->phase == ASSIGNING || c->phase == TRAINING)) {
-        /* a mesh member registering again has dropped its assignment */
+        /* a mesh member registering again has dropped its assignment: re-plan; one that
+         * does it a third time without getting Ready in between never finishes admission
+         * (below the 5 failed attempts that give the run up) */
         char why[400];
-        snprintf(why, sizeof why, "rank %d (%s) registered again", mb->rank, id);
+        if (++mb->reregs >= 3) {
+            mb->alive = 0;
+            mb->banned = 1;
+            sy_error("worker %s (rank %d) registered again without getting ready: removed", id, mb->rank);
+            sy_coord_event(c, "rank %d (%s) removed: never finished admission", mb->rank, id);
+            snprintf(why, sizeof why, "rank %d (%s) never finished admission", mb->rank, id);
+        } else {
+            snprintf(why, sizeof why, "rank %d (%s) registered again", mb->rank, id);
+        }
         recover(c, why);
     }
 }
@@ -698,6 +746,7 @@ static void on_ready(coord *c, member *mb, const Switchyard__Ready *r) {
     if (!data_matches(c, mb, r->data_hash))
         return;
     mb->ready = 1;
+    mb->reregs = 0;
     for (int i = 0; i < c->plan.world; i++)
         if (!c->pool.m[c->plan.rank_member[i]].ready)
             return;
@@ -722,8 +771,8 @@ static int all_done(coord *c) {
 
 static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
     if (c->phase != TRAINING || r->epoch != c->epoch || r->step != c->step || mb->rank != (int)r->rank) {
-        sy_warn("stale report from %s (epoch %" PRIu64 " step %" PRId64 ") ignored", mb->id, (uint64_t)r->epoch,
-                (int64_t)r->step);
+        sy_ratelog_warn(&c->sec.reject_log, "stale report from %s (epoch %" PRIu64 " step %" PRId64 ") ignored",
+                        mb->id, (uint64_t)r->epoch, (int64_t)r->step);
         return;
     }
     if (mb->reported)
@@ -759,7 +808,7 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
 
 static void on_shard(coord *c, member *mb, const Switchyard__TensorShard *t, const void *payload, size_t len) {
     if (!c->save.writer || t->epoch != c->epoch) {
-        sy_warn("unexpected tensor %s from %s ignored", t->name, mb->id);
+        sy_ratelog_warn(&c->sec.reject_log, "unexpected tensor %s from %s ignored", sy_esc_str(0, t->name), mb->id);
         return;
     }
     sy_dtype dt;
@@ -890,7 +939,31 @@ static void stop_now(coord *c, const char *why) {
     c->phase = DONE;
 }
 
+/* A mesh member that has not sent Ready long after its assignment never finishes
+ * admission: it is removed and the mesh re-planned without it. The bound leaves room for
+ * the state transfer (10 peer timeouts, at least 5 s); its id may not register again. */
+static void check_admission(coord *c) {
+    if (c->phase != ASSIGNING)
+        return;
+    double limit = c->cfg.cluster.timeout_ms * 10 / 1000.0;
+    if (limit < 5)
+        limit = 5;
+    if (sy_now() - c->plan.assign_started <= limit)
+        return;
+    for (int r = 0; r < c->plan.world; r++) {
+        member *mb = &c->pool.m[c->plan.rank_member[r]];
+        if (mb->ready || !mb->alive)
+            continue;
+        mb->alive = 0;
+        mb->banned = 1;
+        sy_error("worker %s (rank %d) not ready %.0f s after its assignment: removed", mb->id, r, limit);
+        sy_coord_event(c, "rank %d (%s) removed: never finished admission", r, mb->id);
+    }
+    recover(c, "a worker never finished admission");
+}
+
 static void check_liveness(coord *c) {
+    check_admission(c);
     double now = sy_now(), limit = c->cfg.cluster.timeout_ms / 1000.0;
     for (int i = 0; i < c->pool.n; i++) {
         member *mb = &c->pool.m[i];
@@ -940,15 +1013,18 @@ static int tick(coord *c) {
 }
 
 /* One control message, to the handler named after it. */
-static void dispatch(coord *c, const char *id, const char *conn_addr, const Switchyard__Envelope *e,
+static void dispatch(coord *c, const char *id, const char *key, const char *conn_addr, const Switchyard__Envelope *e,
                      const void *payload, size_t len) {
     member *mb = by_id(c, id);
     if (mb)
         mb->last_seen = sy_now();
     if (e->msg_case == SWITCHYARD__ENVELOPE__MSG_REGISTER)
-        return on_register(c, id, e->register_, conn_addr);
+        return on_register(c, id, key, e->register_, conn_addr);
     if (!mb)
-        return sy_debug("message %d from unknown peer '%s' ignored", (int)e->msg_case, id);
+        return sy_debug("message %d from unknown peer '%s' ignored", (int)e->msg_case, sy_esc_str(0, id));
+    if (strcmp(mb->key, key))
+        return sy_ratelog_warn(&c->sec.reject_log, "message %d for worker %s from another key (%s) dropped",
+                               (int)e->msg_case, sy_esc_str(0, id), sy_esc_str(1, key));
     switch (e->msg_case) {
     case SWITCHYARD__ENVELOPE__MSG_READY:
         return on_ready(c, mb, e->ready);
@@ -965,10 +1041,10 @@ static void dispatch(coord *c, const char *id, const char *conn_addr, const Swit
     case SWITCHYARD__ENVELOPE__MSG_ERROR:
         if (e->error->leaving)
             return on_leaving(c, mb, e->error->message);
-        sy_error("worker %s (rank %d): %s", mb->id, mb->rank, e->error->message);
-        if (e->error->epoch == c->epoch && in_epoch(c)) {
+        sy_error("worker %s (rank %d): %s", mb->id, mb->rank, sy_esc_str(0, e->error->message));
+        if (e->error->epoch == c->epoch && mb->rank >= 0 && in_epoch(c)) {
             char why[600];
-            snprintf(why, sizeof why, "rank %d failed: %.500s", mb->rank, e->error->message);
+            snprintf(why, sizeof why, "rank %d failed: %.500s", mb->rank, sy_esc_str(0, e->error->message));
             recover(c, why);
         }
         return;
@@ -984,10 +1060,18 @@ static void read_control(coord *c) {
         if (r == -1)
             return;
         if (r == -2) {
-            sy_warn("%s", sy_lasterr());
+            sy_ratelog_warn(&c->sec.reject_log, "%s", sy_lasterr());
             continue;
         }
-        dispatch(c, m.id, m.peer_addr, m.env, m.payload, m.payload_len);
+        if (!sy_id_valid(m.id, m.id_len) || strlen(m.id) != m.id_len) {
+            static sy_ratelog bad_ids = SY_RATELOG_INIT(10.0, 5);
+            char escaped[SY_ID_MAX * 4 + 8];
+            sy_ratelog_warn(&bad_ids, "a message from a malformed routing id '%s' dropped (ids are 1..%d printable "
+                            "characters)", sy_esc(escaped, sizeof escaped, m.id, m.id_len), SY_ID_MAX);
+            sy_ctrl_msg_free(&m);
+            continue;
+        }
+        dispatch(c, m.id, m.key, m.peer_addr, m.env, m.payload, m.payload_len);
         sy_ctrl_msg_free(&m);
     }
 }
@@ -1052,6 +1136,8 @@ typedef struct {
     int nsets;
     int min_workers, start_workers, fresh;
     int wire;                  /* -1: from the config, else an sy_wire_dtype */
+    int max_pending;           /* registered workers that may wait outside the mesh */
+    sy_sec_opts sec;           /* CURVE keys, allow-lists, --insecure */
     char **leaves, **joins;    /* --leave STEP:RANK, --join-at STEP */
     int nleaves, njoins;
 } coord_opts;
@@ -1059,12 +1145,14 @@ typedef struct {
 static void usage(void) {
     fprintf(stderr,
             "usage: switchyard-coordinator [CONFIG] [--bind EP] [--status EP] [--min-workers N] [--start-workers N]\n"
+            "                              [--max-pending N (workers waiting to join, default 16)]\n"
             "                              [--set section.key=value ...] [--wire fp32|bf16] [--fresh]\n"
             "                              [--leave STEP:RANK ...] [--join-at STEP ...]\n"
             "  --leave STEP:RANK  shrink by plan: rank RANK leaves before step STEP, its experts and rows go to\n"
             "                     its buddy as when it dies (re-homing); it waits as a standby\n"
             "  --join-at STEP     standbys join only at these checkpoint steps (default: the next checkpoint)\n"
-            "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n");
+            "       switchyard-coordinator --refcheck CASE_DIR --out DIR --min-workers N [--bind EP]\n%s",
+            sy_sec_usage());
 }
 
 /* A whole number >= 1 for a flag, or -1 with a message. */
@@ -1082,6 +1170,7 @@ static int count_arg(const char *flag, const char *v) {
 /* Returns -1 to go on, else the exit code. */
 static int parse_args(int argc, char **argv, coord_opts *o) {
     *o = (coord_opts){.wire = -1,
+                      .max_pending = 16,
                       .sets = calloc((size_t)argc + 1, sizeof(char *)),
                       .leaves = calloc((size_t)argc + 1, sizeof(char *)),
                       .joins = calloc((size_t)argc + 1, sizeof(char *))};
@@ -1098,6 +1187,11 @@ static int parse_args(int argc, char **argv, coord_opts *o) {
         } else if (!strcmp(a, "--start-workers") && takes) {
             if ((o->start_workers = count_arg(a, argv[++i])) < 0)
                 return 2;
+        } else if (!strcmp(a, "--max-pending") && takes) {
+            if ((o->max_pending = count_arg(a, argv[++i])) < 0)
+                return 2;
+        } else if (sy_sec_arg(&o->sec, argc, argv, &i)) {
+            continue;
         } else if (!strcmp(a, "--set") && takes)
             o->sets[o->nsets++] = argv[++i];
         else if (!strcmp(a, "--leave") && takes)
@@ -1162,6 +1256,7 @@ static int configure(coord *c, const coord_opts *o) {
     /* the first mesh waits for --start-workers (switchyard up's N); after a loss the run
      * goes on with min_workers */
     c->pool.start_workers = o->start_workers > c->pool.min_workers ? o->start_workers : c->pool.min_workers;
+    c->sec.max_pending = o->max_pending;
     c->ref.dir = o->refcheck;
     c->ref.out_dir = o->out;
     if (c->ref.dir && coord_refcheck_load(c))
@@ -1273,7 +1368,7 @@ static int open_run(coord *c, int fresh) {
 }
 
 /* The control ROUTER and, unless refchecking, the status socket. */
-static int open_sockets(coord *c) {
+static int open_sockets(coord *c, const sy_sec_opts *sec) {
     c->zctx = zmq_ctx_new();
     c->router = zmq_socket(c->zctx, ZMQ_ROUTER);
     if (!c->router) {
@@ -1286,6 +1381,20 @@ static int open_sockets(coord *c) {
         int sndtimeo = c->cfg.cluster.timeout_ms * 4 > 10000 ? c->cfg.cluster.timeout_ms * 4 : 10000;
         zmq_setsockopt(c->router, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     }
+    /* no handover: a second connection claiming a live worker's routing id is turned away
+     * instead of taking over its messages (each worker incarnation has a fresh id) */
+    int no_handover = 0;
+    zmq_setsockopt(c->router, ZMQ_ROUTER_HANDOVER, &no_handover, sizeof no_handover);
+    /* no frame larger than the run's largest tensor (or envelope) is accepted */
+    sy_limit_set(c->router, c->ref.on ? sy_limit_ctrl_bytes(&c->ref.rc.model, c->ref.rc.batch, c->ref.rc.seq)
+                                      : sy_limit_ctrl_bytes(&c->cfg.model, c->cfg.train.batch_size,
+                                                            c->cfg.train.seq_len));
+    c->sec.status_open = sec->status_open;
+    if (sec->insecure)
+        sy_sec_warn_insecure("coordinator");
+    else if (!(c->sec.zap = sy_sec_coordinator_start(c->zctx, sec)) ||
+             sy_curve_server(c->router, sy_sec_cert(), "control"))
+        return -1;
     if (zmq_bind(c->router, c->cfg.cluster.coordinator)) {
         sy_seterr("cannot bind the control socket at %s: %s", c->cfg.cluster.coordinator, zmq_strerror(errno));
         return -1;
@@ -1308,6 +1417,7 @@ static void close_all(coord *c) {
     sy_status_close(c);
     if (c->router)
         zmq_close(c->router);
+    sy_zap_destroy(&c->sec.zap);
     if (c->zctx)
         zmq_ctx_term(c->zctx);
     free(c->yaml);
@@ -1332,6 +1442,7 @@ int main(int argc, char **argv) {
     if (f && sscanf(f, "kill@%lld:save", &st) == 1)
         g_fault_step = st;
     sy_config_defaults(&c.cfg);
+    c.sec.reject_log = (sy_ratelog)SY_RATELOG_INIT(10.0, 5);
     if (sy_blas_setup(argc, argv, "coordinator")) {
         fprintf(stderr, "switchyard-coordinator: %s\n", sy_lasterr());
         code = 2;
@@ -1339,7 +1450,7 @@ int main(int argc, char **argv) {
     }
     sy_blas_set_threads(1);
     int opened = -1;
-    if (configure(&c, &o) || open_sockets(&c) || (opened = open_run(&c, o.fresh)) < 0) {
+    if (configure(&c, &o) || open_sockets(&c, &o.sec) || (opened = open_run(&c, o.fresh)) < 0) {
         fprintf(stderr, "switchyard-coordinator: %s\n", sy_lasterr());
         code = 2;
         goto out;

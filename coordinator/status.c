@@ -13,6 +13,7 @@
 
 #include "coord.h"
 #include "ctrl.h"
+#include "curve.h"
 #include "log.h"
 #include "switchyard.pb-c.h"
 
@@ -41,6 +42,11 @@ int sy_status_bind(coord *c, const char *endpoint) {
     /* a peer sending a frame larger than this is disconnected by ZeroMQ itself */
     int64_t maxsize = maxmsg;
     zmq_setsockopt(c->status, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
+    if (c->sec.zap && !c->sec.status_open && sy_curve_server(c->status, sy_sec_cert(), "status")) {
+        zmq_close(c->status);
+        c->status = NULL;
+        return -1;
+    }
     if (zmq_bind(c->status, endpoint)) {
         sy_seterr("cannot bind the status socket at %s: %s", endpoint, zmq_strerror(errno));
         zmq_close(c->status);

@@ -12,7 +12,8 @@ PACKAGES=(build-essential cmake pkg-config
           libjansson-dev zlib1g-dev
           fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
           python3 iproute2 procps
-          slurm-wlm munge shellcheck python3-yaml systemd)  # deploy/ recipes and their tests
+          slurm-wlm munge shellcheck python3-yaml systemd  # deploy/ recipes and their tests
+          clang)  # tests/fuzz/fuzz.sh: libFuzzer targets
 # PyTorch (large) only for the test that regenerates the reference cases (tests/oracle.sh)
 [ "${SY_WITH_ORACLE:-0}" = 1 ] && PACKAGES+=(python3-torch)
 

@@ -106,16 +106,25 @@ out[0] = out[0].replace("/usr/local/bin/", over["BIN"] + "/")
 print("\n".join(out))
 PY
 }
+# CURVE keys as the units' comments lay them out: the coordinator's keygen --cluster
+# directory, and a worker machine's directory with worker.secret and coordinator.key
+"$bin/switchyard" keygen --cluster "$tmp/ukeys" --workers 2 > /dev/null
+for k in 0 1; do
+  mkdir -m 700 "$tmp/ukeys-w$k"
+  cp -p "$tmp/ukeys/workers/worker-$k.secret" "$tmp/ukeys-w$k/worker.secret"
+  cp -p "$tmp/ukeys/coordinator.key" "$tmp/ukeys-w$k/coordinator.key"
+done
 cport=$(free_port) sport=$(free_port)
 mapfile -t cargv < <(execstart "${units[0]}" "" BIN="$bin" SWITCHYARD_CONFIG="$tmp/job.yaml" \
-  SWITCHYARD_BIND="tcp://127.0.0.1:$cport" SWITCHYARD_STATUS="tcp://127.0.0.1:$sport" SWITCHYARD_DATA="$tmp/data")
+  SWITCHYARD_BIND="tcp://127.0.0.1:$cport" SWITCHYARD_STATUS="tcp://127.0.0.1:$sport" SWITCHYARD_DATA="$tmp/data" \
+  SWITCHYARD_KEYS="$tmp/ukeys")
 # the unit's checkpoint.dir is /var/lib/switchyard/runs (its StateDirectory): the last --set wins
 "${cargv[@]}" --set checkpoint.dir="$tmp/unit-run" > "$tmp/unit-coord.log" 2>&1 &
 ucoord=$!
 pids+=("$ucoord")
 for k in 1 2; do
   mapfile -t wargv < <(execstart "${units[1]}" "$(free_port_pair)" BIN="$bin" SWITCHYARD_COORDINATOR="tcp://127.0.0.1:$cport" \
-    SWITCHYARD_WORKER_THREADS=1)
+    SWITCHYARD_WORKER_THREADS=1 SWITCHYARD_KEYS="$tmp/ukeys-w$((k - 1))")
   "${wargv[@]}" > "$tmp/unit-w$k.log" 2>&1 &
   pids+=("$!")
 done
@@ -124,6 +133,8 @@ check "the units' ExecStart lines train a run to the end (rc $rc)" \
   '[ "$rc" = 0 ] && "$bin/switchyard" ckpt verify "$tmp/unit-run/step-00000040" > /dev/null 2>&1 || { for f in "$tmp"/unit-*.log; do tail -n 5 "$f"; done; false; }'
 check "the worker unit pins its data port to the instance name" \
   'grep -q "data endpoint tcp://127.0.0.1:${wargv[4]}" "$tmp/unit-w2.log"'
+check "the units run with CURVE on (keys from SWITCHYARD_KEYS)" \
+  '! grep -q "NO CURVE" "$tmp/unit-coord.log" && [[ " ${cargv[*]} " == *" --keys $tmp/ukeys "* ]] && [[ " ${wargv[*]} " == *" --cert $tmp/ukeys-w1/worker.secret "* ]]'
 
 # --- Kubernetes manifests
 k8s=$src/deploy/k8s
@@ -136,20 +147,52 @@ else
   echo "note: no kubectl here; the manifests are checked by k8s_check.py only"
 fi
 
-# --- a live coordinator (no workers: it waits) for the liveness probe and the exporter
+# --- a live coordinator (no workers: it waits) for the liveness probe and the exporter,
+# with CURVE keys laid out as the pods see them: the Secret's files made by the commands
+# of secret.yaml (in $tmp/k8s-etc, for /etc/switchyard/keys) and the init container's
+# copies (in $tmp/k8s-run, for /run/switchyard/keys)
+"$bin/switchyard" keygen --cluster "$tmp/k8skeys" --workers 1 > /dev/null
+mkdir -m 700 "$tmp/k8s-etc" "$tmp/k8s-run"
+cat "$tmp/k8skeys"/workers/*.key > "$tmp/k8s-etc/workers.keys"
+cat "$tmp/k8skeys"/clients/*.key > "$tmp/k8s-etc/clients.keys"
+cp "$tmp/k8skeys/coordinator.key" "$tmp/k8s-etc/coordinator.key"
+install -m 600 "$tmp/k8skeys/coordinator.secret" "$tmp/k8skeys/clients/operator.secret" "$tmp/k8s-run/"
+k8spaths() { sed -e "s|/etc/switchyard/keys/|$tmp/k8s-etc/|" -e "s|/run/switchyard/keys/|$tmp/k8s-run/|"; }
+mapfile -t ckargs < <(/usr/bin/python3 -c '
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "StatefulSet":
+        a = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        for i, w in enumerate(a):
+            if w in ("--cert", "--allow", "--status-allow", "--keys"):
+                print(w); print(a[i + 1])
+' "$src/deploy/k8s/coordinator.yaml" | k8spaths)
+check "the coordinator manifest passes CURVE keys (${ckargs[*]:-none})" '[ ${#ckargs[@]} -ge 4 ]'
 cport=$(free_port) sport=$(free_port) hport=$(free_port)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$cport" --status "tcp://127.0.0.1:$sport" \
-  --set data.dir="$tmp/data" --set checkpoint.dir="$tmp/live" > "$tmp/live.log" 2>&1 &
+  "${ckargs[@]}" --set data.dir="$tmp/data" --set checkpoint.dir="$tmp/live" > "$tmp/live.log" 2>&1 &
 lcoord=$!
 pids+=("$lcoord")
-mapfile -t probe < <(/usr/bin/python3 "$src/tests/deploy/k8s_check.py" "$k8s" "$bin" --print-probe)
+mapfile -t probe < <(/usr/bin/python3 "$src/tests/deploy/k8s_check.py" "$k8s" "$bin" --print-probe | k8spaths)
 probe[0]=$bin/${probe[0]}
 probe=("${probe[@]//127.0.0.1:5556/127.0.0.1:$sport}")
 ok=1
 for _ in $(seq 1 50); do "${probe[@]}" > /dev/null 2>&1 && { ok=0; break; }; sleep 0.1; done
 check "the manifest's liveness command passes against a live coordinator" '[ $ok = 0 ]'
+check "without the operator key the status socket does not answer" \
+  '! "$bin/switchyard" status "tcp://127.0.0.1:$sport" --timeout 1000 > /dev/null 2>&1'
 
-"$bin/switchyard" status "tcp://127.0.0.1:$sport" --prom --listen "127.0.0.1:$hport" > "$tmp/exporter.out" 2> "$tmp/exporter.err" &
+# the metrics sidecar's key flags, as coordinator.yaml gives them
+mapfile -t skargs < <(/usr/bin/python3 -c '
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "StatefulSet":
+        c = [c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "metrics"][0]["command"]
+        for i, w in enumerate(c):
+            if w in ("--cert", "--coordinator-key", "--keys"):
+                print(w); print(c[i + 1])
+' "$src/deploy/k8s/coordinator.yaml" | k8spaths)
+"$bin/switchyard" status "tcp://127.0.0.1:$sport" --prom --listen "127.0.0.1:$hport" "${skargs[@]}" > "$tmp/exporter.out" 2> "$tmp/exporter.err" &
 exporter=$!
 pids+=("$exporter")
 http() { # http METHOD PATH: prints "CODE" then the body

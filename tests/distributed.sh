@@ -55,7 +55,7 @@ holder=$!; sy_track "$holder"
 for _ in $(seq 1 50); do [ -s "$tmp/port" ] && break; sleep 0.1; done
 p=$(cat "$tmp/port")
 rc=0
-timeout 60 "$bin/switchyard-coordinator" "$tmp/eq2.yaml" --bind "tcp://127.0.0.1:$p" --min-workers 1 --status "tcp://127.0.0.1:$(free_port)" > "$tmp/busy.log" 2>&1 || rc=$?
+timeout 60 "$bin/switchyard-coordinator" "$tmp/eq2.yaml" --bind "tcp://127.0.0.1:$p" --min-workers 1 --status "tcp://127.0.0.1:$(free_port)" --insecure > "$tmp/busy.log" 2>&1 || rc=$?
 kill "$holder" 2>/dev/null || true
 check "coordinator on a busy port fails clearly (rc $rc)" '[ $rc -ne 0 ] && grep -q "cannot bind the control socket at tcp://127.0.0.1:$p" "$tmp/busy.log"'
 # Ctrl-C on `up`: the step in flight finishes, a checkpoint is saved, everything stops

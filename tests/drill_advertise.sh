@@ -18,6 +18,7 @@ check "workers advertising a host name, and one binding an explicit address, tra
 check "the coordinator sees the advertised host name" 'grep -q "joined from tcp://localhost:" "$tmp/a.log"'
 check "the worker says where it binds and what it advertises" 'grep -qE "bound (at|on) tcp://0.0.0.0:[0-9]+" "$tmp/a.w1"'
 # a bad --bind-data is refused at once, naming it
-"$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --advertise localhost --bind-data 192.0.2.77 > "$tmp/bad.log" 2>&1 && brc=0 || brc=$?
+wkeys
+"$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --advertise localhost --bind-data 192.0.2.77 "${wk[@]}" > "$tmp/bad.log" 2>&1 && brc=0 || brc=$?
 check "an address this machine does not have for --bind-data is refused, named (rc $brc)" '[ "$brc" -eq 2 ] && grep -q "192.0.2.77" "$tmp/bad.log"'
 drill_end

@@ -30,9 +30,11 @@ check "A: two identical workers start with equal rows (0..5 and 6..11)" \
   # the slowed worker is frozen three quarters of the time (SIGSTOP 30 ms, SIGCONT 10 ms):
   # a slowdown the load of a shared machine cannot hide, unlike a busy loop beside it
   coord b "$tmp/b.yaml" 2
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/b.slow" 2>&1 & pids+=("$!"); wslow=$!
+  wkeys
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/b.slow" 2>&1 & pids+=("$!"); wslow=$!
   sleep 0.5
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/b.fast" 2>&1 & pids+=("$!")
+  wkeys
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/b.fast" 2>&1 & pids+=("$!")
   wait_for "training at step 0" "$tmp/b.log" 60 || true
   (while kill -STOP "$wslow" 2>/dev/null; do sleep 0.03; kill -CONT "$wslow" 2>/dev/null || break; sleep 0.01; done) &
   duty=$!; pids+=("$duty")
@@ -42,7 +44,7 @@ check "A: two identical workers start with equal rows (0..5 and 6..11)" \
   # one step may be noisy); one must name the slowed worker with its larger compute
   named=0
   for i in 1 2 3 4 5; do
-    "$bin/switchyard" status "tcp://127.0.0.1:$sport" --json --timeout 3000 > "$tmp/st$i.json" 2> /dev/null || continue
+    "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${ckeys[@]}" --json --timeout 3000 > "$tmp/st$i.json" 2> /dev/null || continue
     /usr/bin/python3 -c "
 import json, sys
 d = json.load(open(sys.argv[1])); slow = sys.argv[2]
@@ -53,7 +55,7 @@ assert ws[slow]['compute_s'] > max(w['compute_s'] for i, w in ws.items() if i !=
 " "$tmp/st$i.json" "$slow" 2> /dev/null && { named=1; break; }
     sleep 0.2
   done
-  "$bin/switchyard" status "tcp://127.0.0.1:$sport" --timeout 3000 > "$tmp/st.txt" 2>&1 || true
+  "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${ckeys[@]}" --timeout 3000 > "$tmp/st.txt" 2>&1 || true
   check "B: status names the slowed worker as the straggler, with each rank's own compute and wait" \
     '[ $named = 1 ] && grep -q "straggler: rank" "$tmp/st.txt"'
   wait_exit "$cpid" 300 || true

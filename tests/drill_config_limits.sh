@@ -13,7 +13,7 @@ refused_fast() {
   local name=$1 pat=$2; shift 2
   port=$(free_port) sport=$(free_port)
   "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-    --set checkpoint.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1 &
+    "${ckeys[@]}" --set checkpoint.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1 &
   cpid=$!; pids+=("$cpid")
   worker "$name.w"
   wait_exit "$cpid" 10 || true
@@ -35,7 +35,7 @@ truncate -s 100 "$tmp/ck/step-00000020/wte.f32"
 /usr/bin/python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[50]^=1; open(p,'wb').write(b)" "$tmp/ck/step-00000010/wte.f32"
 port=$(free_port) sport=$(free_port)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --set checkpoint.dir="$tmp/ck" > "$tmp/ck2.log" 2>&1 &
+  "${ckeys[@]}" --set checkpoint.dir="$tmp/ck" > "$tmp/ck2.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 worker ck2.w
 wait_exit "$cpid" 30 || true

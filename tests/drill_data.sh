@@ -22,9 +22,9 @@ check "prepare prints the content hash of train.bin ($h_ref)" 'grep -q "$h_ref" 
 
 port=$(free_port) sport=$(free_port)
 (cd "$tmp/c" && exec "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --min-workers 1 --start-workers 3 --set checkpoint.dir="$tmp/run" > "$tmp/coord.log" 2>&1) &
+  --min-workers 1 --start-workers 3 "${ckeys[@]}" --set checkpoint.dir="$tmp/run" > "$tmp/coord.log" 2>&1) &
 cpid=$!; pids+=("$cpid")
-wk() { (cd "$tmp/$1" && exec "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/$1.log" 2>&1) & pids+=("$!"); }
+wk() { wkeys; (cd "$tmp/$1" && exec "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/$1.log" 2>&1) & pids+=("$!"); }
 wk good; wk none; wpid_none=${pids[-1]}; wk other; wpid_other=${pids[-1]}
 wait_exit "$cpid" 120 || true
 check "the run goes on with the healthy worker and completes (rc $rc)" '[ "$rc" -eq 0 ] && [ -d "$tmp/run/step-00000040" ]'
@@ -38,7 +38,7 @@ check "both turned-away workers exit with a non-zero code (rc $rn, $ro)" '[ "$rn
 # a coordinator without val.bin
 port=$(free_port) sport=$(free_port)
 (cd "$tmp/noval" && exec "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --min-workers 1 --set checkpoint.dir="$tmp/run2" > "$tmp/noval.log" 2>&1) &
+  --min-workers 1 "${ckeys[@]}" --set checkpoint.dir="$tmp/run2" > "$tmp/noval.log" 2>&1) &
 cpid=$!; pids+=("$cpid")
 wk good
 wait_exit "$cpid" 120 || true

@@ -27,11 +27,13 @@ drill_data
 drill_job "$tmp/job.yaml" 30
 port=$(free_port) sport=$(free_port)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://0.0.0.0:$port" --status "tcp://127.0.0.1:$sport" \
-  --min-workers 1 --start-workers 2 --set checkpoint.dir="$tmp/run" > "$tmp/coord.log" 2>&1 &
+  --min-workers 1 --start-workers 2 "${ckeys[@]}" --set checkpoint.dir="$tmp/run" > "$tmp/coord.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
-"$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/local.log" 2>&1 &
+wkeys
+"$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/local.log" 2>&1 &
 wlocal=$!; pids+=("$wlocal")
-ip netns exec "$ns" "$bin/switchyard-worker" --coordinator "tcp://$net.1:$port" --threads 1 > "$tmp/remote.log" 2>&1 &
+wkeys
+ip netns exec "$ns" "$bin/switchyard-worker" --coordinator "tcp://$net.1:$port" --threads 1 "${wk[@]}" > "$tmp/remote.log" 2>&1 &
 pids+=("$!")
 wait_exit "$cpid" 60 || true
 check "the run does not sit at step 0: it completes (rc $rc)" '[ "$rc" -eq 0 ] && [ -d "$tmp/run/step-00000030" ]'

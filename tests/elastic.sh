@@ -21,16 +21,19 @@ checkpoint: {every: 10, keep: 10}
 cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false}
 YAML
 
+# CURVE keys for every process (one worker key, shared: the allow-list may hold any number)
+"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 1 > /dev/null
+wkey=(--cert "$tmp/keys/workers/worker-0.secret" --coordinator-key "$tmp/keys/coordinator.key")
 # coord NAME MIN_WORKERS [extra args]: starts a coordinator on a free port, sets $port
 coord() {
   local name=$1 min=$2; shift 2
   port=$(free_port)
   "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers "$min" --status "tcp://127.0.0.1:$(free_port)" \
-    --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
+    --keys "$tmp/keys" --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
   cpid=$!; sy_track "$cpid"
 }
 worker() { # worker LOG [FAULT]
-  SWITCHYARD_FAULT=${2:-} "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 >> "$tmp/$1" 2>&1 &
+  SWITCHYARD_FAULT=${2:-} "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wkey[@]}" >> "$tmp/$1" 2>&1 &
   sy_track "$!"
 }
 wait_for() { # wait_for PATTERN FILE SECONDS
@@ -79,13 +82,13 @@ check "D: resumed from step 10 (the half-sent checkpoint 20 was dropped)" 'grep 
 # E: the coordinator killed with checkpoint 30 half written, then restarted
 port=$(free_port)
 SWITCHYARD_FAULT=kill@30:save "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 --status "tcp://127.0.0.1:$(free_port)" \
-  --set checkpoint.dir="$tmp/ecoord" >> "$tmp/ecoord.log" 2>&1 &
+  --keys "$tmp/keys" --set checkpoint.dir="$tmp/ecoord" >> "$tmp/ecoord.log" 2>&1 &
 cpid=$!; sy_track "$cpid"
 worker ecoord.w1; worker ecoord.w2
 finish
 check "E: the coordinator died of the drill" 'grep -q "half written" "$tmp/ecoord.log" && [ ! -d "$tmp/ecoord/step-00000030" ] && [ -d "$tmp/ecoord/step-00000020" ]'
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --min-workers 2 --status "tcp://127.0.0.1:$(free_port)" \
-  --set checkpoint.dir="$tmp/ecoord" > "$tmp/ecoord2.log" 2>&1 &
+  --keys "$tmp/keys" --set checkpoint.dir="$tmp/ecoord" > "$tmp/ecoord2.log" 2>&1 &
 cpid=$!; sy_track "$cpid"
 finish
 check "E: the restarted coordinator takes the workers back and finishes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$tmp/ecoord/step-00000060" ]'
@@ -109,14 +112,15 @@ check "F: saved on 3 workers, resumed on 2" 'grep -q "mesh of 2 workers" "$tmp/c
 
 # G: switchyard up --workers 3: SIGKILL one worker, the run goes on with 2; a worker
 # started by hand against up's coordinator joins again at the next checkpoint
-"$bin/switchyard" up "$tmp/job.yaml" --workers 3 --set checkpoint.dir="$tmp/upk" --set train.steps=400 > "$tmp/upk.log" 2>&1 &
+"$bin/switchyard" up "$tmp/job.yaml" --workers 3 --keys "$tmp/upkeys" --set checkpoint.dir="$tmp/upk" --set train.steps=400 > "$tmp/upk.log" 2>&1 &
 up=$!; sy_track "$up"
 wait_for "training at step 0" "$tmp/upk.log" 30 || true
 victim=$(pgrep -P "$up" -f switchyard-worker | head -1 || true)
 if [ -n "$victim" ]; then kill -9 "$victim"; else echo "FAIL: no worker of up ($up) found to kill"; fail=$((fail + 1)); fi
 check "G: up recovers on 2 workers after a SIGKILL" 'wait_for "mesh of 2 workers" "$tmp/upk.log" 20'
 ep=$(grep -oE "coordinator on tcp://127\.0\.0\.1:[0-9]+" "$tmp/upk.log" | head -1 | sed "s/coordinator on //" || true)
-"$bin/switchyard-worker" --coordinator "$ep" --threads 1 > "$tmp/upk.w" 2>&1 & sy_track "$!"
+"$bin/switchyard-worker" --coordinator "$ep" --threads 1 --cert "$tmp/upkeys/workers/worker-0.secret" \
+  --coordinator-key "$tmp/upkeys/coordinator.key" > "$tmp/upk.w" 2>&1 & sy_track "$!"
 check "G: the restarted worker is brought back in" 'wait_for "admitting 1 waiting worker" "$tmp/upk.log" 20'
 for _ in $(seq 1 600); do kill -0 "$up" 2>/dev/null || break; sleep 0.1; done
 rc=0

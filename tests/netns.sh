@@ -11,6 +11,8 @@
 #   3. one worker's link cut for longer than cluster.timeout_ms and restored: the
 #      worker is dropped, the run goes on with two, the worker rejoins at a checkpoint;
 #   4. the run trains to the end (rc 0) and its final checkpoint verifies.
+# CURVE is on, as in production: keys made with `switchyard keygen --cluster`, each
+# machine given its own worker key, the status read with the operator key.
 # Skipped (exit 77) with the reason where namespaces cannot be made (not root, no
 # `ip netns`, no veth/bridge/tbf). Everything it made is deleted on exit.
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
@@ -81,16 +83,19 @@ data: {dir: $tmp/data}
 checkpoint: {dir: $tmp/run, every: 50, keep: 3}
 cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false}
 YAML
+"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 3 > "$tmp/keygen.out" 2>&1 ||
+  { cat "$tmp/keygen.out"; echo "FAIL: switchyard keygen"; exit 1; }
 CTRL="tcp://$net.1:5555" ST="tcp://$net.1:5556"
 in_ns c "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "$CTRL" --status "$ST" \
-  --start-workers 3 --min-workers 2 > "$tmp/coord.log" 2>&1 &
+  --start-workers 3 --min-workers 2 --keys "$tmp/keys" > "$tmp/coord.log" 2>&1 &
 cpid=$!
 pids+=("$cpid")
 for k in 1 2 3; do
-  in_ns "w$k" "$bin/switchyard-worker" --coordinator "$CTRL" --port 7000 --threads 1 > "$tmp/w$k.log" 2>&1 &
+  in_ns "w$k" "$bin/switchyard-worker" --coordinator "$CTRL" --port 7000 --threads 1 \
+    --cert "$tmp/keys/workers/worker-$((k - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key" > "$tmp/w$k.log" 2>&1 &
   pids+=("$!")
 done
-status() { in_ns "$1" "$bin/switchyard" status "$ST" --json --timeout 3000; }
+status() { in_ns "$1" "$bin/switchyard" status "$ST" --keys "$tmp/keys" --json --timeout 3000; }
 field() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 in_mesh() { status c 2> /dev/null | field 'sum(1 for w in d["workers"] if w["state"]=="training")' 2> /dev/null; }
 

@@ -12,6 +12,10 @@
 set -euo pipefail
 bin=$1 src=$3
 tmp=$(mktemp -d) || exit 1
+# CURVE keys, as in production (the workers share one key: an allow-list may hold any number)
+"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 1 > /dev/null
+SYK=(--keys "$tmp/keys")
+SYW=(--cert "$tmp/keys/workers/worker-0.secret" --coordinator-key "$tmp/keys/coordinator.key")
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -39,14 +43,14 @@ run() {
   local name=$1 fault=$2; shift 2
   local port sport cpid
   port=$(free_port); sport=$(free_port)
-  "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+  "$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
     --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1 &
   cpid=$!; pids+=("$cpid")
   for i in 1 2; do
-    "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/$name.w$i" 2>&1 &
+    "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/$name.w$i" 2>&1 &
     pids+=("$!")
   done
-  SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/$name.w3" 2>&1 &
+  SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/$name.w3" 2>&1 &
   pids+=("$!")
   for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$cpid" 2>/dev/null; then echo "$name: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
@@ -89,12 +93,12 @@ check "replica_every 5: a death at step 23 goes back to the checkpoint, naming t
 # are gone, so the run goes back to the checkpoint and names them. Workers start one at a
 # time so that ranks follow the order they registered in.
 port=$(free_port); sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --start-workers 3 --min-workers 1 --set checkpoint.dir="$tmp/both" > "$tmp/both.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 for i in 1 2 3; do
   fault=""; [ $i -le 2 ] && fault="kill@23:alltoall"
-  SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/both.w$i" 2>&1 &
+  SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/both.w$i" 2>&1 &
   pids+=("$!")
   for _ in $(seq 1 100); do grep -q "joined from.*; $i of" "$tmp/both.log" && break; sleep 0.1; done
 done
@@ -109,11 +113,11 @@ check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
 # otherwise, out of the mesh for good); it registers again and joins the mesh at a step
 # boundary with its state from the live workers
 port=$(free_port); sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/stall" --set train.steps=400 > "$tmp/stall.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 for i in 1 2 3; do
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/stall.w$i" 2>&1 &
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/stall.w$i" 2>&1 &
   pids+=("$!"); stalled=$!
 done
 for _ in $(seq 1 100); do grep -q "training at step" "$tmp/stall.log" && break; sleep 0.1; done
@@ -128,11 +132,11 @@ check "a stalled worker is re-homed, comes back at a step boundary, the run comp
 # a worker stopped with SIGTERM says it leaves: its share goes to its buddy at once, with
 # no heartbeat timeout to wait for and no rollback
 port=$(free_port); sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/term" --set train.steps=300 > "$tmp/term.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 for i in 1 2 3; do
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 > "$tmp/term.w$i" 2>&1 &
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/term.w$i" 2>&1 &
   pids+=("$!"); leaver=$!
 done
 for _ in $(seq 1 100); do grep -q "training at step" "$tmp/term.log" && break; sleep 0.1; done
@@ -140,12 +144,12 @@ sleep 0.5
 kill -TERM "$leaver"
 # the status socket reports it while the run goes on
 for _ in $(seq 1 50); do
-  "$bin/switchyard" status "tcp://127.0.0.1:$sport" --json > "$tmp/term.status" 2>/dev/null || true
+  "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${SYK[@]}" --json > "$tmp/term.status" 2>/dev/null || true
   grep -q '"rehomes": 1' "$tmp/term.status" && break; sleep 0.1
 done
 check "status: 1 re-homed, 0 rolled back, 0 steps lost, replicas every step" \
   'grep -q "\"rehomes\": 1," "$tmp/term.status" && grep -q "\"rollbacks\": 0," "$tmp/term.status" && grep -q "\"last_steps_lost\": 0," "$tmp/term.status" && grep -q "\"replica_every\": 1," "$tmp/term.status"'
-"$bin/switchyard" status "tcp://127.0.0.1:$sport" 2>/dev/null | grep -E "^replicas|^last failure" || true
+"$bin/switchyard" status "tcp://127.0.0.1:$sport" "${SYK[@]}" 2>/dev/null | grep -E "^replicas|^last failure" || true
 for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$cpid" 2>/dev/null; then echo "term: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
 rc=0; wait "$cpid" 2>/dev/null || rc=$?

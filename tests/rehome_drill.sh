@@ -18,6 +18,10 @@ if [ -n "${SY_REQUIRE_HEAVY:-}" ] && [ "${SY_HEAVY:-}" != 1 ]; then
 fi
 RANDOM=${SY_SEED:-$$}
 tmp=$(mktemp -d) || exit 1
+# CURVE keys, as in production (the workers share one key: an allow-list may hold any number)
+"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 1 > /dev/null
+SYK=(--keys "$tmp/keys")
+SYW=(--cert "$tmp/keys/workers/worker-0.secret" --coordinator-key "$tmp/keys/coordinator.key")
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -46,13 +50,13 @@ cluster: {heartbeat_ms: 200, timeout_ms: 1000, balance_by_speed: false, replica_
 YAML
 
 start_worker() { # start_worker RUN: a worker of RUN's coordinator; its pid in $wpid
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 >> "$tmp/$1.workers" 2>&1 &
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 >> "$tmp/$1.workers" 2>&1 &
   wpid=$!; pids+=("$wpid")
 }
 
 # the drill
 port=$(free_port) sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/drill" > "$tmp/drill.log" 2>&1 &
 cpid=$!; pids+=("$cpid")
 live=()
@@ -94,7 +98,7 @@ while read -r s r; do args+=(--leave "$s:$r"); done < <(grep '"event": "rehome"'
 while read -r s; do args+=(--join-at "$s"); done < <(grep '"event": "join"' "$mem" | sed -E 's/.*"step": ([0-9]+).*/\1/')
 echo "planned: ${args[*]} to step $final"
 port=$(free_port) sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
+"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/plan" --set train.steps="$final" "${args[@]}" \
   > "$tmp/plan.log" 2>&1 &
 cpid=$!; pids+=("$cpid")

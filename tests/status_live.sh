@@ -19,24 +19,31 @@ checkpoint: {dir: $tmp/run, every: 20, keep: 2}
 cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false}
 YAML
 cport=$(free_port); sport=$(free_port)
+# CURVE on every socket: the status client needs the operator key (--keys DIR)
+"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 3 > /dev/null
 ST="tcp://127.0.0.1:$sport"
-"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$cport" --status "$ST" --min-workers 2 > "$tmp/coord.log" 2>&1 &
+"$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$cport" --status "$ST" --min-workers 2 --keys "$tmp/keys" > "$tmp/coord.log" 2>&1 &
 cpid=$!; sy_track "$cpid"
 sleep 0.5
-js() { "$bin/switchyard" status "$ST" --json --timeout 3000 2> "$tmp/status.err"; }
+js() { "$bin/switchyard" status "$ST" --keys "$tmp/keys" --json --timeout 3000 2> "$tmp/status.err"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 state=$(js | field 'd["state"]' || true)
 check "before any worker: '$state'" '[ "$state" = "waiting for workers" ]'
 wpids=()
 for i in 1 2 3; do
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$cport" --threads 1 > "$tmp/w$i.log" 2>&1 &
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$cport" --threads 1 \
+    --cert "$tmp/keys/workers/worker-$((i - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key" > "$tmp/w$i.log" 2>&1 &
   sy_track "$!"; wpids+=("$!")
 done
+running() { grep -qE "^(training|checkpointing)$"; }  # a save step reports "checkpointing"
+# three members training, and the run itself too: a third worker that registers after the
+# first mesh of two joins at a checkpoint, and while that mesh is handed out its members
+# already show "training" but the run is "assigning" or "recovering"
 for _ in $(seq 1 300); do
-  js > "$tmp/s1.json" 2>/dev/null && [ "$(field 'len([w for w in d["workers"] if w["state"]=="training"])' < "$tmp/s1.json" 2>/dev/null)" = 3 ] && break
+  js > "$tmp/s1.json" 2>/dev/null && [ "$(field 'len([w for w in d["workers"] if w["state"]=="training"])' < "$tmp/s1.json" 2>/dev/null)" = 3 ] &&
+    { field 'd["state"]' < "$tmp/s1.json" 2>/dev/null | running; } && break
   sleep 0.1
 done
-running() { grep -qE "^(training|checkpointing)$"; }  # a save step reports "checkpointing"
 check "training with 3 workers" 'field "d[\"state\"]" < "$tmp/s1.json" | running && [ "$(field "len([w for w in d[\"workers\"] if w[\"state\"]==\"training\"])" < "$tmp/s1.json")" = 3 ]'
 check "per-expert shares sum to 1 in every switch layer" 'field "all(abs(sum(e[\"share\"] for e in d[\"experts\"] if e[\"layer\"]==l)-1)<1e-6 for l in set(e[\"layer\"] for e in d[\"experts\"]))" < "$tmp/s1.json" | grep -q True'
 check "languages come with the expert rows" '[ "$(field "len(d[\"languages\"])" < "$tmp/s1.json")" -ge 1 ]'
@@ -44,7 +51,7 @@ s1=$(field 'd["step"]' < "$tmp/s1.json" || echo 0)
 
 # a client that stops reading (SIGSTOP) while it polls fast must not stall training
 # (--watch takes 0.1 s at the shortest: 0.01 was refused, so no client was ever stuck)
-"$bin/switchyard" status "$ST" --watch 0.1 > /dev/null 2> "$tmp/watch.err" &
+"$bin/switchyard" status "$ST" --keys "$tmp/keys" --watch 0.1 > /dev/null 2> "$tmp/watch.err" &
 wpid=$!; sy_track "$wpid"
 sleep 0.5
 check "the watching client runs ($(head -c 200 "$tmp/watch.err"))" 'kill -STOP "$wpid" 2>/dev/null'
@@ -55,9 +62,14 @@ kill -9 "$wpid" 2>/dev/null || true
 
 # garbage: raw bytes, then well-framed ZeroMQ messages that are not StatusRequests
 # (sent through libzmq itself, via ctypes)
-python3 - "$sport" > "$tmp/fuzz.out" 2>&1 <<'PY' || true
-import ctypes, ctypes.util, os, random, socket, sys
+python3 - "$sport" "$tmp/keys" > "$tmp/fuzz.out" 2>&1 <<'PY' || true
+import ctypes, ctypes.util, os, random, re, socket, sys
 port = int(sys.argv[1]); random.seed(7)
+def key(path, name):  # a CURVE key from a ZeroMQ certificate file
+    return re.search(name + r' = "(.{40})"', open(path).read()).group(1).encode()
+srv = key(sys.argv[2] + "/coordinator.key", "public-key")
+pub = key(sys.argv[2] + "/clients/operator.secret", "public-key")
+sec = key(sys.argv[2] + "/clients/operator.secret", "secret-key")
 for i in range(20):  # raw garbage, not ZeroMQ at all
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=1); s.sendall(os.urandom(random.randint(1, 300))); s.close()
@@ -77,6 +89,8 @@ def ask(frames):
     s = z.zmq_socket(ctx, ZMQ_DEALER)
     t = ctypes.c_int(3000); z.zmq_setsockopt(s, ZMQ_RCVTIMEO, ctypes.byref(t), 4)
     l = ctypes.c_int(0); z.zmq_setsockopt(s, ZMQ_LINGER, ctypes.byref(l), 4)
+    for opt, k in ((50, srv), (48, pub), (49, sec)):  # CURVE_SERVERKEY, PUBLICKEY, SECRETKEY
+        z.zmq_setsockopt(s, opt, k, 40)
     z.zmq_connect(s, b"tcp://127.0.0.1:%d" % port)
     for i, f in enumerate(frames):
         z.zmq_send(s, f, len(f), ZMQ_SNDMORE if i + 1 < len(frames) else 0)
@@ -96,7 +110,7 @@ check "malformed requests get error replies ($(tail -1 "$tmp/fuzz.out"))" 'grep 
 check "the coordinator still answers after the garbage" 'js | field "d[\"state\"]" | running'
 for f in table prom; do
   opt=$([ $f = prom ] && echo --prom || true)
-  "$bin/switchyard" status "$ST" $opt > "$tmp/out.$f" 2>&1 || true
+  "$bin/switchyard" status "$ST" --keys "$tmp/keys" $opt > "$tmp/out.$f" 2>&1 || true
 done
 check "table output fits 100 columns" '[ "$(awk "{ if (length(\$0) > m) m = length(\$0) } END { print m+0 }" "$tmp/out.table")" -le 100 ] && grep -q "^run " "$tmp/out.table"'
 if command -v promtool > /dev/null; then
@@ -120,6 +134,15 @@ done
 check "the killed worker shows as dead" '[ $seen_dead = 1 ]'
 check "the run shows it recovered on 2 workers" '[ $seen_rec = 1 ] && field "d[\"state\"]" < "$tmp/s3.json" | running'
 check "a checkpoint is reported" '[ "$(field "d[\"checkpoint_step\"]" < "$tmp/s3.json")" -ge 20 ]'
+# CURVE: a client without a key, or with a key not in the status allow-list, reads nothing
+r0=0 r3=0
+"$bin/switchyard" status "$ST" --timeout 500 > "$tmp/nokey.out" 2> "$tmp/nokey.err" || r0=$?
+"$bin/switchyard" keygen "$tmp/stranger" > /dev/null
+"$bin/switchyard" status "$ST" --cert "$tmp/stranger.secret" --coordinator-key "$tmp/keys/coordinator.key" \
+  --timeout 500 > "$tmp/stranger.out" 2>&1 || r3=$?
+check "status without a key: no reply (exit $r0)" '[ $r0 -ne 0 ] && [ ! -s "$tmp/nokey.out" ] && grep -q "give --keys" "$tmp/nokey.err"'
+check "status with a key not allowed: no reply (exit $r3)" '[ $r3 -ne 0 ] && ! grep -q "^run " "$tmp/stranger.out"'
+check "the coordinator logged the refused status key" 'grep -q "status socket: refused a connection" "$tmp/coord.log"'
 # bad endpoints and silence: one line, non-zero exit
 r1=0 r2=0
 "$bin/switchyard" status "not an endpoint" > /dev/null 2> "$tmp/e1" || r1=$?

@@ -1,4 +1,4 @@
-/* The peer collectives (common/peer.c) over real ZeroMQ tcp sockets, one thread per
+/* The peer collectives (common/net/peer.c) over real ZeroMQ tcp sockets, one thread per
  * rank: all-reduce and all-to-all against serial references computed here (sizes 0, 1,
  * odd, large; 2-4 ranks), bf16 wire ending bit-identical on every rank, and rejection of
  * messages with another epoch, an old step or a wrong size without corrupting results. */

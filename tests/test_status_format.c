@@ -1591,7 +1591,9 @@ static void test_cmd_timeout(void **state) {
     assert_int_equal(r.rc, 1);
     char want[400];
     snprintf(want, sizeof want,
-             "switchyard status: no reply from %s within 300 ms: is the coordinator running with --status %s?\n", s.ep,
+             "switchyard status: no reply from %s within 300 ms: is the coordinator running with --status %s "
+             "(and --status-open, or give --keys)?\n",
+             s.ep,
              s.ep);
     assert_string_equal(r.err, want);
     assert_string_equal(r.out, "");

@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include "ctrl.h"
+#include "curve.h"
 #include "log.h"
 
 struct sy_heartbeat {
@@ -32,6 +33,7 @@ static void *run(void *arg) {
         return NULL;
     sy_sock_defaults(s, 0);
     zmq_setsockopt(s, ZMQ_ROUTING_ID, hb->id, strlen(hb->id));
+    sy_sec_coordinator_client(s); /* CURVE with the worker's key, like the control socket */
     zmq_connect(s, hb->coordinator);
     double last_seen = sy_now(), next_send = 0.0;
     while (!__atomic_load_n(&hb->stop, __ATOMIC_ACQUIRE)) {

@@ -21,9 +21,11 @@
 #include "config.h"
 #include "crc32c.h"
 #include "ctrl.h"
+#include "curve.h"
 #include "data.h"
 #include "exchange.h"
 #include "heartbeat.h"
+#include "msgsize.h"
 #include "log.h"
 #include "mesh.h"
 #include "model.h"
@@ -62,6 +64,7 @@ typedef struct {
     void *zctx, *ctrl;
     sy_heartbeat *hb;
     sy_peer *peer;
+    sy_zap *zap;            /* CURVE authentication of the data sockets (NULL with --insecure) */
     sy_reducer *reducer;    /* the overlap thread's own peer sockets (wire.overlap) */
     char id[128], coordinator[256];
     char advertised[300];   /* the data endpoint peers connect to (may differ from the bound one) */
@@ -642,7 +645,13 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
      * the data deadline is only a safety net, so it must outlast a slow peer's compute
      * between two exchanges: 20 peer timeouts, at least a minute. */
     int data_deadline = w->cfg.cluster.timeout_ms * 20 > 60000 ? w->cfg.cluster.timeout_ms * 20 : 60000;
-    if (sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
+    /* data frames larger than this run's largest legal one drop the sender's connection */
+    int64_t limit = sy_limit_data_bytes(mc, m->global_batch, T, w->cfg.wire.chunk_bytes);
+    sy_peer_set_limit(w->peer, limit);
+    /* the overlap thread's socket admits the same keys (the same ZAP domain, "data") */
+    if (sy_peer_set_keys(w->peer, a->peer_keys, a->n_peer_keys) ||
+        sy_reducer_set_keys(w->reducer, a->peer_keys, a->n_peer_keys, limit) ||
+        sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
         return -1;
     w->data_deadline_ms = data_deadline;
     w->reducer_ready = 0;
@@ -922,7 +931,8 @@ static void usage(void) {
             "  name or an address behind NAT; --bind-data is the local address the socket binds (default: the\n"
             "  advertised address when --advertise is not given, all interfaces (0.0.0.0) when it is);\n"
             "  --port fixes PORT (0 = any free port). The gradient all-reduce thread (wire.overlap) binds PORT+1\n"
-            "  (any free port when PORT is 0) at the same address and is advertised the same way.\n");
+            "  (any free port when PORT is 0) at the same address and is advertised the same way.\n%s",
+            sy_sec_usage());
 }
 
 static void send_ready(worker *w) {
@@ -963,7 +973,10 @@ static int send_register(worker *w) {
 int main(int argc, char **argv) {
     const char *coordinator = NULL, *advertise = NULL, *threads = NULL, *bind_data = NULL;
     int port = 0;
+    sy_sec_opts sec = {0};
     for (int i = 1; i < argc; i++) {
+        if (sy_sec_arg(&sec, argc, argv, &i))
+            continue;
         if (!strcmp(argv[i], "--coordinator") && i + 1 < argc)
             coordinator = argv[++i];
         else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
@@ -1020,13 +1033,22 @@ int main(int argc, char **argv) {
     if (!bind_addr)
         bind_addr = advertise;
     int code = 1;
+    void *mon = NULL; /* handshake events of the control socket */
+    if (sy_sec_client_init(&sec, NULL, "worker")) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        return 2;
+    }
     w.zctx = zmq_ctx_new();
+    if (sy_sec_on() && !(w.zap = sy_zap_new(w.zctx))) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        goto out;
+    }
     char bind_ep[300];
     if (port > 0)
         snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", bind_addr, port);
     else
         snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", bind_addr);
-    if (!(w.peer = sy_peer_new(w.zctx, bind_ep))) {
+    if (!(w.peer = sy_peer_new_secure(w.zctx, bind_ep, sy_sec_cert(), w.zap))) {
         fprintf(stderr, "switchyard-worker: %s (--bind-data %s%s)\n", sy_lasterr(), bind_addr,
                 bind_data ? "" : ", the default");
         code = 2;
@@ -1048,7 +1070,7 @@ int main(int argc, char **argv) {
         snprintf(bind_ep, sizeof bind_ep, "tcp://%s:%d", bind_addr, port + 1);
     else
         snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", bind_addr);
-    if (!(w.reducer = sy_reducer_new(w.zctx, bind_ep))) {
+    if (!(w.reducer = sy_reducer_new_secure(w.zctx, bind_ep, sy_sec_cert(), w.zap))) {
         fprintf(stderr, "switchyard-worker: the overlap thread's data socket (--port + 1): %s\n", sy_lasterr());
         code = 2;
         goto out;
@@ -1060,6 +1082,11 @@ int main(int argc, char **argv) {
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
     zmq_setsockopt(w.ctrl, ZMQ_ROUTING_ID, w.id, strlen(w.id));
+    sy_limit_set(w.ctrl, (int64_t)1 << 30); /* the coordinator is authenticated; 1 GiB per tensor frame */
+    if (sy_sec_coordinator_client(w.ctrl)) {
+        fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
+        goto out;
+    }
     if (zmq_connect(w.ctrl, coordinator)) {
         fprintf(stderr, "switchyard-worker: cannot connect to %s: %s\n", coordinator, zmq_strerror(errno));
         goto out;
@@ -1067,6 +1094,8 @@ int main(int argc, char **argv) {
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
     g_hb = w.hb;
+    /* a refused CURVE handshake is never retried by libzmq: say so instead of waiting */
+    mon = sy_curve_monitor_new(w.zctx, w.ctrl, "ctrl");
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
             w.advertised, w.gflops, w.threads, coordinator);
     double next_register = 0.0, backoff = 1.0, ctrl_heard = 0.0;
@@ -1097,6 +1126,12 @@ int main(int argc, char **argv) {
             registered = 0;
             backoff = 1.0;
             next_register = 0.0;
+        }
+        char why[400];
+        if (mon && sy_curve_monitor_failed(mon, coordinator, why, sizeof why)) {
+            sy_error("%s", why);
+            code = 3;
+            break;
         }
         zmq_pollitem_t it = {w.ctrl, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) <= 0)
@@ -1191,6 +1226,8 @@ int main(int argc, char **argv) {
         code = 0;
     }
 out:;
+    if (mon)
+        zmq_close(mon);
     struct rusage ru;
     if (!getrusage(RUSAGE_SELF, &ru))
         sy_info("peak RSS %.1f MB", ru.ru_maxrss / 1024.0);
@@ -1204,6 +1241,7 @@ out:;
     if (w.have_cfg)
         sy_config_free(&w.cfg);
     sy_tokens_destroy(&w.train);
+    sy_zap_destroy(&w.zap);
     zmq_ctx_term(w.zctx);
     return code;
 }

@@ -16,6 +16,8 @@
 #include <zmq.h>
 
 #include "commands.h"
+#include "curve.h"
+#include "log.h"
 #include "status_format.h"
 #include "switchyard.pb-c.h"
 
@@ -34,6 +36,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: switchyard status ENDPOINT [--json | --prom] [--watch [SECONDS]] [--count N] [--timeout MS]\n"
             "       switchyard status ENDPOINT --prom --listen [HOST]:PORT\n"
+            "       (either form: [--keys DIR | --cert FILE --coordinator-key KEY] when status needs a key)\n"
             "  ENDPOINT      the coordinator's status socket: tcp://HOST:PORT, HOST:PORT or ipc://PATH\n"
             "                (the coordinator's --status, cluster.status in the config)\n"
             "  --json        every field as one JSON object\n"
@@ -41,9 +44,12 @@ static void usage(FILE *f) {
             "  --watch [S]   refresh every S seconds (default 2) until Ctrl-C\n"
             "  --count N     with --watch: stop after N refreshes\n"
             "  --timeout MS  wait this long for each reply (default 2000)\n"
+            "  --keys DIR    CURVE: DIR/clients/operator.secret and DIR/coordinator.key (what `up` prints)\n"
+            "  --cert FILE --coordinator-key KEY   CURVE with another client certificate\n"
+            "                (without these, only a coordinator started with --status-open answers)\n"
             "  --listen [HOST]:PORT  serve the Prometheus text over HTTP (GET /metrics) until Ctrl-C or\n"
             "                SIGTERM: one fresh status query per scrape, 503 with the reason when the\n"
-            "                coordinator does not answer\n"
+            "                coordinator does not answer (each query with the key given, as above)\n"
             "Exit status: 0 ok, 1 no or bad reply, 2 bad usage or endpoint.\n");
 }
 
@@ -139,6 +145,10 @@ static int ask(void *ctx, const char *ep, int timeout_ms, Switchyard__StatusRepl
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
     zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
+    if (sy_sec_coordinator_client(s)) {
+        snprintf(err, en, "%s", sy_lasterr());
+        goto done;
+    }
     if (zmq_connect(s, ep)) {
         snprintf(err, en, "cannot connect to %s: %s", ep, zmq_strerror(errno));
         goto done;
@@ -155,15 +165,15 @@ static int ask(void *ctx, const char *ep, int timeout_ms, Switchyard__StatusRepl
             rc = -1;
             goto done;
         }
-        snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s?", ep,
-                 timeout_ms, ep);
+        snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s%s?", ep,
+                 timeout_ms, ep, sy_sec_on() ? ", and is this client's key allowed" : " (and --status-open, or give --keys)");
         goto done;
     }
     for (;;) {
         int left = (int)ceil((deadline - now_s()) * 1e3);
         if (left <= 0) {
-            snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s?", ep,
-                     timeout_ms, ep);
+            snprintf(err, en, "no reply from %s within %d ms: is the coordinator running with --status %s%s?", ep,
+                     timeout_ms, ep, sy_sec_on() ? ", and is this client's key allowed" : " (and --status-open, or give --keys)");
             goto done;
         }
         zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
@@ -378,10 +388,16 @@ int cmd_status(int argc, char **argv) {
     int fmt = FMT_TABLE, watch = 0, timeout_ms = 2000;
     long count = 0;
     double every = 2.0;
+    sy_sec_opts sec = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         char *end;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(a, "--keys") || !strcmp(a, "--cert") || !strcmp(a, "--coordinator-key")) {
+            if (!sy_sec_arg(&sec, argc, argv, &i)) {
+                fprintf(stderr, "switchyard status: %s needs a value\n", a);
+                return 2;
+            }
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--json") || !strcmp(a, "--prom")) {
@@ -462,6 +478,10 @@ int cmd_status(int argc, char **argv) {
         freeaddrinfo(ai);
     }
 
+    if ((sec.keys_dir || sec.cert || sec.server_key) && sy_sec_client_init(&sec, "clients/operator.secret", "status")) {
+        fprintf(stderr, "switchyard status: %s\n", sy_lasterr());
+        return 2;
+    }
     void *ctx = zmq_ctx_new();
     if (!ctx) {
         fprintf(stderr, "switchyard status: cannot start ZeroMQ: %s\n", zmq_strerror(errno));

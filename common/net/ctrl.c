@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "sanitize.h"
 
 void sy_sock_defaults(void *sock, int router) {
     int zero = 0, one = 1;
@@ -84,7 +85,7 @@ int sy_ctrl_recv(void *sock, int router, sy_ctrl_msg *out, int flags) {
         out->id[out->id_len] = 0;
         zmq_msg_close(&f);
         if (!more(sock)) {
-            sy_seterr("control: a message from '%s' has no envelope", out->id);
+            sy_seterr("control: a message from '%s' has no envelope", sy_esc_str(0, out->id));
             return -2;
         }
         flags = 0;
@@ -103,14 +104,18 @@ int sy_ctrl_recv(void *sock, int router, sy_ctrl_msg *out, int flags) {
     if (n > SY_MAX_CTRL_BYTES) {
         zmq_msg_close(&f);
         drain(sock);
-        sy_seterr("control: a %zu-byte envelope from '%s' is over the limit", n, out->id);
+        sy_seterr("control: a %zu-byte envelope from '%s' is over the limit", n, sy_esc_str(0, out->id));
         return -2;
     }
+    const char *uid = zmq_msg_gets(&f, "User-Id");
+    if (uid)
+        snprintf(out->key, sizeof out->key, "%s", uid);
     out->env = switchyard__envelope__unpack(NULL, n, zmq_msg_data(&f));
     zmq_msg_close(&f);
     if (!out->env) {
         drain(sock);
-        sy_seterr("control: an undecodable %zu-byte envelope from '%s'", n, out->id[0] ? out->id : "the coordinator");
+        sy_seterr("control: an undecodable %zu-byte envelope from '%s'", n,
+                  out->id[0] ? sy_esc_str(0, out->id) : "the coordinator");
         return -2;
     }
     if (more(sock)) {
@@ -128,7 +133,7 @@ int sy_ctrl_recv(void *sock, int router, sy_ctrl_msg *out, int flags) {
         out->payload_len = zmq_msg_size(pm);
         if (more(sock)) {
             drain(sock);
-            sy_seterr("control: a message with more than two frames from '%s'", out->id);
+            sy_seterr("control: a message with more than two frames from '%s'", sy_esc_str(0, out->id));
             sy_ctrl_msg_free(out);
             return -2;
         }

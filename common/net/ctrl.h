@@ -16,6 +16,7 @@ typedef struct {
     char id[256];               /* routing id of the sender (ROUTER only) */
     char peer_addr[64];         /* ROUTER: the sender's IP address as this socket sees it ("" unknown) */
     size_t id_len;
+    char key[41];               /* the sender's authenticated CURVE key ("" when insecure) */
     void *payload;              /* the payload frame's bytes, or NULL */
     size_t payload_len;
     void *_payload_msg;         /* zmq_msg_t holding payload */

@@ -11,6 +11,9 @@
 
 #include "bf16.h"
 #include "ctrl.h"
+#include "curve.h"
+#include "sanitize.h"
+#include "msgsize.h"
 #include "log.h"
 #include "switchyard.pb-c.h"
 
@@ -41,6 +44,16 @@ struct sy_peer {
     size_t scratch_cap;
     uint64_t bytes_sent;
     int *zc_refs;         /* 1 (this epoch's owner) + zero-copy payloads ZeroMQ still holds (atomic) */
+    /* CURVE: this worker's certificate, the ZAP handler of its context, and the key
+     * each rank of the current epoch must send with (a message whose key is not its
+     * claimed source rank's is dropped and counted) */
+    int secure;
+    sy_cert own;
+    sy_zap *zap;
+    char (*keys)[SY_KEY_LEN + 1];
+    int n_keys;
+    uint64_t forged;
+    sy_ratelog drop_log;
 };
 
 /* ZeroMQ may release a zero-copy payload after the peer has moved to another epoch or
@@ -62,7 +75,9 @@ static int gave_up(const sy_peer *p) {
     return (p->abort_flag && *p->abort_flag) || (p->cancel_flag && *p->cancel_flag);
 }
 
-sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
+sy_peer *sy_peer_new(void *zctx, const char *bind_ep) { return sy_peer_new_secure(zctx, bind_ep, NULL, NULL); }
+
+sy_peer *sy_peer_new_secure(void *zctx, const char *bind_ep, const sy_cert *own, sy_zap *zap) {
     /* ZeroMQ allocates every received frame; with glibc's default, megabyte frames are
      * mmap'd and unmapped each time, and every page faults in again. Keep them on the
      * heap so freed frames are reused. */
@@ -74,6 +89,7 @@ sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
         return NULL;
     }
     p->ctx = zctx;
+    p->drop_log = (sy_ratelog)SY_RATELOG_INIT(10.0, 5);
     if (!(p->zc_refs = zc_refs_new())) {
         free(p);
         sy_seterr("peer: out of memory");
@@ -82,11 +98,24 @@ sy_peer *sy_peer_new(void *zctx, const char *bind_ep) {
     p->pull = zmq_socket(zctx, ZMQ_PULL);
     if (!p->pull)
         goto fail;
+    if (own) {
+        p->secure = 1;
+        p->own = *own;
+        p->zap = zap;
+        /* a peer of the new epoch may knock before this worker has its assignment: hold it */
+        if (!zap || sy_zap_set_keys(zap, "data", NULL, 0) || sy_zap_set_hold(zap, "data", 30000) ||
+            sy_curve_server(p->pull, own, "data"))
+            goto fail;
+    }
     sy_sock_defaults(p->pull, 0);
     int buf = 4 << 20; /* kernel socket buffers sized for megabyte chunks */
     zmq_setsockopt(p->pull, ZMQ_RCVBUF, &buf, sizeof buf);
-    int hwm = 0; /* unlimited queue on receive: senders pace themselves by the protocol */
+    /* a bounded queue (senders pace themselves by the protocol; a full queue blocks the
+     * sender, never drops), and frames of at most 256 MiB until the run's own limit is
+     * known (sy_peer_set_limit) */
+    int hwm = 10000;
     zmq_setsockopt(p->pull, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    sy_limit_set(p->pull, (int64_t)256 << 20);
     if (zmq_bind(p->pull, bind_ep)) {
         sy_seterr("peer: cannot bind data socket at %s: %s", bind_ep, zmq_strerror(errno));
         goto fail;
@@ -141,12 +170,43 @@ void sy_peer_destroy(sy_peer **pp) {
     free(p->pending);
     free(p->held);
     free(p->scratch);
+    free(p->keys);
     zc_unref(p->zc_refs);
     free(p);
     *pp = NULL;
 }
 
 const char *sy_peer_endpoint(const sy_peer *p) { return p->endpoint; }
+
+int sy_peer_set_keys(sy_peer *p, char *const *keys, size_t n) {
+    if (!p->secure)
+        return 0;
+    if (n == 0) {
+        sy_seterr("peer: the assignment names no CURVE keys (is the coordinator running --insecure?)");
+        return -1;
+    }
+    char(*k)[SY_KEY_LEN + 1] = calloc(n, sizeof *k);
+    if (!k) {
+        sy_seterr("peer: out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!sy_key_valid(keys[i])) {
+            free(k);
+            sy_seterr("peer: the assignment's key for rank %zu is not a CURVE key", i);
+            return -1;
+        }
+        memcpy(k[i], keys[i], SY_KEY_LEN + 1);
+    }
+    free(p->keys);
+    p->keys = k;
+    p->n_keys = (int)n;
+    return sy_zap_set_keys(p->zap, "data", (const char(*)[SY_KEY_LEN + 1])k, (int)n);
+}
+
+uint64_t sy_peer_forged(const sy_peer *p) { return p->forged; }
+
+void sy_peer_set_limit(sy_peer *p, int64_t bytes) { sy_limit_set(p->pull, bytes); }
 
 int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *endpoints, int timeout_ms,
                   const volatile int *abort_flag) {
@@ -168,6 +228,10 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
     p->world = world;
     p->timeout_ms = timeout_ms > 0 ? timeout_ms : 30000;
     p->abort_flag = abort_flag;
+    if (p->secure && p->n_keys != world) {
+        sy_seterr("peer: %d CURVE keys for a world of %d", p->n_keys, world);
+        return -1;
+    }
     p->push = calloc((size_t)world, sizeof(void *));
     if (!p->push) {
         sy_seterr("peer: out of memory");
@@ -185,6 +249,8 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
         int hwm = 0, buf = 4 << 20;
         zmq_setsockopt(p->push[r], ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(p->push[r], ZMQ_SNDBUF, &buf, sizeof buf);
+        if (p->secure && sy_curve_client(p->push[r], &p->own, p->keys[r]))
+            return -1;
         if (zmq_connect(p->push[r], endpoints[r])) {
             sy_seterr("peer: cannot connect to rank %d at %s: %s", r, endpoints[r], zmq_strerror(errno));
             return -1;
@@ -343,6 +409,8 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
         size_t ml = sizeof m;
         zmq_getsockopt(p->pull, ZMQ_RCVMORE, &m, &ml);
         Switchyard__DataHeader *h = switchyard__data_header__unpack(NULL, zmq_msg_size(&hm), zmq_msg_data(&hm));
+        char from[SY_KEY_LEN + 1];
+        snprintf(from, sizeof from, "%s", sy_msg_key(&hm));
         zmq_msg_close(&hm);
         zmq_msg_t pl;
         zmq_msg_init(&pl);
@@ -359,20 +427,29 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             zmq_msg_close(&x);
         }
         if (!h) {
-            sy_warn("peer: dropped a data message with an undecodable header");
+            sy_ratelog_warn(&p->drop_log, "peer: dropped a data message with an undecodable header");
             zmq_msg_close(&pl);
             continue;
         }
         if (h->epoch != p->epoch || (int)h->dst != p->rank || (int)h->src >= p->world) {
-            sy_warn("peer: dropped a message from rank %u of epoch %" PRIu64 " for rank %u (this is rank %d, epoch "
+            sy_ratelog_warn(&p->drop_log, "peer: dropped a message from rank %u of epoch %" PRIu64 " for rank %u (this is rank %d, epoch "
                     "%" PRIu64 ")",
                     h->src, (uint64_t)h->epoch, h->dst, p->rank, p->epoch);
             switchyard__data_header__free_unpacked(h, NULL);
             zmq_msg_close(&pl);
             continue;
         }
+        if (p->secure && strcmp(from, p->keys[h->src])) {
+            p->forged++;
+            sy_ratelog_warn(&p->drop_log,
+                            "peer: dropped a message claiming to be rank %u sent with another key (%s); %llu so far",
+                            h->src, sy_esc_str(0, from), (unsigned long long)p->forged);
+            switchyard__data_header__free_unpacked(h, NULL);
+            zmq_msg_close(&pl);
+            continue;
+        }
         if (h->step < step) {
-            sy_warn("peer: rejected a message from rank %u for step %" PRId64 " (now at step %" PRId64 ")", h->src,
+            sy_ratelog_warn(&p->drop_log, "peer: rejected a message from rank %u for step %" PRId64 " (now at step %" PRId64 ")", h->src,
                     (int64_t)h->step, step);
             switchyard__data_header__free_unpacked(h, NULL);
             zmq_msg_close(&pl);

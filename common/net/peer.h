@@ -20,8 +20,22 @@ typedef struct sy_peer sy_peer;
 
 #define SY_PEER_ABORTED (-2) /* an operation gave up because the abort flag was raised */
 
+#include "curve.h"
+
 /* Binds the PULL socket at bind_ep (e.g. "tcp://127.0.0.1:*"). NULL on failure. */
 sy_peer *sy_peer_new(void *zctx, const char *bind_ep);
+/* As sy_peer_new, with CURVE: the PULL socket is a CURVE server with certificate own in
+ * ZAP domain "data" of zap (the handler of zctx), which accepts only the keys of the
+ * current epoch's members (sy_peer_set_keys); every message must come with its claimed
+ * source rank's key, or it is dropped and counted (sy_peer_forged). */
+sy_peer *sy_peer_new_secure(void *zctx, const char *bind_ep, const sy_cert *own, sy_zap *zap);
+/* The CURVE key of every rank of the next epoch (n = world; call before sy_peer_setup).
+ * A no-op on an insecure peer. */
+int sy_peer_set_keys(sy_peer *p, char *const *keys, size_t n);
+/* ZMQ_MAXMSGSIZE of the data socket (for connections made afterwards). */
+void sy_peer_set_limit(sy_peer *p, int64_t bytes);
+/* Messages dropped because their key was not their claimed rank's. */
+uint64_t sy_peer_forged(const sy_peer *p);
 void sy_peer_destroy(sy_peer **p);
 /* The endpoint peers should connect to (the bound port filled in). */
 const char *sy_peer_endpoint(const sy_peer *p);

@@ -65,7 +65,9 @@ static void *run(void *arg) {
     return NULL;
 }
 
-sy_reducer *sy_reducer_new(void *zctx, const char *bind_ep) {
+sy_reducer *sy_reducer_new(void *zctx, const char *bind_ep) { return sy_reducer_new_secure(zctx, bind_ep, NULL, NULL); }
+
+sy_reducer *sy_reducer_new_secure(void *zctx, const char *bind_ep, const sy_cert *own, sy_zap *zap) {
     sy_reducer *r = calloc(1, sizeof *r);
     if (!r) {
         sy_seterr("reducer: out of memory");
@@ -74,7 +76,7 @@ sy_reducer *sy_reducer_new(void *zctx, const char *bind_ep) {
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->work, NULL);
     pthread_cond_init(&r->idle, NULL);
-    if (!(r->peer = sy_peer_new(zctx, bind_ep)))
+    if (!(r->peer = sy_peer_new_secure(zctx, bind_ep, own, zap)))
         goto fail;
     sy_peer_set_cancel(r->peer, &r->cancel);
     if (pthread_create(&r->thread, NULL, run, r)) {
@@ -166,6 +168,16 @@ int sy_reducer_wait(sy_reducer *r) {
     int rc = drain(r);
     if (rc)
         sy_seterr("%s", r->err);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int sy_reducer_set_keys(sy_reducer *r, char *const *keys, size_t n, int64_t limit_bytes) {
+    pthread_mutex_lock(&r->mu);
+    r->cancel = 1;
+    drain(r);
+    sy_peer_set_limit(r->peer, limit_bytes);
+    int rc = sy_peer_set_keys(r->peer, keys, n);
     pthread_mutex_unlock(&r->mu);
     return rc;
 }

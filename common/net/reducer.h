@@ -16,11 +16,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "curve.h"
+
 typedef struct sy_reducer sy_reducer;
 
 /* Binds the reducer's PULL socket at bind_ep (e.g. "tcp://127.0.0.1:*") and starts its
  * thread. NULL on failure. */
 sy_reducer *sy_reducer_new(void *zctx, const char *bind_ep);
+/* As sy_reducer_new, with CURVE (sy_peer_new_secure): the PULL socket is a CURVE server
+ * with certificate own in the ZAP domain "data" of zap, like the worker's main data socket. */
+sy_reducer *sy_reducer_new_secure(void *zctx, const char *bind_ep, const sy_cert *own, sy_zap *zap);
+/* A new assignment: whatever is still queued is called off (it belongs to the old epoch),
+ * then the CURVE keys of the next epoch's ranks (sy_peer_set_keys; a no-op when insecure)
+ * and the frame limit (sy_peer_set_limit) are set. Before sy_reducer_setup. */
+int sy_reducer_set_keys(sy_reducer *r, char *const *keys, size_t n, int64_t limit_bytes);
 /* Calls off whatever is queued, stops the thread, closes the sockets. */
 void sy_reducer_destroy(sy_reducer **r);
 const char *sy_reducer_endpoint(const sy_reducer *r);

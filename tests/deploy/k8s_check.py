@@ -5,7 +5,9 @@ every Service targetPort names a container port of the pods it selects; every
 volumeMount names a volume, every configMap/secret volume names an object in the set;
 every --flag the containers pass is one the binary's --help lists; the coordinator has a
 liveness probe on the status socket, a checkpoint PVC and the Prometheus annotations;
-the workers' --coordinator points at the coordinator Service's control port.
+the workers' --coordinator points at the coordinator Service's control port; every key
+file a container names (CURVE) is a key of the Secret mounted there, or a file an init
+container puts on the emptyDir it names.
 
 usage: k8s_check.py K8S_DIR BIN_DIR [--print-probe]
   --print-probe: print the coordinator's liveness command, one word per line, and exit.
@@ -87,10 +89,31 @@ def main():
                     probs.append(f"{where}: volume {v['name']}: no ConfigMap {v['configMap']['name']}")
                 if "secret" in v and v["secret"]["secretName"] not in by_kind.get("Secret", {}):
                     probs.append(f"{where}: volume {v['name']}: no Secret {v['secret']['secretName']}")
-            for c in pspec["containers"]:
+            inits = pspec.get("initContainers", [])
+            init_text = " ".join(" ".join(i.get("command") or []) for i in inits)
+            for c in inits + pspec["containers"]:
                 for m in c.get("volumeMounts", []):
                     if m["name"] not in vols and m["name"] not in claims:
                         probs.append(f"{where}: container {c['name']}: mount {m['name']} names no volume")
+            for c in pspec["containers"]:
+                words = (c.get("command") or []) + (c.get("args") or []) + \
+                    ((c.get("livenessProbe") or {}).get("exec", {}).get("command") or []) + \
+                    ((c.get("readinessProbe") or {}).get("exec", {}).get("command") or [])
+                for m in c.get("volumeMounts", []):
+                    v = vols.get(m["name"], {})
+                    for w in words:
+                        if not w.startswith(m["mountPath"] + "/"):
+                            continue
+                        f = w[len(m["mountPath"]) + 1:]
+                        if "secret" in v:
+                            sec = by_kind.get("Secret", {}).get(v["secret"]["secretName"])
+                            have = set(((sec or ("", {}))[1].get("stringData") or {})) | \
+                                set(((sec or ("", {}))[1].get("data") or {}))
+                            if f not in have:
+                                probs.append(f"{where}: container {c['name']} names {w}: no key {f} in Secret "
+                                             f"{v['secret']['secretName']}")
+                        elif "emptyDir" in v and not re.search(r"/%s\b" % re.escape(f), init_text):
+                            probs.append(f"{where}: container {c['name']} names {w}: no init container puts it there")
                 argv = (c.get("command") or []) + (c.get("args") or [])
                 exe = argv[0] if argv else ""
                 if exe not in BINARIES:

@@ -1,6 +1,9 @@
 # tests/lib/drill.sh: helpers for the failure drills (tests/drill_*.sh), sourced, not run.
 # A drill starts real coordinators and workers on free loopback ports in its own temp
 # directory, and kills only the processes it started. Expects $bin and $src set.
+# CURVE is on as in production: the keys of `switchyard keygen --cluster` in $tmp/keys;
+# coord and worker pass them, a drill starting processes itself uses $ckeys (coordinator,
+# status client) and wkeys (the next worker's key pair, in the array $wk).
 
 bin=$(cd "$bin" && pwd) || exit 1
 tmp=$(mktemp -d) || exit 1
@@ -14,6 +17,14 @@ drill_cleanup() {
   rm -rf "${tmp:?}"
 }
 trap drill_cleanup EXIT
+"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 8 > "$tmp/keygen.out" 2>&1 ||
+  { cat "$tmp/keygen.out"; echo "FAIL: switchyard keygen"; exit 1; }
+ckeys=(--keys "$tmp/keys")
+drill_nkey=0
+wkeys() { # sets wk to the CURVE flags of the next worker (8 keys, reused round-robin)
+  wk=(--cert "$tmp/keys/workers/worker-$((drill_nkey % 8)).secret" --coordinator-key "$tmp/keys/coordinator.key")
+  drill_nkey=$((drill_nkey + 1))
+}
 fail=0 pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 skip() { echo "SKIP: $*"; }
@@ -53,13 +64,14 @@ coord() {
   port=$(free_port)
   sport=$(free_port)
   "$bin/switchyard-coordinator" "$job" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-    --min-workers "$min" --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
+    --min-workers "$min" "${ckeys[@]}" --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
   cpid=$!; pids+=("$cpid")
 }
 # worker LOG [args]: a worker for the coordinator on $port; sets wpid
 worker() {
   local log=$1; shift
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "$@" >> "$tmp/$log" 2>&1 &
+  wkeys
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" "$@" >> "$tmp/$log" 2>&1 &
   wpid=$!; pids+=("$wpid")
 }
 # steps lost and seconds to the next step of the first recovery in a coordinator log
