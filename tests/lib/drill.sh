@@ -1,6 +1,8 @@
 # tests/lib/drill.sh: helpers for the failure drills (tests/drill_*.sh), sourced, not run.
 # A drill starts real coordinators and workers on free loopback ports in its own temp
 # directory, and kills only the processes it started. Expects $bin and $src set.
+# The drills run under `set -euo pipefail`; sourcing this file keeps it so:
+set -euo pipefail
 # CURVE is on as in production: the keys of `switchyard keygen --cluster` in $tmp/keys;
 # coord and worker pass them, a drill starting processes itself uses $ckeys (coordinator,
 # status client) and wkeys (the next worker's key pair, in the array $wk).
