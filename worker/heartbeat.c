@@ -32,6 +32,10 @@ static void *run(void *arg) {
     if (!s)
         return NULL;
     sy_sock_defaults(s, 0);
+    /* a heartbeat never blocks this thread: with no connection up (a refused handshake, a
+     * coordinator gone) a DEALER's send would wait forever and the worker could not stop */
+    int sndtimeo = 1000;
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     zmq_setsockopt(s, ZMQ_ROUTING_ID, hb->id, strlen(hb->id));
     sy_sec_coordinator_client(s); /* CURVE with the worker's key, like the control socket */
     zmq_connect(s, hb->coordinator);

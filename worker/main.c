@@ -245,6 +245,10 @@ static void send_error(worker *w, const char *msg) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
     env.error = &e;
+    /* the worker is stopping: with no connection up (a refused handshake, a coordinator
+     * gone) a blocking send would keep it from ever exiting */
+    int sndtimeo = 1000;
+    zmq_setsockopt(w->ctrl, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     send_env(w, &env, NULL, 0);
 }
 
