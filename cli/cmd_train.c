@@ -256,7 +256,8 @@ int cmd_train(int argc, char **argv) {
             sy_run_times t = {.step = r.t.compute + r.t.alltoall + r.t.allreduce + r.t.optimizer,
                               .compute = r.t.compute,
                               .alltoall = r.t.alltoall,
-                              .allreduce = r.t.allreduce};
+                              .allreduce = r.t.allreduce,
+                              .optimizer = r.t.optimizer};
             double tps = prog.tokens / (sy_now() - prog.t0);
             sy_runlog_write_step(log, &(sy_runlog_step){.run_id = run_id,
                                                         .step = step,

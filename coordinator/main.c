@@ -365,7 +365,12 @@ static void log_step(coord *c) {
     c->last.compute = c->cur.t_compute / W;
     c->last.a2a = c->cur.t_a2a / W;
     c->last.ar = c->cur.t_ar / W;
-    sy_run_times t = {.step = c->cur.time, .compute = c->last.compute, .alltoall = c->last.a2a, .allreduce = c->last.ar};
+    sy_run_times t = {.step = c->cur.time,
+                      .compute = c->last.compute,
+                      .alltoall = c->last.a2a,
+                      .allreduce = c->last.ar,
+                      .optimizer = c->cur.t_opt / W,
+                      .replica = c->cur.t_replica / W};
     sy_runlog_write_step(c->books.log, &(sy_runlog_step){.run_id = c->books.run_id,
                                                          .epoch = c->epoch,
                                                          .step = done,

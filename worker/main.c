@@ -110,6 +110,7 @@ typedef struct {
     sy_step_result pending; /* its lr and clip scale */
     double t_replica;
     double t_commit;        /* seconds of the last commit (the optimizer) */
+    double t_replica_commit; /* seconds of the last commit's replica update (their AdamW) */
     /* a grown mesh (handover.h): the previous state, handed over at the first step */
     int handover_pending;
     kept_state kept;
@@ -361,8 +362,11 @@ static void commit_pending(worker *w, int64_t next) {
     if (w->pending_step == next - 1) {
         sy_step_commit(&w->stepper, w->pending_step, &w->pending);
         w->t_commit = w->pending.t.optimizer;
-        if (w->replica)
+        if (w->replica) {
+            double t0 = sy_now();
             sy_replica_commit(w->replica, w->pending_step, w->pending.lr, w->pending.clip_scale, &w->cfg.train);
+            w->t_replica_commit = sy_now() - t0;
+        }
         w->state_step = next;
     } else if (w->replica) {
         sy_replica_drop_pending(w->replica);
@@ -908,7 +912,8 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.bytes_sent = sy_peer_bytes_sent(w->peer, 0) + sy_reducer_bytes_sent(w->reducer, 0);
     r.replica_bytes = sy_replica_bytes_sent(w->replica, 1);
     r.replica_memory = sy_replica_memory(w->replica);
-    r.t_replica = w->t_replica;
+    r.t_replica = w->t_replica + w->t_replica_commit;
+    w->t_replica_commit = 0;
     report_load(w, &r);
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REPORT;
