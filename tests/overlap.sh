@@ -33,7 +33,7 @@ for c in "2 4 fp32" "3 4 fp32" "4 2 fp32" "2 4 bf16"; do
   run "on$W$D" "$W" "$E" "$D" true
   run "off$W$D" "$W" "$E" "$D" false
   k=$W$D
-  check "$W workers, $D wire: overlapped all-reduce equals the serial one bit for bit" \
+  check "$W workers, $D wire: overlapped all-reduce and pipelined expert exchange equal the serial ones bit for bit" \
     '"$bin/switchyard" ckpt diff "$tmp/on$k/step-00000004" "$tmp/off$k/step-00000004" --tol 0 > "$tmp/diff$k" 2>&1 || { cat "$tmp/diff$k"; false; }'
 done
 # the 4-worker run really had replicated experts (so the expert buckets ran)

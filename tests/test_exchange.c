@@ -1,7 +1,10 @@
 /* The distributed expert exchange, with W threads standing in for W workers and a
  * shared-memory all-to-all: a step on W "workers" (each holding its rows and its
- * experts) must give the loss and gradients of one process with W groups. The ZeroMQ
- * transport is tested separately (test_collectives, distributed refcheck). */
+ * experts) must give the loss and gradients of one process with W groups, and the
+ * pipelined exchange (one expert at a time over a chunked transport, here a shared-memory
+ * mailbox whose chunks arrive in any order) exactly the bits of the whole all-to-all.
+ * The ZeroMQ transport is tested separately (test_peer, tests/overlap.sh, distributed
+ * refcheck). */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -30,12 +33,73 @@ typedef struct {
     uint32_t tag[MAXW];
 } shm_world;
 
+/* the chunked transport: a mailbox of posted chunks */
+typedef struct mail {
+    int src, dst;
+    uint32_t tag, chunk;
+    void *data;
+    size_t bytes;
+    struct mail *next;
+} mail;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    mail *box;
+} shm_mailbox;
+
 typedef struct {
     shm_world *w;
     int rank;       /* rank == index in the (single) data group here */
     void *copy[MAXW];
     size_t cap[MAXW];
+    shm_mailbox *mb;
+    mail *taken;    /* chunks handed out, freed by release */
 } shm_comm;
+
+static int shm_send_chunk(void *comm, uint32_t tag, uint32_t chunk, int q, const void *data, size_t bytes) {
+    shm_comm *c = comm;
+    mail *m = calloc(1, sizeof *m);
+    m->data = malloc(bytes + 1);
+    memcpy(m->data, data, bytes);
+    *m = (mail){.src = c->rank, .dst = q, .tag = tag, .chunk = chunk, .data = m->data, .bytes = bytes};
+    pthread_mutex_lock(&c->mb->mu);
+    m->next = c->mb->box; /* newest first: chunks are found in another order than sent */
+    c->mb->box = m;
+    pthread_cond_broadcast(&c->mb->cv);
+    pthread_mutex_unlock(&c->mb->mu);
+    return 0;
+}
+
+static int shm_recv_chunk(void *comm, uint32_t tag, uint32_t chunk, int q, const void **data, size_t *bytes) {
+    shm_comm *c = comm;
+    pthread_mutex_lock(&c->mb->mu);
+    for (;;) {
+        for (mail **pm = &c->mb->box; *pm; pm = &(*pm)->next) {
+            mail *m = *pm;
+            if (m->src == q && m->dst == c->rank && m->tag == tag && m->chunk == chunk) {
+                *pm = m->next;
+                pthread_mutex_unlock(&c->mb->mu);
+                m->next = c->taken;
+                c->taken = m;
+                *data = m->data;
+                *bytes = m->bytes;
+                return 0;
+            }
+        }
+        pthread_cond_wait(&c->mb->cv, &c->mb->mu);
+    }
+}
+
+static void shm_release(void *comm) {
+    shm_comm *c = comm;
+    while (c->taken) {
+        mail *m = c->taken;
+        c->taken = m->next;
+        free(m->data);
+        free(m);
+    }
+}
 
 static int shm_a2a(void *comm, uint32_t tag, void *const *send, const size_t *send_bytes, const void **recv,
                    size_t *recv_bytes) {
@@ -66,8 +130,9 @@ static int shm_a2a(void *comm, uint32_t tag, void *const *send, const size_t *se
 typedef struct {
     const sy_refcase *rc;
     shm_world *world;
+    shm_mailbox *mailbox;
     sy_mesh *mesh;
-    int rank, bf16;
+    int rank, bf16, pipeline;
     sy_losses loss;
     float *grads;   /* this rank's gradient arena */
     sy_model *m;
@@ -91,11 +156,13 @@ static void *worker(void *p) {
         assert_non_null(r);
         memcpy(sy_model_params(a->m) + lay->params[i].offset, r->value, r->numel * sizeof(float));
     }
-    shm_comm comm = {.w = a->world, .rank = a->rank};
+    shm_comm comm = {.w = a->world, .rank = a->rank, .mb = a->mailbox};
     int max_in = rc->batch * T * cfg.top_k;
     sy_experts *ex = sy_experts_new(&cfg, sy_model_weights(a->m), sy_model_grad_views(a->m), max_in);
     sy_exchange *x = sy_exchange_new(&cfg, a->mesh, a->rank, ex, shm_a2a, &comm, a->bf16, max_in, rows * T * cfg.top_k);
     assert_non_null(x);
+    sy_exchange_set_chunks(x, &(sy_a2a_chunks){.send = shm_send_chunk, .recv = shm_recv_chunk, .release = shm_release});
+    sy_exchange_pipeline(x, a->pipeline);
     sy_expert_exchange iface = sy_exchange_interface(x);
     sy_model_set_exchange(a->m, &iface);
     sy_pass ps = {.B = rows, .T = T, .groups = 1, .ce_denom = (double)rc->batch * T, .group_denom = a->mesh->world,
@@ -108,6 +175,7 @@ static void *worker(void *p) {
     (void)P;
     sy_exchange_destroy(&x);
     sy_experts_destroy(&ex);
+    shm_release(&comm);
     for (int s = 0; s < MAXW; s++)
         free(comm.copy[s]);
     return NULL;
@@ -137,14 +205,32 @@ static void check_case(const char *name, int W, int bf16, double tol) {
     shm_world world = {.W = mesh.ep};
     assert_int_equal(mesh.dp, 1); /* these cases have W <= E */
     assert_int_equal(pthread_barrier_init(&world.bar, NULL, (unsigned)W), 0);
-    worker_arg args[MAXW];
+    shm_mailbox mailbox = {.box = NULL};
+    pthread_mutex_init(&mailbox.mu, NULL);
+    pthread_cond_init(&mailbox.cv, NULL);
+    worker_arg args[MAXW], piped[MAXW];
     pthread_t th[MAXW];
-    for (int r = 0; r < W; r++) {
-        args[r] = (worker_arg){.rc = &rc, .world = &world, .mesh = &mesh, .rank = r, .bf16 = bf16};
-        pthread_create(&th[r], NULL, worker, &args[r]);
+    for (int pass = 0; pass < 2; pass++) {
+        worker_arg *set = pass ? piped : args;
+        for (int r = 0; r < W; r++) {
+            set[r] = (worker_arg){.rc = &rc, .world = &world, .mailbox = &mailbox, .mesh = &mesh, .rank = r,
+                                  .bf16 = bf16, .pipeline = pass};
+            pthread_create(&th[r], NULL, worker, &set[r]);
+        }
+        for (int r = 0; r < W; r++)
+            pthread_join(th[r], NULL);
     }
-    for (int r = 0; r < W; r++)
-        pthread_join(th[r], NULL);
+    assert_null(mailbox.box); /* every chunk sent was received */
+    /* the pipeline: the same bits as the whole all-to-all, every loss term and gradient */
+    for (int r = 0; r < W; r++) {
+        assert_int_equal(piped[r].rc_code, 0);
+        assert_memory_equal(&piped[r].loss, &args[r].loss, sizeof(sy_losses));
+        const sy_layout *wl = sy_model_layout(args[r].m);
+        assert_memory_equal(sy_model_grads(piped[r].m), sy_model_grads(args[r].m), wl->total * sizeof(float));
+        sy_model_destroy(&piped[r].m);
+    }
+    pthread_mutex_destroy(&mailbox.mu);
+    pthread_cond_destroy(&mailbox.cv);
     sy_losses got = {0};
     for (int r = 0; r < W; r++) {
         assert_int_equal(args[r].rc_code, 0);

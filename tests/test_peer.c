@@ -240,6 +240,83 @@ static void test_alltoall_uneven(void **s) {
     }
 }
 
+/* The all-to-all in chunks (sy_peer_send_chunk / recv_chunk): every rank sends K chunks
+ * of sizes from 0 bytes (a small frame's bytes live inside its zmq_msg_t) to large to
+ * every other rank, then receives them in the reverse order of sending, from the ranks in
+ * reverse too; every chunk's bytes are checked only once all are received (the pointers
+ * handed out stay valid until release), and again after a second round on the same peer
+ * has released the first. A chunk asked of this rank itself is refused. */
+enum { KCH = 40 };
+
+static size_t chunk_len(int src, int dst, int k) { return k % 5 == 0 ? 0 : (size_t)((src * 131 + dst * 17 + k * 977) % 9000) / (k % 3 ? 1 : 200); }
+
+static uint8_t chunk_byte(int src, int dst, int k, size_t i) { return (uint8_t)(src * 37 + dst * 11 + k * 5 + i * 3); }
+
+typedef struct {
+    world_t *w;
+    int rank, bad;
+} chunk_job;
+
+static void *run_chunks(void *arg) {
+    chunk_job *j = arg;
+    sy_peer *p = j->w->peer[j->rank];
+    int n = j->w->world;
+    uint8_t *buf = malloc(9001);
+    const void *got[MAXR][KCH];
+    size_t len[MAXR][KCH];
+    for (int round = 0; round < 2; round++) {
+        for (int q = 0; q < n; q++)
+            for (int k = 0; q != j->rank && k < KCH; k++) {
+                size_t L = chunk_len(j->rank, q, k);
+                for (size_t i = 0; i < L; i++)
+                    buf[i] = chunk_byte(j->rank, q, k + round, i);
+                if (sy_peer_send_chunk(p, q, 3 + round, 77, (uint32_t)k, buf, L))
+                    j->bad++;
+                memset(buf, 0xee, L); /* the chunk was copied */
+            }
+        for (int q = n - 1; q >= 0; q--)
+            for (int k = KCH - 1; q != j->rank && k >= 0; k--)
+                if (sy_peer_recv_chunk(p, q, 3 + round, 77, (uint32_t)k, &got[q][k], &len[q][k]))
+                    j->bad++;
+        for (int q = 0; q < n; q++)
+            for (int k = 0; q != j->rank && k < KCH; k++) {
+                size_t L = chunk_len(q, j->rank, k);
+                if (len[q][k] != L)
+                    j->bad++;
+                for (size_t i = 0; i < L && len[q][k] == L; i++)
+                    if (((const uint8_t *)got[q][k])[i] != chunk_byte(q, j->rank, k + round, i)) {
+                        j->bad++;
+                        break;
+                    }
+            }
+        sy_peer_release(p);
+    }
+    const void *d;
+    size_t b;
+    if (sy_peer_recv_chunk(p, j->rank, 5, 77, 0, &d, &b) == 0 || sy_peer_send_chunk(p, n, 5, 77, 0, buf, 1) == 0)
+        j->bad++;
+    free(buf);
+    return NULL;
+}
+
+static void test_alltoall_chunks(void **s) {
+    for (int nr = 2; nr <= 3; nr++) {
+        world_t w;
+        world_open(&w, nr, 10000);
+        chunk_job jobs[MAXR];
+        pthread_t th[MAXR];
+        for (int r = 0; r < nr; r++) {
+            jobs[r] = (chunk_job){.w = &w, .rank = r};
+            pthread_create(&th[r], NULL, run_chunks, &jobs[r]);
+        }
+        for (int r = 0; r < nr; r++) {
+            pthread_join(th[r], NULL);
+            assert_int_equal(jobs[r].bad, 0);
+        }
+        world_close(&w);
+    }
+}
+
 /* A rogue sender: raw PUSH to rank 0's endpoint with a forged header. */
 static void forge(void *ctx, const char *ep, uint64_t epoch, int64_t step, uint32_t op, uint32_t tag, uint32_t chunk,
                   uint32_t src, uint32_t dtype, const void *data, size_t bytes) {
@@ -339,6 +416,7 @@ int main(void) {
         cmocka_unit_test(test_allreduce_bf16),
         cmocka_unit_test(test_allreduce_buffer_reusable),
         cmocka_unit_test(test_alltoall_uneven),
+        cmocka_unit_test(test_alltoall_chunks),
         cmocka_unit_test(test_rejects_stale_and_misshapen),
         cmocka_unit_test(test_dead_peer_deadline_and_abort),
     };

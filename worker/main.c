@@ -129,8 +129,8 @@ static int64_t g_fault_step = -1;
 static char g_fault_where[32];
 
 /* SWITCHYARD_OVERLAP_AB=1 (benchmarks only, bench/overlap.sh): the overlapped all-reduce
- * on even steps only, the serial one on odd steps, so one run compares both under the
- * same load (the bits are the same either way). */
+ * and the pipelined expert exchange on even steps only, the serial ones on odd steps, so
+ * one run compares both under the same load (the bits are the same either way). */
 static int g_overlap_ab;
 
 static void fault_init(void) {
@@ -158,6 +158,20 @@ static int a2a_fn(void *comm, uint32_t tag, void *const *send, const size_t *sen
     return sy_peer_alltoall(w->peer, w->group_data, w->n_data, w->last_step, tag, send, send_bytes, recv,
                             recv_bytes);
 }
+
+/* The same all-to-all in chunks, for the exchange's pipeline (wire.overlap). */
+static int a2a_send_chunk(void *comm, uint32_t tag, uint32_t chunk, int q, const void *data, size_t bytes) {
+    worker *w = comm;
+    fault_point(w->last_step, "alltoall");
+    return sy_peer_send_chunk(w->peer, w->group_data[q], w->last_step, tag, chunk, data, bytes);
+}
+
+static int a2a_recv_chunk(void *comm, uint32_t tag, uint32_t chunk, int q, const void **data, size_t *bytes) {
+    worker *w = comm;
+    return sy_peer_recv_chunk(w->peer, w->group_data[q], w->last_step, tag, chunk, data, bytes);
+}
+
+static void a2a_release(void *comm) { sy_peer_release(((worker *)comm)->peer); }
 
 static int allreduce_fn(void *comm, int group, float *data, size_t n, uint32_t tag) {
     worker *w = comm;
@@ -556,6 +570,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
     if (!(w->exchange = sy_exchange_new(mc, m, w->rank, w->experts, a2a_fn, w, w->cfg.wire.dtype == SY_WIRE_BF16,
                                         max_in, rows * T * mc->top_k)))
         return -1;
+    sy_exchange_set_chunks(w->exchange,
+                           &(sy_a2a_chunks){.send = a2a_send_chunk, .recv = a2a_recv_chunk, .release = a2a_release});
     sy_expert_exchange iface = sy_exchange_interface(w->exchange);
     sy_model_set_exchange(w->model, &iface);
     const sy_layout *lay = sy_model_layout(w->model);
@@ -868,11 +884,14 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     double t0 = sy_now();
     sy_peer_bytes_sent(w->peer, 1);
     sy_reducer_bytes_sent(w->reducer, 1);
+    int overlap = !(g_overlap_ab && c->step % 2); /* the A/B bench: serial on odd steps */
+    if (w->exchange)
+        sy_exchange_pipeline(w->exchange, overlap && w->cfg.wire.overlap);
     if (w->job == SWITCHYARD__JOB__JOB_REFCHECK) {
         rc = refcheck_step(w, &res);
     } else {
         w->last_step = c->step;
-        w->stepper.comm.part_start = g_overlap_ab && c->step % 2 ? NULL : part_start_fn;
+        w->stepper.comm.part_start = overlap ? part_start_fn : NULL;
         rc = train_step(w, c->step, &res);
     }
     if (rc) {

@@ -520,61 +520,91 @@ void sy_experts_destroy(sy_experts **px) {
     *px = NULL;
 }
 
+int sy_experts_forward_one(void *ctx, const sy_pass *pass, int layer, int e, size_t r0, int n, const float *in,
+                           const int64_t *tok, float *out) {
+    sy_experts *x = ctx;
+    const sy_model_cfg *c = &x->cfg;
+    int C = c->d_model, F = c->d_ff;
+    if (e < 0 || e >= c->n_experts || n < 0 || r0 + (size_t)n > (size_t)x->max_rows) {
+        sy_seterr("experts: layer %d expert %d rows [%zu, %zu) outside the room for %d", layer, e, r0, r0 + (size_t)n,
+                  x->max_rows);
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    const float *w1 = x->w->layers[layer].ew1[e], *w2 = x->w->layers[layer].ew2[e];
+    if (!w1 || !w2) {
+        sy_seterr("experts: layer %d expert %d is not held here but %d rows came for it", layer, e, n);
+        return -1;
+    }
+    int use_mask = pass->training && c->expert_dropout > 0;
+    /* keyed by (token, expert): with top-k the copies of a token draw apart */
+    if (use_mask)
+        draw_dropout(x->mask[layer] + r0 * F, pass, layer, DRAW_EXPERT | (e + 1) << 3, tok + r0, 0, n, F,
+                     c->expert_dropout);
+    sy_ffn_forward(out + r0 * C, x->h[layer] + r0 * F, in + r0 * C, w1, w2, use_mask ? x->mask[layer] + r0 * F : NULL,
+                   n, C, F);
+    return 0;
+}
+
+void sy_experts_forward_done(void *ctx, int layer, const int *counts, const float *in) {
+    sy_experts *x = ctx;
+    x->x[layer] = in;
+    memcpy(x->counts[layer], counts, (size_t)x->cfg.n_experts * sizeof(int));
+}
+
 int sy_experts_forward(void *ctx, const sy_pass *pass, int layer, const int *counts, const float *in,
                        const int64_t *tok, float *out) {
     sy_experts *x = ctx;
-    const sy_model_cfg *c = &x->cfg;
-    int C = c->d_model, F = c->d_ff, E = c->n_experts, rows = 0;
+    int E = x->cfg.n_experts, rows = 0;
     for (int e = 0; e < E; e++)
         rows += counts[e];
     if (rows > x->max_rows) {
         sy_seterr("experts: layer %d got %d rows, room for %d", layer, rows, x->max_rows);
         return -1;
     }
-    int use_mask = pass->training && c->expert_dropout > 0;
     size_t r0 = 0;
     for (int e = 0; e < E; e++) {
-        int n = counts[e];
-        if (n == 0)
-            continue;
-        const float *w1 = x->w->layers[layer].ew1[e], *w2 = x->w->layers[layer].ew2[e];
-        if (!w1 || !w2) {
-            sy_seterr("experts: layer %d expert %d is not held here but %d rows came for it", layer, e, n);
+        if (sy_experts_forward_one(x, pass, layer, e, r0, counts[e], in, tok, out))
             return -1;
-        }
-        /* keyed by (token, expert): with top-k the copies of a token draw apart */
-        if (use_mask)
-            draw_dropout(x->mask[layer] + r0 * F, pass, layer, DRAW_EXPERT | (e + 1) << 3, tok + r0, 0, n, F,
-                         c->expert_dropout);
-        sy_ffn_forward(out + r0 * C, x->h[layer] + r0 * F, in + r0 * C, w1, w2,
-                       use_mask ? x->mask[layer] + r0 * F : NULL, n, C, F);
-        r0 += n;
+        r0 += (size_t)counts[e];
     }
-    x->x[layer] = in;
-    memcpy(x->counts[layer], counts, (size_t)E * sizeof(int));
+    sy_experts_forward_done(x, layer, counts, in);
+    return 0;
+}
+
+int sy_experts_backward_one(void *ctx, const sy_pass *pass, int layer, int e, const float *dout, float *din) {
+    sy_experts *x = ctx;
+    const sy_model_cfg *c = &x->cfg;
+    int C = c->d_model, F = c->d_ff;
+    if (e < 0 || e >= c->n_experts) {
+        sy_seterr("experts: layer %d backward of expert %d of %d", layer, e, c->n_experts);
+        return -1;
+    }
+    size_t r0 = 0;
+    for (int i = 0; i < e; i++)
+        r0 += (size_t)x->counts[layer][i];
+    int n = x->counts[layer][e];
+    if (n == 0)
+        return 0;
+    int use_mask = pass->training && c->expert_dropout > 0;
+    memset(din + r0 * C, 0, (size_t)n * C * sizeof(float));
+    sy_ffn_backward(din + r0 * C, x->g->layers[layer].ew1[e], x->g->layers[layer].ew2[e], x->dh, dout + r0 * C,
+                    x->x[layer] + r0 * C, x->h[layer] + r0 * F, x->w->layers[layer].ew1[e], x->w->layers[layer].ew2[e],
+                    use_mask ? x->mask[layer] + r0 * F : NULL, n, C, F);
     return 0;
 }
 
 int sy_experts_backward(void *ctx, const sy_pass *pass, int layer, const int *counts, const float *dout, float *din) {
     sy_experts *x = ctx;
-    const sy_model_cfg *c = &x->cfg;
-    int C = c->d_model, F = c->d_ff, E = c->n_experts;
+    int E = x->cfg.n_experts;
     if (memcmp(counts, x->counts[layer], (size_t)E * sizeof(int))) {
         sy_seterr("experts: layer %d backward counts differ from forward", layer);
         return -1;
     }
-    int use_mask = pass->training && c->expert_dropout > 0;
-    size_t r0 = 0;
-    for (int e = 0; e < E; e++) {
-        int n = counts[e];
-        if (n == 0)
-            continue;
-        memset(din + r0 * C, 0, (size_t)n * C * sizeof(float));
-        sy_ffn_backward(din + r0 * C, x->g->layers[layer].ew1[e], x->g->layers[layer].ew2[e], x->dh,
-                        dout + r0 * C, x->x[layer] + r0 * C, x->h[layer] + r0 * F, x->w->layers[layer].ew1[e],
-                        x->w->layers[layer].ew2[e], use_mask ? x->mask[layer] + r0 * F : NULL, n, C, F);
-        r0 += n;
-    }
+    for (int e = 0; e < E; e++)
+        if (sy_experts_backward_one(x, pass, layer, e, dout, din))
+            return -1;
     return 0;
 }
 

@@ -123,6 +123,16 @@ void sy_experts_destroy(sy_experts **x);
 int sy_experts_forward(void *x, const sy_pass *pass, int layer, const int *counts, const float *in,
                        const int64_t *tok, float *out);
 int sy_experts_backward(void *x, const sy_pass *pass, int layer, const int *counts, const float *dout, float *din);
+/* The same one expert at a time, for a caller that overlaps its communication with them:
+ * sy_experts_forward is sy_experts_forward_one for every expert e in order (its rows
+ * [r0, r0 + n) of in, tok and out, r0 the rows of the experts before it), then
+ * sy_experts_forward_done with the whole counts and in (kept for the backward). Expert
+ * e's backward reads and writes the rows the forward's counts give it; the results are
+ * bit for bit those of the whole calls, in any order of experts. */
+int sy_experts_forward_one(void *x, const sy_pass *pass, int layer, int e, size_t r0, int n, const float *in,
+                           const int64_t *tok, float *out);
+void sy_experts_forward_done(void *x, int layer, const int *counts, const float *in);
+int sy_experts_backward_one(void *x, const sy_pass *pass, int layer, int e, const float *dout, float *din);
 
 /* tokens: [B, T+1] (inputs then shifted targets). Returns 0 or -1 (sy_lasterr). */
 int sy_model_forward(sy_model *m, const sy_pass *pass, const int32_t *tokens, sy_losses *out);

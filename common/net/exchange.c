@@ -29,6 +29,8 @@ struct sy_exchange {
     float *dy_rows;               /* [max_in * C] gathered output gradients */
     double a2a_seconds;
     uint64_t bytes_sent;
+    sy_a2a_chunks chunks;         /* the chunked transport, if given */
+    int pipeline;                 /* use it */
 };
 
 static size_t row_bytes(const sy_exchange *x) { return (size_t)x->cfg.d_model * (x->bf16 ? 2 : 4); }
@@ -135,6 +137,13 @@ void sy_exchange_destroy(sy_exchange **px) {
     *px = NULL;
 }
 
+static const char *phase_name(int phase) {
+    return phase == PH_FWD_DISPATCH   ? "dispatch"
+           : phase == PH_FWD_COMBINE  ? "combine"
+           : phase == PH_BWD_DISPATCH ? "backward dispatch"
+                                      : "backward combine";
+}
+
 static int run_a2a(sy_exchange *x, int layer, int phase, size_t *bytes, const void **recv, size_t *recv_bytes) {
     void *send[256];
     if (x->P > 256) {
@@ -149,11 +158,7 @@ static int run_a2a(sy_exchange *x, int layer, int phase, size_t *bytes, const vo
     int rc = x->a2a(x->comm, (uint32_t)(layer * 4 + phase), send, bytes, recv, recv_bytes);
     x->a2a_seconds += sy_now() - t0;
     if (rc)
-        sy_err_prefix("layer %d %s", layer,
-                      phase == PH_FWD_DISPATCH   ? "dispatch"
-                      : phase == PH_FWD_COMBINE  ? "combine"
-                      : phase == PH_BWD_DISPATCH ? "backward dispatch"
-                                                 : "backward combine");
+        sy_err_prefix("layer %d %s", layer, phase_name(phase));
     return rc;
 }
 
@@ -210,9 +215,244 @@ static int pack_for_sources(sy_exchange *x, int layer, const int *in_counts, siz
     return 0;
 }
 
+/* ---------------------------------------------------------------- pipeline
+ * The exchange one expert at a time over the chunked transport (sy_a2a_chunks). Chunk j
+ * of a phase is expert e_begin[q] + j of owner q. Dispatch chunks carry the count, the
+ * tokens and the rows (every chunk is sent, even of 0 rows: the owner learns the count
+ * from it); the other phases carry rows only and skip empty chunks (both ends know the
+ * counts). Rows that stay on this rank take the wire's rounding too (bf16), as they do
+ * in the whole all-to-all, so both ways give the same bits. */
+
+static int chunk_send(sy_exchange *x, int layer, int phase, uint32_t chunk, int q, const void *data, size_t bytes) {
+    double t0 = sy_now();
+    int rc = x->chunks.send(x->comm, (uint32_t)(layer * 4 + phase), chunk, q, data, bytes);
+    x->a2a_seconds += sy_now() - t0;
+    x->bytes_sent += bytes;
+    if (rc)
+        sy_err_prefix("layer %d %s chunk %u to group index %d", layer, phase_name(phase), chunk, q);
+    return rc;
+}
+
+static int chunk_recv(sy_exchange *x, int layer, int phase, uint32_t chunk, int q, const void **data,
+                      size_t *bytes) {
+    double t0 = sy_now();
+    int rc = x->chunks.recv(x->comm, (uint32_t)(layer * 4 + phase), chunk, q, data, bytes);
+    x->a2a_seconds += sy_now() - t0;
+    if (rc)
+        sy_err_prefix("layer %d %s chunk %u from group index %d", layer, phase_name(phase), chunk, q);
+    return rc;
+}
+
+static void chunk_release(sy_exchange *x) {
+    double t0 = sy_now();
+    x->chunks.release(x->comm);
+    x->a2a_seconds += sy_now() - t0;
+}
+
+/* rows that stay here, through the wire's format (scratch: x->send[x->p]) */
+static int keep_rows(sy_exchange *x, float *dst, const float *src, size_t rows) {
+    if (!x->bf16) {
+        memcpy(dst, src, rows * x->cfg.d_model * sizeof(float));
+        return 0;
+    }
+    if (reserve(x, x->p, rows * row_bytes(x) + 1))
+        return -1;
+    put_rows(x, x->send[x->p], src, rows);
+    get_rows(x, dst, x->send[x->p], rows);
+    return 0;
+}
+
+/* Rows [r, r + n) of x->out_rows (expert mb + j's results for source s) back to s. */
+static int send_back(sy_exchange *x, int layer, int phase, int j, int s, size_t r, size_t n, const int *counts,
+                     float *dst) {
+    int C = x->cfg.d_model;
+    if (s == x->p)
+        return keep_rows(x, dst + row_offset(counts, x->mb + j) * C, x->out_rows + r * C, n);
+    if (n == 0)
+        return 0;
+    size_t rb = row_bytes(x);
+    if (reserve(x, s, n * rb))
+        return -1;
+    put_rows(x, x->send[s], x->out_rows + r * C, n);
+    return chunk_send(x, layer, phase, (uint32_t)j, s, x->send[s], n * rb);
+}
+
+/* The results of the other owners' experts for this rank's rows, into dst. */
+static int gather_back(sy_exchange *x, int layer, int phase, const int *counts, float *dst) {
+    const sy_mesh *m = x->mesh;
+    size_t rb = row_bytes(x);
+    for (int k = 1; k < x->P; k++) {
+        int q = (x->p - k + x->P) % x->P;
+        for (int e = m->e_begin[q]; e < m->e_end[q]; e++) {
+            size_t n = (size_t)counts[e];
+            if (n == 0)
+                continue;
+            const void *b;
+            size_t got;
+            if (chunk_recv(x, layer, phase, (uint32_t)(e - m->e_begin[q]), q, &b, &got))
+                return -1;
+            if (got != n * rb) {
+                sy_seterr("layer %d %s: %zu bytes from group index %d for expert %d, expected %zu", layer,
+                          phase_name(phase), got, q, e, n * rb);
+                return -1;
+            }
+            get_rows(x, dst + row_offset(counts, e) * x->cfg.d_model, b, n);
+        }
+    }
+    chunk_release(x);
+    return 0;
+}
+
+static int forward_pipelined(sy_exchange *x, const sy_pass *ps, int layer, const int *counts, const float *xrows,
+                             const int64_t *tok, float *y) {
+    const sy_mesh *m = x->mesh;
+    int C = x->cfg.d_model, E = x->cfg.n_experts, mine = x->me - x->mb;
+    size_t rb = row_bytes(x);
+    if (E > SY_MAX_EXPERTS) {
+        sy_seterr("exchange: more than %d experts", SY_MAX_EXPERTS);
+        return -1;
+    }
+    /* dispatch, expert by expert, to every other owner */
+    for (int k = 1; k < x->P; k++) {
+        int q = (x->p + k) % x->P;
+        for (int e = m->e_begin[q]; e < m->e_end[q]; e++) {
+            size_t off = row_offset(counts, e), n = (size_t)counts[e], need = 4 + n * 8 + n * rb;
+            if (reserve(x, q, need))
+                return -1;
+            int32_t cnt = counts[e];
+            memcpy(x->send[q], &cnt, 4);
+            memcpy(x->send[q] + 4, tok + off, n * 8);
+            put_rows(x, x->send[q] + 4 + n * 8, xrows + off * C, n);
+            if (chunk_send(x, layer, PH_FWD_DISPATCH, (uint32_t)(e - m->e_begin[q]), q, x->send[q], need))
+                return -1;
+        }
+    }
+    int in_counts[SY_MAX_EXPERTS] = {0};
+    int *sc = x->src_counts[layer];
+    float *in = x->in_rows[layer];
+    int64_t *itok = x->in_tok[layer];
+    size_t r = 0;
+    for (int j = 0; j < mine; j++) {
+        int e = x->mb + j;
+        size_t r_j = r;
+        /* expert e's rows from every source, in source order */
+        for (int s = 0; s < x->P; s++) {
+            size_t n;
+            const int64_t *t_src;
+            const void *rows_src;
+            const uint8_t *b = NULL;
+            if (s == x->p) {
+                n = (size_t)counts[e];
+                t_src = tok + row_offset(counts, e);
+                rows_src = NULL;
+            } else {
+                size_t got;
+                const void *d;
+                if (chunk_recv(x, layer, PH_FWD_DISPATCH, (uint32_t)j, s, &d, &got))
+                    return -1;
+                b = d;
+                int32_t cnt = -1;
+                if (got >= 4)
+                    memcpy(&cnt, b, 4);
+                if (cnt < 0 || got != 4 + (size_t)cnt * 8 + (size_t)cnt * rb) {
+                    sy_seterr("layer %d dispatch: %zu bytes from group index %d for expert %d (count %d): not a "
+                              "count, its tokens and its rows",
+                              layer, got, s, e, cnt);
+                    return -1;
+                }
+                n = (size_t)cnt;
+                t_src = NULL;
+                rows_src = b + 4 + n * 8;
+            }
+            if (r + n > (size_t)x->max_in) {
+                sy_seterr("layer %d dispatch: more rows arrived than the %d there is room for", layer, x->max_in);
+                return -1;
+            }
+            sc[s * mine + j] = (int)n;
+            if (t_src) {
+                memcpy(itok + r, t_src, n * 8);
+                if (keep_rows(x, in + r * C, xrows + row_offset(counts, e) * C, n))
+                    return -1;
+            } else {
+                memcpy(itok + r, b + 4, n * 8);
+                get_rows(x, in + r * C, rows_src, n);
+            }
+            r += n;
+        }
+        in_counts[e] = (int)(r - r_j);
+        if (sy_experts_forward_one(x->experts, ps, layer, e, r_j, in_counts[e], in, itok, x->out_rows))
+            return -1;
+        for (int s = 0, before = 0; s < x->P; before += sc[s * mine + j], s++)
+            if (send_back(x, layer, PH_FWD_COMBINE, j, s, r_j + (size_t)before, (size_t)sc[s * mine + j], counts, y))
+                return -1;
+    }
+    chunk_release(x);
+    sy_experts_forward_done(x->experts, layer, in_counts, in);
+    return gather_back(x, layer, PH_FWD_COMBINE, counts, y);
+}
+
+static int backward_pipelined(sy_exchange *x, const sy_pass *ps, int layer, const int *counts, const float *dy,
+                              float *dx) {
+    const sy_mesh *m = x->mesh;
+    int C = x->cfg.d_model, mine = x->me - x->mb;
+    size_t rb = row_bytes(x);
+    for (int k = 1; k < x->P; k++) {
+        int q = (x->p + k) % x->P;
+        for (int e = m->e_begin[q]; e < m->e_end[q]; e++) {
+            size_t n = (size_t)counts[e];
+            if (n == 0)
+                continue;
+            if (reserve(x, q, n * rb))
+                return -1;
+            put_rows(x, x->send[q], dy + row_offset(counts, e) * C, n);
+            if (chunk_send(x, layer, PH_BWD_DISPATCH, (uint32_t)(e - m->e_begin[q]), q, x->send[q], n * rb))
+                return -1;
+        }
+    }
+    const int *sc = x->src_counts[layer];
+    size_t r = 0;
+    for (int j = 0; j < mine; j++) {
+        int e = x->mb + j;
+        size_t r_j = r;
+        for (int s = 0; s < x->P; s++) {
+            size_t n = (size_t)sc[s * mine + j];
+            if (s == x->p) {
+                if (n != (size_t)counts[e]) {
+                    sy_seterr("layer %d backward: %d rows of expert %d here, the forward kept %zu", layer, counts[e],
+                              e, n);
+                    return -1;
+                }
+                if (keep_rows(x, x->dy_rows + r * C, dy + row_offset(counts, e) * C, n))
+                    return -1;
+            } else if (n > 0) {
+                const void *d;
+                size_t got;
+                if (chunk_recv(x, layer, PH_BWD_DISPATCH, (uint32_t)j, s, &d, &got))
+                    return -1;
+                if (got != n * rb) {
+                    sy_seterr("layer %d backward dispatch: %zu bytes from group index %d for expert %d, expected %zu",
+                              layer, got, s, e, n * rb);
+                    return -1;
+                }
+                get_rows(x, x->dy_rows + r * C, d, n);
+            }
+            r += n;
+        }
+        if (sy_experts_backward_one(x->experts, ps, layer, e, x->dy_rows, x->out_rows))
+            return -1;
+        for (int s = 0, before = 0; s < x->P; before += sc[s * mine + j], s++)
+            if (send_back(x, layer, PH_BWD_COMBINE, j, s, r_j + (size_t)before, (size_t)sc[s * mine + j], counts, dx))
+                return -1;
+    }
+    chunk_release(x);
+    return gather_back(x, layer, PH_BWD_COMBINE, counts, dx);
+}
+
 static int ex_forward(void *ctx, const sy_pass *ps, int layer, const int *counts, const float *xrows,
                       const int64_t *tok, float *y) {
     sy_exchange *x = ctx;
+    if (x->pipeline && x->P > 1)
+        return forward_pipelined(x, ps, layer, counts, xrows, tok, y);
     const sy_mesh *m = x->mesh;
     int C = x->cfg.d_model, E = x->cfg.n_experts, mine = x->me - x->mb;
     size_t rb = row_bytes(x), bytes[256];
@@ -306,6 +546,8 @@ static int ex_forward(void *ctx, const sy_pass *ps, int layer, const int *counts
 
 static int ex_backward(void *ctx, const sy_pass *ps, int layer, const int *counts, const float *dy, float *dx) {
     sy_exchange *x = ctx;
+    if (x->pipeline && x->P > 1)
+        return backward_pipelined(x, ps, layer, counts, dy, dx);
     const sy_mesh *m = x->mesh;
     int C = x->cfg.d_model, E = x->cfg.n_experts, mine = x->me - x->mb;
     size_t rb = row_bytes(x), bytes[256];
@@ -360,6 +602,17 @@ sy_expert_exchange sy_exchange_interface(sy_exchange *x) {
     sy_expert_exchange e = {.ctx = x, .forward = ex_forward, .backward = ex_backward};
     return e;
 }
+
+void sy_exchange_set_chunks(sy_exchange *x, const sy_a2a_chunks *t) {
+    if (t)
+        x->chunks = *t;
+    else
+        memset(&x->chunks, 0, sizeof x->chunks);
+    if (!x->chunks.send)
+        x->pipeline = 0;
+}
+
+void sy_exchange_pipeline(sy_exchange *x, int on) { x->pipeline = on && x->chunks.send && x->chunks.recv; }
 
 void sy_exchange_stats(sy_exchange *x, double *a2a_seconds, uint64_t *bytes_sent, int reset) {
     if (a2a_seconds)

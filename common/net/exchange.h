@@ -22,11 +22,29 @@ typedef int (*sy_alltoall_fn)(void *comm, uint32_t tag, void *const *send, const
 
 typedef struct sy_exchange sy_exchange;
 
+/* The same all-to-all in chunks (sy_peer_send_chunk / sy_peer_recv_chunk to group index
+ * q): send queues and returns at once (data may be reused), recv waits for one chunk (any
+ * order; valid until release). With it the exchange runs as a pipeline, one expert at a
+ * time: every rank sends its rows expert by expert, an owner runs expert j as soon as
+ * expert j's rows from every source are in (while the later experts' rows still travel)
+ * and sends its results back at once (while it runs expert j + 1). Every expert runs on
+ * the same rows in the same order as with the whole all-to-all, so the results are the
+ * same bits; only the waiting moves behind the compute. */
+typedef struct {
+    int (*send)(void *comm, uint32_t tag, uint32_t chunk, int q, const void *data, size_t bytes);
+    int (*recv)(void *comm, uint32_t tag, uint32_t chunk, int q, const void **data, size_t *bytes);
+    void (*release)(void *comm);
+} sy_a2a_chunks;
+
 /* rank: this worker's rank in mesh; experts: the local runner for the experts held
  * here; bf16: rows travel as bf16 (fp32 accumulation). */
 sy_exchange *sy_exchange_new(const sy_model_cfg *cfg, const sy_mesh *mesh, int rank, sy_experts *experts,
                              sy_alltoall_fn a2a, void *comm, int bf16, int max_rows_in, int max_rows_out);
 void sy_exchange_destroy(sy_exchange **x);
+/* Gives the exchange the chunked transport (copied; comm as for sy_exchange_new) and says
+ * whether the next layers use it (on) or the whole all-to-all (off; the default). */
+void sy_exchange_set_chunks(sy_exchange *x, const sy_a2a_chunks *t);
+void sy_exchange_pipeline(sy_exchange *x, int on);
 /* The model-facing interface (ctx = the sy_exchange). */
 sy_expert_exchange sy_exchange_interface(sy_exchange *x);
 /* Seconds spent inside the all-to-all transport since the last reset, and bytes sent. */

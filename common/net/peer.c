@@ -17,7 +17,7 @@
 #include "log.h"
 #include "switchyard.pb-c.h"
 
-enum { OP_A2A = 1, OP_ALLREDUCE = 2, OP_BARRIER = 3 };
+enum { OP_A2A = 1, OP_ALLREDUCE = 2, OP_BARRIER = 3, OP_A2A_CHUNK = 4 };
 enum { DT_BYTES = 0, DT_F32 = 1, DT_BF16 = 2 };
 #define MAX_PENDING 65536
 
@@ -40,6 +40,9 @@ struct sy_peer {
     int n_pending, cap_pending;
     zmq_msg_t *held;      /* payloads handed out by the last all-to-all */
     int n_held, cap_held;
+    zmq_msg_t **kept;     /* payloads handed out by sy_peer_recv_chunk (each its own allocation: a
+                             small frame's bytes live inside its zmq_msg_t, which must not move) */
+    int n_kept, cap_kept;
     uint8_t *scratch;     /* send conversion buffer */
     size_t scratch_cap;
     uint64_t bytes_sent;
@@ -134,6 +137,11 @@ static void release_held(sy_peer *p) {
     for (int i = 0; i < p->n_held; i++)
         zmq_msg_close(&p->held[i]);
     p->n_held = 0;
+    for (int i = 0; i < p->n_kept; i++) {
+        zmq_msg_close(p->kept[i]);
+        free(p->kept[i]);
+    }
+    p->n_kept = 0;
 }
 
 static void close_push(sy_peer *p) {
@@ -169,6 +177,7 @@ void sy_peer_destroy(sy_peer **pp) {
         zmq_close(p->pull);
     free(p->pending);
     free(p->held);
+    free(p->kept);
     free(p->scratch);
     free(p->keys);
     zc_unref(p->zc_refs);
@@ -544,6 +553,49 @@ int sy_peer_alltoall(sy_peer *p, const int *members, int n, int64_t step, uint32
     }
     return 0;
 }
+
+int sy_peer_send_chunk(sy_peer *p, int dst, int64_t step, uint32_t tag, uint32_t chunk, const void *data,
+                       size_t bytes) {
+    if (dst < 0 || dst >= p->world || dst == p->rank) {
+        sy_seterr("peer: chunk %u of tag %u for rank %d (this is rank %d of %d)", chunk, tag, dst, p->rank, p->world);
+        return -1;
+    }
+    return send_msg(p, dst, step, OP_A2A_CHUNK, tag, chunk, DT_BYTES, data, bytes);
+}
+
+int sy_peer_recv_chunk(sy_peer *p, int src, int64_t step, uint32_t tag, uint32_t chunk, const void **data,
+                       size_t *bytes) {
+    if (src < 0 || src >= p->world || src == p->rank) {
+        sy_seterr("peer: chunk %u of tag %u from rank %d (this is rank %d of %d)", chunk, tag, src, p->rank, p->world);
+        return -1;
+    }
+    if (p->n_kept == p->cap_kept) {
+        int nc = p->cap_kept ? p->cap_kept * 2 : 32;
+        zmq_msg_t **nk = realloc(p->kept, (size_t)nc * sizeof *nk);
+        if (!nk) {
+            sy_seterr("peer: out of memory");
+            return -1;
+        }
+        p->kept = nk;
+        p->cap_kept = nc;
+    }
+    zmq_msg_t *slot = malloc(sizeof *slot);
+    if (!slot) {
+        sy_seterr("peer: out of memory");
+        return -1;
+    }
+    int rc = recv_msg(p, src, step, OP_A2A_CHUNK, tag, chunk, DT_BYTES, SIZE_MAX, slot);
+    if (rc) {
+        free(slot);
+        return rc;
+    }
+    p->kept[p->n_kept++] = slot;
+    *data = zmq_msg_data(slot);
+    *bytes = zmq_msg_size(slot);
+    return 0;
+}
+
+void sy_peer_release(sy_peer *p) { release_held(p); }
 
 static int reserve_scratch(sy_peer *p, size_t bytes) {
     if (bytes <= p->scratch_cap)

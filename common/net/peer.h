@@ -53,6 +53,18 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
 int sy_peer_alltoall(sy_peer *p, const int *members, int n, int64_t step, uint32_t tag, void *const *send,
                      const size_t *send_bytes, const void **recv, size_t *recv_bytes);
 
+/* An all-to-all in pieces, for a caller that overlaps it with its own work (the expert
+ * exchange's pipeline): sy_peer_send_chunk queues `bytes` at data for rank dst as chunk
+ * `chunk` of (step, tag) and returns at once (data may be reused); sy_peer_recv_chunk
+ * waits for chunk `chunk` of (step, tag) from rank src, in any order of chunks and ranks
+ * (others that arrive first are kept); *data stays valid until sy_peer_release or the
+ * next collective. */
+int sy_peer_send_chunk(sy_peer *p, int dst, int64_t step, uint32_t tag, uint32_t chunk, const void *data,
+                       size_t bytes);
+int sy_peer_recv_chunk(sy_peer *p, int src, int64_t step, uint32_t tag, uint32_t chunk, const void **data,
+                       size_t *bytes);
+void sy_peer_release(sy_peer *p);
+
 /* Sum all-reduce in place of count floats among members[0..n) (ring: reduce-scatter
  * then all-gather, in chunks of chunk_bytes). bf16: chunks travel as bf16 (round to
  * nearest even) and are accumulated in fp32; every member ends with identical bits. */
