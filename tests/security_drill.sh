@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Security drill (issue 11): the attacks that broke an unprotected run, against a live
 # `switchyard up` (CURVE on, its default): forged gradient chunks and junk all-to-all
-# frames with the current epoch on a worker's data port, a fake worker registering and
+# frames with the current epoch on both of a worker's data ports (the main one and the
+# overlap thread's), a fake worker registering and
 # heartbeating, a Register and an Error envelope under a live worker's id, 260 fake
 # registrations. Each comes as a stranger (its own CURVE key), in plain ZeroMQ, and where
 # it makes sense as an insider (a key on the allow-list that is not in the mesh). None
@@ -53,7 +54,13 @@ get() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); pr
 epoch=$(get 'd["epoch"]'); step=$(get 'd["step"]')
 id0=$(get '[w["id"] for w in d["workers"] if w["rank"]==0][0]')
 data1=$(get '[w["endpoint"] for w in d["workers"] if w["rank"]==1][0]')
-echo "attacking epoch $epoch from step $step: coordinator $CO, rank 1's data socket $data1, rank 0 is $id0"
+# rank 1's second data socket (the overlap thread's, wire.overlap): the other port its process listens on
+id1=$(get '[w["id"] for w in d["workers"] if w["rank"]==1][0]')
+pid1=$(echo "$id1" | cut -d: -f2)
+red1=$(ss -H -ltnp 2> /dev/null | grep "pid=$pid1," | awk '{print $4}' | grep -v ":${data1##*:}\$" | head -1)
+check "rank 1 (pid $pid1) listens on a second data port, the overlap thread's" '[ -n "$red1" ]'
+red1=tcp://$red1
+echo "attacking epoch $epoch from step $step: coordinator $CO, rank 1's data socket $data1 and overlap socket $red1, rank 0 is $id0"
 K=$tmp/keys
 stranger_c=(--server-key "$K/coordinator.key")
 insider_c=(--server-key "$K/coordinator.key" --cert "$K/workers/worker-2.secret")
@@ -70,6 +77,9 @@ for who in stranger plain insider; do
     attack forge-grad --data "$data1" --epoch "$epoch" --step $((step + 100)) --count 300 "${d1[@]}" > "$tmp/a.forge1.$who" 2>&1 & apids+=($!)
     attack junk-a2a --data "$data1" --epoch "$epoch" --step $((step + 100)) --count 50 "${d0[@]}" > "$tmp/a.junk0.$who" 2>&1 & apids+=($!)
     attack junk-a2a --data "$data1" --epoch "$epoch" --step $((step + 100)) --count 50 "${d1[@]}" > "$tmp/a.junk1.$who" 2>&1 & apids+=($!)
+    attack forge-grad --data "$red1" --epoch "$epoch" --step $((step + 100)) --count 300 "${d0[@]}" > "$tmp/a.rforge0.$who" 2>&1 & apids+=($!)
+    attack forge-grad --data "$red1" --epoch "$epoch" --step $((step + 100)) --count 300 "${d1[@]}" > "$tmp/a.rforge1.$who" 2>&1 & apids+=($!)
+    attack junk-a2a --data "$red1" --epoch "$epoch" --step $((step + 100)) --count 50 "${d1[@]}" > "$tmp/a.rjunk1.$who" 2>&1 & apids+=($!)
     attack reuse-id --coord "$CO" --id "$id0" "${c[@]}" > "$tmp/a.reuse.$who" 2>&1 & apids+=($!)
     attack spoof-error --coord "$CO" --id "$id0" --epoch "$epoch" "${c[@]}" > "$tmp/a.error.$who" 2>&1 & apids+=($!)
     if [ $who != insider ]; then # an insider's key is a worker's key: it may join, by design
