@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Exposed communication per step with and without the overlapped gradient all-reduce
-# (wire.overlap) on 2 workers running the configs/bench.yaml model, on loopback or (as
+# Exposed communication per step with and without wire.overlap (the overlapped gradient
+# all-reduce and the pipelined expert exchange) on 2 workers running the configs/bench.yaml model, on loopback or (as
 # root, NETNS=1) with each process in its own network namespace behind a tc tbf rate
 # limit on the workers' links (the set-up of tests/netns.sh).
 #
 # The machine is shared and its speed moves by 2x between runs, so each run compares
 # both ways step by step: SWITCHYARD_OVERLAP_AB=1 makes the workers overlap on even steps
-# and reduce serially on odd ones (same bits either way). Prints, for every run and as
-# the median over runs, the per-step medians (steps 3..) of each half:
-#   exposed = step - compute (a step's time not spent computing: all-to-all, all-reduce,
-#   optimizer, waiting for the slower peer)
+# and run serially on odd ones (same bits either way). Prints, for every run and as the
+# median over runs, the per-step medians (steps 3..) of each half:
+#   exposed = step - compute (a step's time not spent in forward and backward)
+#   comm = step - compute - optimizer (the part of it spent communicating: all-to-all,
+#   all-reduce, buddy replicas, the coordinator's round trip and waiting for the slower
+#   peer; the buddies' AdamW is in replica_ms, counted here as communication)
 # usage: bench/overlap.sh [BIN_DIR]
-#   env: NETNS=1 (namespaces + tbf, root), RATE (1gbit), ROUNDS (3), STEPS (30), KEEP=1
+#   env: NETNS=1 (namespaces + tbf, root), RATE (1gbit), ROUNDS (3), STEPS (30), KEEP=1,
+#   INSECURE=1 (no CURVE: on one machine its encryption takes CPU from the compute),
+#   REPLICAS=0 (cluster.replica_every=0: no buddy replicas)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(cd "${1:-build/bin}" && pwd)
@@ -53,22 +57,25 @@ fi
 export SWITCHYARD_OVERLAP_AB=1
 run() { # NAME
   local sets=(--set "train.steps=$steps" --set "checkpoint.dir=$tmp/$1" --set "data.dir=$PWD/data"
-    --set "wire.overlap=true")
+    --set "wire.overlap=true" --set "cluster.replica_every=${REPLICAS:-1}")
   if [ -z "$netns" ]; then
-    "$bin/switchyard" up configs/bench.yaml --workers 2 --fresh "${sets[@]}" > "$tmp/$1.log" 2>&1 ||
+    "$bin/switchyard" up configs/bench.yaml --workers 2 --fresh ${INSECURE:+--insecure} "${sets[@]}" > "$tmp/$1.log" 2>&1 ||
       { echo "run $1 failed:"; tail -5 "$tmp/$1.log"; exit 1; }
     return
   fi
   local cp ctrl="tcp://$net.1:5555"
-  # CURVE keys, as in production
+  # CURVE keys, as in production (unless INSECURE)
   [ -d "$tmp/keys" ] || "$bin/switchyard" keygen --cluster "$tmp/keys" --workers 2 > /dev/null
+  local csec=(--keys "$tmp/keys")
+  [ -z "${INSECURE:-}" ] || csec=(--insecure)
   ip netns exec "$(ns c)" "$bin/switchyard-coordinator" configs/bench.yaml --bind "$ctrl" --status "tcp://$net.1:5556" \
-    --min-workers 2 --start-workers 2 --fresh --keys "$tmp/keys" "${sets[@]}" > "$tmp/$1.log" 2>&1 &
+    --min-workers 2 --start-workers 2 --fresh "${csec[@]}" "${sets[@]}" > "$tmp/$1.log" 2>&1 &
   cp=$!
   pids+=("$cp")
   for k in 1 2; do
-    ip netns exec "$(ns w$k)" "$bin/switchyard-worker" --coordinator "$ctrl" --threads 1 \
-      --cert "$tmp/keys/workers/worker-$((k - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key" > "$tmp/$1.w$k.log" 2>&1 &
+    local wsec=(--cert "$tmp/keys/workers/worker-$((k - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key")
+    [ -z "${INSECURE:-}" ] || wsec=(--insecure)
+    ip netns exec "$(ns w$k)" "$bin/switchyard-worker" --coordinator "$ctrl" --threads 1 "${wsec[@]}" > "$tmp/$1.w$k.log" 2>&1 &
     pids+=("$!")
   done
   wait "$cp" || { echo "run $1 failed:"; tail -5 "$tmp/$1.log"; exit 1; }
@@ -78,18 +85,22 @@ for r in $(seq 1 "$rounds"); do run "run$r"; done
 /usr/bin/python3 - "$tmp" "$rounds" "${netns:+tbf $rate}" <<'PY'
 import json, statistics as st, sys
 tmp, rounds, net = sys.argv[1], int(sys.argv[2]), sys.argv[3] or "loopback"
-keys = ("step_ms", "compute_ms", "alltoall_ms", "allreduce_ms", "exposed_ms")
+keys = ("step_ms", "compute_ms", "alltoall_ms", "allreduce_ms", "optimizer_ms", "replica_ms", "exposed_ms", "comm_ms")
 agg = {"off": [], "on": []}
 def line(m):
-    return (f"step {m['step_ms']:.0f} ms, compute {m['compute_ms']:.0f}, all-to-all {m['alltoall_ms']:.0f}, "
-            f"all-reduce {m['allreduce_ms']:.0f}, exposed {m['exposed_ms']:.0f} "
-            f"({100 * m['exposed_ms'] / m['step_ms']:.1f}% of the step; all-reduce "
-            f"{100 * m['allreduce_ms'] / m['step_ms']:.1f}%)")
+    pct = lambda k: f"{100 * m[k] / m['step_ms']:.1f}%"
+    return (f"step {m['step_ms']:.0f} ms, compute {m['compute_ms']:.0f}, all-to-all {m['alltoall_ms']:.0f} "
+            f"({pct('alltoall_ms')}), all-reduce {m['allreduce_ms']:.0f} ({pct('allreduce_ms')}), optimizer "
+            f"{m['optimizer_ms']:.0f}, replica {m['replica_ms']:.0f}; exposed {m['exposed_ms']:.0f} "
+            f"({pct('exposed_ms')}), communication {m['comm_ms']:.0f} ({pct('comm_ms')})")
 for r in range(1, rounds + 1):
     rows = [json.loads(l) for l in open(f"{tmp}/run{r}/run_log.jsonl") if l.strip()]
     rows = [x for x in rows if "step_ms" in x and x["step"] >= 3]
     for x in rows:
+        x.setdefault("optimizer_ms", 0.0)
+        x.setdefault("replica_ms", 0.0)
         x["exposed_ms"] = x["step_ms"] - x["compute_ms"]
+        x["comm_ms"] = x["exposed_ms"] - x["optimizer_ms"]
     for mode in ("on", "off"):  # run-log step s is 0-based step s-1: even = overlapped
         half = [x for x in rows if ((x["step"] - 1) % 2 == 0) == (mode == "on")]
         med = {k: st.median(x[k] for x in half) for k in keys}

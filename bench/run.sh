@@ -52,6 +52,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
 rows = rows[3:] or rows
 med = lambda k: statistics.median(r[k] for r in rows)
 keys = ["tokens_per_s", "step_ms", "compute_ms", "alltoall_ms", "allreduce_ms"]
+keys += [k for k in ("optimizer_ms", "replica_ms") if all(k in r for r in rows)]
 if "bytes_sent" in rows[0]:
     keys.append("bytes_sent")
 print(json.dumps({k: med(k) for k in keys}))
@@ -64,13 +65,16 @@ base_single() { [ -z "${BASE_BIN:-}" ] || "$BASE_BIN/switchyard" bench configs/b
 base_up2() { [ -z "${BASE_BIN:-}" ] || BIN=$BASE_BIN up2 "base.$1" base_up2; }
 sy_coll() { "$BIN/switchyard" bench "$1" --size 16M --workers 2 --iters 20 ${2:+--wire $2} --json 2>/dev/null \
               >> "$out/sy_$1${2:+_$2}.jsonl"; }
+base_coll() { [ -z "${BASE_BIN:-}" ] || "$BASE_BIN/switchyard" bench "$1" --size 16M --workers 2 --iters 20 \
+                ${2:+--wire $2} --json 2>/dev/null >> "$out/base_$1${2:+_$2}.jsonl"; }
 torch_coll() { "$PY" bench/torch_collectives.py "$1" --size 16M --workers 2 --iters 20 >> "$out/torch_$1.jsonl"; }
 
 for r in $(seq 1 "$ROUNDS"); do
   echo "bench: round $r of $ROUNDS (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   if [ $((r % 2)) = 1 ]; then
     sy_single; torch_single; base_single; sy_up2 "$r"; base_up2 "$r"
-    sy_coll allreduce; torch_coll allreduce; sy_coll allreduce bf16; sy_coll alltoall; torch_coll alltoall
+    sy_coll allreduce; torch_coll allreduce; base_coll allreduce; sy_coll allreduce bf16; base_coll allreduce bf16
+    sy_coll alltoall; torch_coll alltoall; base_coll alltoall
   else
     base_single; torch_single; sy_single; base_up2 "$r"; sy_up2 "$r"
     torch_coll allreduce; sy_coll allreduce; sy_coll allreduce bf16; torch_coll alltoall; sy_coll alltoall
@@ -144,6 +148,9 @@ if os.path.exists(f"{out}/base_single.jsonl"):
     for k in ("tokens_per_s", "step_ms", "compute_ms", "alltoall_ms", "allreduce_ms"):
         print(f"  2 workers {k}: before {f(med('base_up2', k))}, after {f(med('sy_up2', k))}, "
               f"after/before {ratio('sy_up2', 'base_up2', k):.2f}")
+    for op in ("allreduce", "allreduce_bf16", "alltoall"):
+        print(f"  {op} 16 MiB algorithm GB/s: before {med('base_' + op, 'algbw_gbs'):.2f}, "
+              f"after {med('sy_' + op, 'algbw_gbs'):.2f}, after/before {ratio('sy_' + op, 'base_' + op, 'algbw_gbs'):.2f}")
     print("  per round, single tokens/s before: " + ", ".join(f(r["tokens_per_s"]) for r in rows("base_single")))
 print()
 print("per round (tokens/s): switchyard " + ", ".join(f(r["tokens_per_s"]) for r in rows("sy_single")) +
