@@ -46,7 +46,8 @@ wait_exit() {
 }
 # a small corpus and job (tiny model: drills test failure handling, not speed)
 drill_data() {
-  "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
+  "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
+    { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
 }
 drill_job() { # drill_job FILE STEPS [extra yaml lines]
   local f=$1 steps=$2; shift 2
