@@ -24,40 +24,12 @@ skip() { echo "SKIP: $*"; exit 77; }
 command -v ip > /dev/null || skip "no 'ip' command (Debian package iproute2)"
 command -v tc > /dev/null || skip "no 'tc' command (Debian package iproute2)"
 
-tmp=$(mktemp -d) || exit 1
-tag=$(printf 'sy%06x' $(((($$ << 15) ^ RANDOM ^ (RANDOM << 8)) & 0xffffff)))
-net="10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
+# $tmp, $tag, $net, ns, the namespaces, and the trap that deletes them: tests/lib/netns.sh
+. "$src/tests/lib/netns.sh"
+netns_init sy
 nodes=(c w1 w2 w3)
-made=() pids=()
-cleanup() {
-  local p n
-  for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2> /dev/null || true; done
-  for n in "${made[@]}"; do ip netns del "$n" 2> /dev/null || true; done
-  if [ -n "${KEEP:-}" ]; then echo "kept ${tmp:?}"; else rm -rf "${tmp:?}"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # --- the network: namespace $tag-br holds the bridge; every node has eth0 10.A.B.(i+1)
-ns() { echo "$tag-$1"; }
-ip netns add "$(ns br)" 2> "$tmp/err" || skip "cannot create a network namespace: $(cat "$tmp/err")"
-made+=("$(ns br)")
-ip -n "$(ns br)" link add br0 type bridge 2> "$tmp/err" || skip "cannot create a bridge: $(cat "$tmp/err")"
-ip -n "$(ns br)" link set br0 up
-ip -n "$(ns br)" link set lo up
-i=0
-for n in "${nodes[@]}"; do
-  i=$((i + 1))
-  ip netns add "$(ns "$n")"
-  made+=("$(ns "$n")")
-  ip -n "$(ns br)" link add "p-$n" type veth peer name eth0 netns "$(ns "$n")" 2> "$tmp/err" ||
-    skip "cannot create a veth pair: $(cat "$tmp/err")"
-  ip -n "$(ns br)" link set "p-$n" master br0 up
-  ip -n "$(ns "$n")" link set lo up
-  ip -n "$(ns "$n")" addr add "$net.$i/24" dev eth0
-  ip -n "$(ns "$n")" link set eth0 up
-done
+netns_make "${nodes[@]}" || skip "$netns_err"
 tc -n "$(ns c)" qdisc add dev eth0 root tbf rate 1gbit burst 256kb latency 100ms 2> "$tmp/err" ||
   skip "no tbf qdisc: $(cat "$tmp/err")"
 tc -n "$(ns c)" qdisc del dev eth0 root
@@ -112,10 +84,7 @@ check "workers advertise their own addresses with the pinned port ($eps)" \
 # pass, then take the median of several status samples.
 shape() { # shape RATE|none
   local n
-  for n in "${nodes[@]}"; do
-    tc -n "$(ns "$n")" qdisc del dev eth0 root 2> /dev/null || true
-    [ "$1" = none ] || tc -n "$(ns "$n")" qdisc add dev eth0 root tbf rate "$1" burst 32kb latency 500ms
-  done
+  for n in "${nodes[@]}"; do netns_rate "$n" "$1" 32kb 500ms; done
 }
 sample() { # sample SECONDS: median all-to-all and all-reduce ms over samples
   local end=$((SECONDS + $1))
