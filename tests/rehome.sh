@@ -13,7 +13,7 @@ set -euo pipefail
 bin=$1 src=$3
 # $tmp, CURVE keys, processes killed at exit, check, coord, worker, wait_exit
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
 train: {steps: 40, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 10, eval_batches: 1, threads: 1}

@@ -25,7 +25,7 @@ wait_count() { # wait_count PATTERN FILE N SECONDS: until PATTERN occurs N times
   echo "timed out waiting for $3 x '$1' in $2"; return 1
 }
 
-drill_data
+sy_prepare
 # a constant learning rate: the planned run stops where the drill was stopped
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
