@@ -40,11 +40,11 @@ run() { # NAME
   ip netns exec "$(ns c)" "$bin/switchyard-coordinator" configs/bench.yaml --bind "$ctrl" --status "tcp://$net.1:5556" \
     --min-workers 2 --start-workers 2 --fresh --keys "$tmp/keys" "${sets[@]}" > "$tmp/$1.log" 2>&1 &
   cp=$!
-  pids+=("$cp")
+  sy_track "$cp"
   for k in 1 2; do
     ip netns exec "$(ns w$k)" "$bin/switchyard-worker" --coordinator "$ctrl" --threads 1 \
       --cert "$tmp/keys/workers/worker-$((k - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key" > "$tmp/$1.w$k.log" 2>&1 &
-    pids+=("$!")
+    sy_track "$!"
   done
   wait "$cp" || { echo "run $1 failed:"; tail -5 "$tmp/$1.log"; exit 1; }
   sleep 1

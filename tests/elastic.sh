@@ -35,9 +35,6 @@ worker() { # worker LOG [FAULT]
   SWITCHYARD_FAULT=${2:-} "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wkey[@]}" >> "$tmp/$1" 2>&1 &
   sy_track "$!"
 }
-wait_for() { # wait_for PATTERN FILE SECONDS
-  for _ in $(seq 1 $((${3} * 10))); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
-}
 finish() { # wait for the coordinator to exit, with a bound
   for _ in $(seq 1 ${SY_TEST_WAIT:-1200}); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$cpid" 2>/dev/null; then echo "coordinator still running: killed"; kill -9 "$cpid" 2>/dev/null || true; fi

@@ -24,7 +24,8 @@ skip() { echo "SKIP: $*"; exit 77; }
 command -v ip > /dev/null || skip "no 'ip' command (Debian package iproute2)"
 command -v tc > /dev/null || skip "no 'tc' command (Debian package iproute2)"
 
-# $tmp, $tag, $net, ns, the namespaces, and the trap that deletes them: tests/lib/netns.sh
+# $tmp, $tag, $net, ns, the namespaces and the trap that deletes them (tests/lib/netns.sh);
+# check, sy_track, sy_summary (tests/lib/common.sh, which it sources)
 . "$src/tests/lib/netns.sh"
 netns_init sy
 nodes=(c w1 w2 w3)
@@ -35,14 +36,7 @@ tc -n "$(ns c)" qdisc add dev eth0 root tbf rate 1gbit burst 256kb latency 100ms
 tc -n "$(ns c)" qdisc del dev eth0 root
 echo "network: namespaces $tag-{br,c,w1,w2,w3}, coordinator $net.1, workers $net.2-4"
 
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
-wait_for() { # wait_for PATTERN FILE SECONDS
-  local k
-  for k in $(seq 1 $(($3 * 10))); do grep -q "$1" "$2" 2> /dev/null && return 0; sleep 0.1; done
-  return 1
-}
 
 "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
 # big enough that a step's messages take visible time at a few Mbit/s, small enough to
@@ -61,11 +55,11 @@ CTRL="tcp://$net.1:5555" ST="tcp://$net.1:5556"
 in_ns c "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "$CTRL" --status "$ST" \
   --start-workers 3 --min-workers 2 --keys "$tmp/keys" > "$tmp/coord.log" 2>&1 &
 cpid=$!
-pids+=("$cpid")
+sy_track "$cpid"
 for k in 1 2 3; do
   in_ns "w$k" "$bin/switchyard-worker" --coordinator "$CTRL" --port 7000 --threads 1 \
     --cert "$tmp/keys/workers/worker-$((k - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key" > "$tmp/w$k.log" 2>&1 &
-  pids+=("$!")
+  sy_track "$!"
 done
 status() { in_ns "$1" "$bin/switchyard" status "$ST" --keys "$tmp/keys" --json --timeout 3000; }
 field() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
@@ -148,5 +142,4 @@ check "the run trains to the end (rc $rc)" '[ $rc -eq 0 ] && [ -d "$last" ]'
 check "its final checkpoint verifies" '"$bin/switchyard" ckpt verify "$last" > "$tmp/verify.out" 2>&1'
 
 [ $fail -eq 0 ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/" "$f" | tail -12; done
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+sy_summary

@@ -17,9 +17,6 @@ set -euo pipefail
 sy_args "$@"
 sy_tmpdir   # KEEP=1 keeps $tmp
 trap 'echo "FAIL: line $LINENO: $BASH_COMMAND"' ERR
-wait_for() { # wait_for PATTERN FILE SECONDS
-  for _ in $(seq 1 $((${3} * 10))); do grep -q "$1" "$2" 2> /dev/null && return 0; sleep 0.1; done; return 1
-}
 attack() { "$bin/sy-attack" "$@"; }
 
 sy_prepare

@@ -9,6 +9,8 @@
 #   check WHAT CMD       evaluates CMD; counts a pass (ok: WHAT) or a failure (FAIL: WHAT)
 #   sy_summary           prints the counts; returns non-zero when anything failed
 #   free_port            a free TCP port on 127.0.0.1
+#   wait_for RE FILE S   waits up to S seconds for a line of FILE to match the extended
+#                        regular expression RE; returns 1 when none did
 #   sy_prepare [FILES]   `switchyard prepare` of FILES (default: the C sources and headers
 #                        of $src/common, in a fixed order) into $tmp/data, one document a
 #                        file, 20% for validation; on failure prints why and exits
@@ -56,6 +58,11 @@ check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL:
 sy_summary() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() {
+  local i
+  for i in $(seq 1 $(($3 * 10))); do grep -qE "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
+}
 
 sy_prepare() {
   [ $# -gt 0 ] || set -- $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort)

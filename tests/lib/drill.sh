@@ -2,7 +2,7 @@
 # A drill starts real coordinators and workers on free loopback ports in its own temp
 # directory, and kills only the processes it started. Expects $bin and $src set.
 # It builds on tests/lib/common.sh ($tmp and the EXIT trap, sy_track, sy_at_exit, check,
-# free_port), sourced here.
+# free_port, wait_for, sy_prepare), sourced here.
 # The drills run under `set -euo pipefail`; sourcing this file keeps it so:
 set -euo pipefail
 . "$src/tests/lib/common.sh"
@@ -21,10 +21,6 @@ wkeys() { # sets wk to the CURVE flags of the next worker (8 keys, reused round-
 }
 skip() { echo "SKIP: $*"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-wait_for() { # wait_for PATTERN FILE SECONDS
-  local i
-  for i in $(seq 1 $(($3 * 10))); do grep -qE "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
-}
 # waits (bounded) for pid $1 to exit; sets rc (124 when it had to be killed)
 wait_exit() {
   local i

@@ -1,9 +1,9 @@
 # tests/lib/netns.sh: machines in network namespaces, for tests/netns.sh and
 # bench/overlap.sh; sourced (after `set -euo pipefail`), not run. Needs root and iproute2.
-#   netns_init PREFIX    makes $tmp (checked), a per-run $tag (PREFIX and 6 hex digits)
-#                        and $net (10.A.B, drawn per run), and installs the traps that,
-#                        at exit, kill the processes in $pids, delete every namespace in
-#                        $made and remove $tmp (KEEP=1 keeps it)
+# Builds on tests/lib/common.sh (sourced here): start processes with sy_track.
+#   netns_init PREFIX    makes $tmp and its trap (sy_tmpdir), a per-run $tag (PREFIX and
+#                        6 hex digits) and $net (10.A.B, drawn per run); at exit, after
+#                        the tracked processes are killed, every namespace made is deleted
 #   ns NAME              the namespace of node NAME ($tag-NAME)
 #   netns_make NODE...   namespace $tag-br holding the bridge br0, and one namespace a
 #                        NODE, joined to the bridge by a veth pair; the i-th NODE's eth0
@@ -15,22 +15,19 @@
 #                        `none` only removes it
 # Nothing is added to the host's own network stack.
 
-netns_cleanup() {
-  local p n
-  for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2> /dev/null || true; done
-  for n in "${made[@]}"; do ip netns del "$n" 2> /dev/null || true; done
-  if [ -n "${KEEP:-}" ]; then echo "kept ${tmp:?}"; else rm -rf "${tmp:?}"; fi
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+netns_made=()
+netns_delete() {
+  local n
+  for n in "${netns_made[@]}"; do ip netns del "$n" 2> /dev/null || true; done
 }
 
 netns_init() {
-  tmp=$(mktemp -d) || exit 1
-  [ -n "$tmp" ] && [ -d "$tmp" ] || { echo "FAIL: mktemp -d gave no directory"; exit 1; }
+  sy_tmpdir
   tag=$(printf '%s%06x' "$1" $(((($$ << 15) ^ RANDOM ^ (RANDOM << 8)) & 0xffffff)))
   net="10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
-  made=() pids=()
-  trap netns_cleanup EXIT
-  trap 'exit 130' INT TERM
+  sy_at_exit netns_delete
 }
 
 ns() { echo "$tag-$1"; }
@@ -39,7 +36,7 @@ netns_make() {
   local n i=0
   ip netns add "$(ns br)" 2> "$tmp/netns.err" ||
     { netns_err="cannot create a network namespace: $(cat "$tmp/netns.err")"; return 1; }
-  made+=("$(ns br)")
+  netns_made+=("$(ns br)")
   ip -n "$(ns br)" link add br0 type bridge 2> "$tmp/netns.err" ||
     { netns_err="cannot create a bridge: $(cat "$tmp/netns.err")"; return 1; }
   { ip -n "$(ns br)" link set br0 up && ip -n "$(ns br)" link set lo up; } ||
@@ -47,7 +44,7 @@ netns_make() {
   for n in "$@"; do
     i=$((i + 1))
     ip netns add "$(ns "$n")" || { echo "FAIL: netns: ip netns add $(ns "$n")"; exit 1; }
-    made+=("$(ns "$n")")
+    netns_made+=("$(ns "$n")")
     ip -n "$(ns br)" link add "p-$n" type veth peer name eth0 netns "$(ns "$n")" 2> "$tmp/netns.err" ||
       { netns_err="cannot create a veth pair: $(cat "$tmp/netns.err")"; return 1; }
     { ip -n "$(ns br)" link set "p-$n" master br0 up &&
