@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Exposed communication per step with and without wire.overlap (the overlapped gradient
-# all-reduce and the pipelined expert exchange) on 2 workers running the configs/bench.yaml model, on loopback or (as
-# root, NETNS=1) with each process in its own network namespace behind a tc tbf rate
-# limit on the workers' links (the set-up of tests/netns.sh).
+# all-reduce and the pipelined expert exchange) on 2 workers running the configs/bench.yaml
+# model, on loopback or (as root, NETNS=1) with each process in its own network namespace behind a tc tbf rate
+# limit on the workers' links (tests/lib/netns.sh, as tests/netns.sh).
 #
 # The machine is shared and its speed moves by 2x between runs, so each run compares
 # both ways step by step: SWITCHYARD_OVERLAP_AB=1 makes the workers overlap on even steps
@@ -22,37 +22,12 @@ bin=$(cd "${1:-build/bin}" && pwd)
 rate=${RATE:-1gbit} rounds=${ROUNDS:-3} steps=${STEPS:-30} netns=${NETNS:-}
 [ -z "$netns" ] || [ "$(id -u)" -eq 0 ] || { echo "bench/overlap.sh: NETNS=1 needs root" >&2; exit 2; }
 [ -f data/train.bin ] || "$bin/switchyard" prepare > /dev/null
-tmp=$(mktemp -d) || exit 1
-tag=$(printf 'ov%06x' $((($$ ^ RANDOM) & 0xffffff)))
-net="10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
-made=() pids=()
-cleanup() {
-  local p n
-  for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2> /dev/null || true; done
-  for n in "${made[@]}"; do ip netns del "$n" 2> /dev/null || true; done
-  if [ -n "${KEEP:-}" ]; then echo "kept ${tmp:?}"; else rm -rf "${tmp:?}"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ns() { echo "$tag-$1"; }
+# $tmp, $tag, $net, ns, the namespaces, and the trap that deletes them
+. tests/lib/netns.sh
+netns_init ov
 if [ -n "$netns" ]; then
-  ip netns add "$(ns br)"
-  made+=("$(ns br)")
-  ip -n "$(ns br)" link add br0 type bridge
-  ip -n "$(ns br)" link set br0 up
-  i=0
-  for n in c w1 w2; do
-    i=$((i + 1))
-    ip netns add "$(ns $n)"
-    made+=("$(ns $n)")
-    ip -n "$(ns br)" link add "p-$n" type veth peer name eth0 netns "$(ns $n)"
-    ip -n "$(ns br)" link set "p-$n" master br0 up
-    ip -n "$(ns $n)" link set lo up
-    ip -n "$(ns $n)" addr add "$net.$i/24" dev eth0
-    ip -n "$(ns $n)" link set eth0 up
-    [ "$n" = c ] || tc -n "$(ns $n)" qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 200ms
-  done
+  netns_make c w1 w2 || { echo "bench/overlap.sh: $netns_err" >&2; exit 2; }
+  for n in w1 w2; do netns_rate "$n" "$rate" 256kb 200ms; done
 fi
 export SWITCHYARD_OVERLAP_AB=1
 run() { # NAME
@@ -71,12 +46,12 @@ run() { # NAME
   ip netns exec "$(ns c)" "$bin/switchyard-coordinator" configs/bench.yaml --bind "$ctrl" --status "tcp://$net.1:5556" \
     --min-workers 2 --start-workers 2 --fresh "${csec[@]}" "${sets[@]}" > "$tmp/$1.log" 2>&1 &
   cp=$!
-  pids+=("$cp")
+  sy_track "$cp"
   for k in 1 2; do
     local wsec=(--cert "$tmp/keys/workers/worker-$((k - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key")
     [ -z "${INSECURE:-}" ] || wsec=(--insecure)
     ip netns exec "$(ns w$k)" "$bin/switchyard-worker" --coordinator "$ctrl" --threads 1 "${wsec[@]}" > "$tmp/$1.w$k.log" 2>&1 &
-    pids+=("$!")
+    sy_track "$!"
   done
   wait "$cp" || { echo "run $1 failed:"; tail -5 "$tmp/$1.log"; exit 1; }
   sleep 1

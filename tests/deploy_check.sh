@@ -16,19 +16,10 @@
 #     scripts/setup.sh's, every COPY source exists.
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
 set -euo pipefail
-bin=$1 src=$3
-tmp=$(mktemp -d) || exit 1
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; wait "$p" 2> /dev/null || true; done
-  if [ -n "${KEEP:-}" ]; then echo "kept ${tmp:?}"; else rm -rf "${tmp:?}"; fi
-}
-trap cleanup EXIT
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+sy_args "$@"
+sy_tmpdir   # KEEP=1 keeps $tmp
 need() { command -v "$1" > /dev/null || { echo "FAIL: no '$1' (Debian package $2; scripts/setup.sh installs it)"; fail=$((fail + 1)); return 1; }; }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # a worker's data port P and P+1 (the overlap thread's socket) both free
 free_port_pair() { /usr/bin/python3 -c '
 import socket
@@ -54,7 +45,7 @@ wait_exit() { # wait_exit PID SECONDS: sets rc to its exit code, or 124 (killed)
   wait "$1" || rc=$?
 }
 
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
+sy_prepare
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
 train: {steps: 40, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 10, eval_batches: 1, threads: 1}
@@ -121,12 +112,12 @@ mapfile -t cargv < <(execstart "${units[0]}" "" BIN="$bin" SWITCHYARD_CONFIG="$t
 # the unit's checkpoint.dir is /var/lib/switchyard/runs (its StateDirectory): the last --set wins
 "${cargv[@]}" --set checkpoint.dir="$tmp/unit-run" > "$tmp/unit-coord.log" 2>&1 &
 ucoord=$!
-pids+=("$ucoord")
+sy_track "$ucoord"
 for k in 1 2; do
   mapfile -t wargv < <(execstart "${units[1]}" "$(free_port_pair)" BIN="$bin" SWITCHYARD_COORDINATOR="tcp://127.0.0.1:$cport" \
     SWITCHYARD_WORKER_THREADS=1 SWITCHYARD_KEYS="$tmp/ukeys-w$((k - 1))")
   "${wargv[@]}" > "$tmp/unit-w$k.log" 2>&1 &
-  pids+=("$!")
+  sy_track "$!"
 done
 wait_exit "$ucoord" 120
 check "the units' ExecStart lines train a run to the end (rc $rc)" \
@@ -172,7 +163,7 @@ cport=$(free_port) sport=$(free_port) hport=$(free_port)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$cport" --status "tcp://127.0.0.1:$sport" \
   "${ckargs[@]}" --set data.dir="$tmp/data" --set checkpoint.dir="$tmp/live" > "$tmp/live.log" 2>&1 &
 lcoord=$!
-pids+=("$lcoord")
+sy_track "$lcoord"
 mapfile -t probe < <(/usr/bin/python3 "$src/tests/deploy/k8s_check.py" "$k8s" "$bin" --print-probe | k8spaths)
 probe[0]=$bin/${probe[0]}
 probe=("${probe[@]//127.0.0.1:5556/127.0.0.1:$sport}")
@@ -194,7 +185,7 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
 ' "$src/deploy/k8s/coordinator.yaml" | k8spaths)
 "$bin/switchyard" status "tcp://127.0.0.1:$sport" --prom --listen "127.0.0.1:$hport" "${skargs[@]}" > "$tmp/exporter.out" 2> "$tmp/exporter.err" &
 exporter=$!
-pids+=("$exporter")
+sy_track "$exporter"
 http() { # http METHOD PATH: prints "CODE" then the body
   /usr/bin/python3 - "$hport" "$1" "$2" <<'PY'
 import http.client, sys, time
@@ -286,5 +277,4 @@ nocopy=""
 while read -r c; do [ -e "$src/$c" ] || nocopy+=" $c"; done < <(grep '^copy ' "$tmp/pkgs" | cut -d' ' -f2)
 check "every COPY source exists in the repository (missing:${nocopy:- none})" '[ -z "$nocopy" ]'
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+sy_summary

@@ -13,8 +13,7 @@ sy_tmpdir
 # compare two summation orders after several AdamW steps, and how far those drift apart
 # depends on the data, so data that changed with every edit of common/ made them flaky.
 sy_word_corpus "$tmp/corpus"
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$tmp"/corpus/*.txt > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+sy_prepare "$tmp"/corpus/*.txt
 for W in 2 3; do
   cat > "$tmp/eq$W.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}

@@ -7,7 +7,7 @@
 set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 drill_job "$tmp/job.yaml" 20
 coord a "$tmp/job.yaml" 2
 worker a.w1 --advertise localhost; w1=$wpid

@@ -7,7 +7,7 @@
 set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 128, n_layers: 2, n_heads: 4, d_ff: 512, n_experts: 4, switch_every: 2, seq_len: 64}
 train: {steps: 120, batch_size: 12, seq_len: 64, lr: 0.01, warmup_steps: 2, log_every: 10, eval_every: 0, eval_batches: 1, threads: 1}
@@ -31,13 +31,13 @@ check "A: two identical workers start with equal rows (0..5 and 6..11)" \
   # a slowdown the load of a shared machine cannot hide, unlike a busy loop beside it
   coord b "$tmp/b.yaml" 2
   wkeys
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/b.slow" 2>&1 & pids+=("$!"); wslow=$!
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/b.slow" 2>&1 & sy_track "$!"; wslow=$!
   sleep 0.5
   wkeys
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/b.fast" 2>&1 & pids+=("$!")
+  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/b.fast" 2>&1 & sy_track "$!"
   wait_for "training at step 0" "$tmp/b.log" 60 || true
   (while kill -STOP "$wslow" 2>/dev/null; do sleep 0.03; kill -CONT "$wslow" 2>/dev/null || break; sleep 0.01; done) &
-  duty=$!; pids+=("$duty")
+  duty=$!; sy_track "$duty"
   slow=$(grep -oE "worker [^ ]+: data endpoint" "$tmp/b.slow" | awk '{print $2}' | sed 's/:$//' | head -1)
   wait_for "step +10/" "$tmp/b.log" 120 || true
   # a few snapshots of the live status before the first re-plan (the machine is shared:

@@ -6,7 +6,7 @@
 set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 drill_job "$tmp/job.yaml" 20
 # refused_fast NAME PATTERN ARGS...: the coordinator must exit at once (rc 2) naming PATTERN
 refused_fast() {
@@ -14,7 +14,7 @@ refused_fast() {
   port=$(free_port) sport=$(free_port)
   "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
     "${ckeys[@]}" --set checkpoint.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1 &
-  cpid=$!; pids+=("$cpid")
+  cpid=$!; sy_track "$cpid"
   worker "$name.w"
   wait_exit "$cpid" 10 || true
   check "$name: refused at start (rc $rc) naming '$pat'" '[ "$rc" -eq 2 ] && grep -qE -- "$pat" "$tmp/$name.log"'
@@ -36,7 +36,7 @@ truncate -s 100 "$tmp/ck/step-00000020/wte.f32"
 port=$(free_port) sport=$(free_port)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   "${ckeys[@]}" --set checkpoint.dir="$tmp/ck" > "$tmp/ck2.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+cpid=$!; sy_track "$cpid"
 worker ck2.w
 wait_exit "$cpid" 30 || true
 check "every checkpoint corrupt: refused, not a silent start at step 0 (rc $rc)" '[ "$rc" -eq 2 ] && ! grep -q "training at step 0" "$tmp/ck2.log"'

@@ -23,9 +23,9 @@ check "prepare prints the content hash of train.bin ($h_ref)" 'grep -q "$h_ref" 
 port=$(free_port) sport=$(free_port)
 (cd "$tmp/c" && exec "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --min-workers 1 --start-workers 3 "${ckeys[@]}" --set checkpoint.dir="$tmp/run" > "$tmp/coord.log" 2>&1) &
-cpid=$!; pids+=("$cpid")
-wk() { wkeys; (cd "$tmp/$1" && exec "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/$1.log" 2>&1) & pids+=("$!"); }
-wk good; wk none; wpid_none=${pids[-1]}; wk other; wpid_other=${pids[-1]}
+cpid=$!; sy_track "$cpid"
+wk() { wkeys; (cd "$tmp/$1" && exec "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/$1.log" 2>&1) & sy_track "$!"; }
+wk good; wk none; wpid_none=${sy_pids[-1]}; wk other; wpid_other=${sy_pids[-1]}
 wait_exit "$cpid" 120 || true
 check "the run goes on with the healthy worker and completes (rc $rc)" '[ "$rc" -eq 0 ] && [ -d "$tmp/run/step-00000040" ]'
 check "the worker without data/ is named with the missing file" 'grep -E "train.bin" "$tmp/coord.log" | grep -q "No such file"'
@@ -39,7 +39,7 @@ check "both turned-away workers exit with a non-zero code (rc $rn, $ro)" '[ "$rn
 port=$(free_port) sport=$(free_port)
 (cd "$tmp/noval" && exec "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --min-workers 1 "${ckeys[@]}" --set checkpoint.dir="$tmp/run2" > "$tmp/noval.log" 2>&1) &
-cpid=$!; pids+=("$cpid")
+cpid=$!; sy_track "$cpid"
 wk good
 wait_exit "$cpid" 120 || true
 check "a coordinator without val.bin fails (rc $rc), never 'validation loss nan'" '[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ! grep -qi "validation loss nan" "$tmp/noval.log"'

@@ -13,8 +13,8 @@ if ! mount -t tmpfs -o size=2m tmpfs "$tmp/full" 2> "$tmp/mount.err"; then
   skip "cannot mount a tmpfs here ($(cat "$tmp/mount.err")): the disk-full drill needs root and mount(2)"
   exit 77
 fi
-drill_cleanup_hooks+=('umount "$tmp/full" 2>/dev/null')
-drill_data
+sy_at_exit 'umount "$tmp/full" 2>/dev/null'
+sy_prepare
 drill_job "$tmp/job.yaml" 200
 coord coord "$tmp/job.yaml" 2 --set checkpoint.dir="$tmp/full/run"
 worker w1; worker w2
@@ -41,7 +41,7 @@ print(len(data.split(b\"\\n\")) - 1, \"records\")
 # records stay whole, the gap is named, and the final save fails loudly
 mkdir "$tmp/tiny"
 mount -t tmpfs -o size=64k tmpfs "$tmp/tiny"
-drill_cleanup_hooks+=('umount "$tmp/tiny" 2>/dev/null')
+sy_at_exit 'umount "$tmp/tiny" 2>/dev/null'
 drill_job "$tmp/b.yaml" 400
 sed -i 's/^checkpoint: {every: 10, keep: 10}/checkpoint: {every: 0, keep: 10}/' "$tmp/b.yaml"
 coord b "$tmp/b.yaml" 1 --set checkpoint.dir="$tmp/tiny/run"

@@ -16,25 +16,25 @@ if ! ip netns add "$ns" 2> "$tmp/netns.err"; then
   skip "cannot create a network namespace here ($(cat "$tmp/netns.err")): the loopback drill needs root and ip netns"
   exit 77
 fi
-drill_cleanup_hooks+=('ip netns del "$ns" 2>/dev/null; ip link del "$va" 2>/dev/null')
+sy_at_exit 'ip netns del "$ns" 2>/dev/null; ip link del "$va" 2>/dev/null'
 ip link add "$va" type veth peer name "$vb"
 ip link set "$vb" netns "$ns"
 ip addr add "$net.1/24" dev "$va"; ip link set "$va" up
 ip netns exec "$ns" ip addr add "$net.2/24" dev "$vb"
 ip netns exec "$ns" ip link set "$vb" up
 ip netns exec "$ns" ip link set lo up
-drill_data
+sy_prepare
 drill_job "$tmp/job.yaml" 30
 port=$(free_port) sport=$(free_port)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://0.0.0.0:$port" --status "tcp://127.0.0.1:$sport" \
   --min-workers 1 --start-workers 2 "${ckeys[@]}" --set checkpoint.dir="$tmp/run" > "$tmp/coord.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+cpid=$!; sy_track "$cpid"
 wkeys
 "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" > "$tmp/local.log" 2>&1 &
-wlocal=$!; pids+=("$wlocal")
+wlocal=$!; sy_track "$wlocal"
 wkeys
 ip netns exec "$ns" "$bin/switchyard-worker" --coordinator "tcp://$net.1:$port" --threads 1 "${wk[@]}" > "$tmp/remote.log" 2>&1 &
-pids+=("$!")
+sy_track "$!"
 wait_exit "$cpid" 60 || true
 check "the run does not sit at step 0: it completes (rc $rc)" '[ "$rc" -eq 0 ] && [ -d "$tmp/run/step-00000030" ]'
 check "the loopback-advertising worker is refused, naming its address and the remote peer" \

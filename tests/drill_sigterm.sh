@@ -7,7 +7,7 @@
 set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 drill_job "$tmp/job.yaml" 100000
 
 # A: coordinator and 3 workers, SIGTERM to all four in one kill(1)

@@ -7,7 +7,7 @@
 set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 drill_job "$tmp/job.yaml" 200
 runs=${DRILL_RUNS:-3} ok=0 figures=""
 for run in $(seq 1 "$runs"); do

@@ -11,8 +11,7 @@ set -euo pipefail
 sy_args "$@"
 sy_tmpdir   # KEEP=1 keeps $tmp
 
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+sy_prepare
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
 train: {steps: 60, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 10, eval_batches: 1, threads: 1}
@@ -35,9 +34,6 @@ coord() {
 worker() { # worker LOG [FAULT]
   SWITCHYARD_FAULT=${2:-} "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wkey[@]}" >> "$tmp/$1" 2>&1 &
   sy_track "$!"
-}
-wait_for() { # wait_for PATTERN FILE SECONDS
-  for _ in $(seq 1 $((${3} * 10))); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
 }
 finish() { # wait for the coordinator to exit, with a bound
   for _ in $(seq 1 ${SY_TEST_WAIT:-1200}); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done

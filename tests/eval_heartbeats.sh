@@ -5,11 +5,9 @@
 # coordinator" or drops its assignment at the end of the run, and the run still ends
 # with its validation loss. args: BIN_DIR REFCASES_DIR SOURCE_DIR
 set -euo pipefail
-bin=$1 src=$3
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "${tmp:?}"' EXIT
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+sy_args "$@"
+sy_tmpdir   # KEEP=1 keeps $tmp
 "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.5 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 64, n_layers: 2, n_heads: 2, d_ff: 256, n_experts: 4, switch_every: 2, seq_len: 64}
@@ -26,5 +24,4 @@ check "the validation took longer than the workers' timeout (so the test can fai
   'awk "/checkpoint .*step-00000004/{a=\$1} /trained to step 4/{b=\$1} END{split(a,x,\":\"); split(b,y,\":\"); exit !((y[3]+60*y[2]) - (x[3]+60*x[2]) > 1.0)}" "$tmp/up.log"'
 check "no worker lost the coordinator" '! grep -E "no word from the coordinator|lost the coordinator" "$tmp/up.log"'
 [ $fail -eq 0 ] || cat "$tmp/up.log"
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+sy_summary

@@ -24,53 +24,19 @@ skip() { echo "SKIP: $*"; exit 77; }
 command -v ip > /dev/null || skip "no 'ip' command (Debian package iproute2)"
 command -v tc > /dev/null || skip "no 'tc' command (Debian package iproute2)"
 
-tmp=$(mktemp -d) || exit 1
-tag=$(printf 'sy%06x' $(((($$ << 15) ^ RANDOM ^ (RANDOM << 8)) & 0xffffff)))
-net="10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
+# $tmp, $tag, $net, ns, the namespaces and the trap that deletes them (tests/lib/netns.sh);
+# check, sy_track, sy_summary (tests/lib/common.sh, which it sources)
+. "$src/tests/lib/netns.sh"
+netns_init sy
 nodes=(c w1 w2 w3)
-made=() pids=()
-cleanup() {
-  local p n
-  for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2> /dev/null || true; done
-  for n in "${made[@]}"; do ip netns del "$n" 2> /dev/null || true; done
-  if [ -n "${KEEP:-}" ]; then echo "kept ${tmp:?}"; else rm -rf "${tmp:?}"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # --- the network: namespace $tag-br holds the bridge; every node has eth0 10.A.B.(i+1)
-ns() { echo "$tag-$1"; }
-ip netns add "$(ns br)" 2> "$tmp/err" || skip "cannot create a network namespace: $(cat "$tmp/err")"
-made+=("$(ns br)")
-ip -n "$(ns br)" link add br0 type bridge 2> "$tmp/err" || skip "cannot create a bridge: $(cat "$tmp/err")"
-ip -n "$(ns br)" link set br0 up
-ip -n "$(ns br)" link set lo up
-i=0
-for n in "${nodes[@]}"; do
-  i=$((i + 1))
-  ip netns add "$(ns "$n")"
-  made+=("$(ns "$n")")
-  ip -n "$(ns br)" link add "p-$n" type veth peer name eth0 netns "$(ns "$n")" 2> "$tmp/err" ||
-    skip "cannot create a veth pair: $(cat "$tmp/err")"
-  ip -n "$(ns br)" link set "p-$n" master br0 up
-  ip -n "$(ns "$n")" link set lo up
-  ip -n "$(ns "$n")" addr add "$net.$i/24" dev eth0
-  ip -n "$(ns "$n")" link set eth0 up
-done
+netns_make "${nodes[@]}" || skip "$netns_err"
 tc -n "$(ns c)" qdisc add dev eth0 root tbf rate 1gbit burst 256kb latency 100ms 2> "$tmp/err" ||
   skip "no tbf qdisc: $(cat "$tmp/err")"
 tc -n "$(ns c)" qdisc del dev eth0 root
 echo "network: namespaces $tag-{br,c,w1,w2,w3}, coordinator $net.1, workers $net.2-4"
 
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
-wait_for() { # wait_for PATTERN FILE SECONDS
-  local k
-  for k in $(seq 1 $(($3 * 10))); do grep -q "$1" "$2" 2> /dev/null && return 0; sleep 0.1; done
-  return 1
-}
 
 "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
 # big enough that a step's messages take visible time at a few Mbit/s, small enough to
@@ -89,11 +55,11 @@ CTRL="tcp://$net.1:5555" ST="tcp://$net.1:5556"
 in_ns c "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "$CTRL" --status "$ST" \
   --start-workers 3 --min-workers 2 --keys "$tmp/keys" > "$tmp/coord.log" 2>&1 &
 cpid=$!
-pids+=("$cpid")
+sy_track "$cpid"
 for k in 1 2 3; do
   in_ns "w$k" "$bin/switchyard-worker" --coordinator "$CTRL" --port 7000 --threads 1 \
     --cert "$tmp/keys/workers/worker-$((k - 1)).secret" --coordinator-key "$tmp/keys/coordinator.key" > "$tmp/w$k.log" 2>&1 &
-  pids+=("$!")
+  sy_track "$!"
 done
 status() { in_ns "$1" "$bin/switchyard" status "$ST" --keys "$tmp/keys" --json --timeout 3000; }
 field() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
@@ -112,10 +78,7 @@ check "workers advertise their own addresses with the pinned port ($eps)" \
 # pass, then take the median of several status samples.
 shape() { # shape RATE|none
   local n
-  for n in "${nodes[@]}"; do
-    tc -n "$(ns "$n")" qdisc del dev eth0 root 2> /dev/null || true
-    [ "$1" = none ] || tc -n "$(ns "$n")" qdisc add dev eth0 root tbf rate "$1" burst 32kb latency 500ms
-  done
+  for n in "${nodes[@]}"; do netns_rate "$n" "$1" 32kb 500ms; done
 }
 sample() { # sample SECONDS: median all-to-all and all-reduce ms over samples
   local end=$((SECONDS + $1))
@@ -179,5 +142,4 @@ check "the run trains to the end (rc $rc)" '[ $rc -eq 0 ] && [ -d "$last" ]'
 check "its final checkpoint verifies" '"$bin/switchyard" ckpt verify "$last" > "$tmp/verify.out" 2>&1'
 
 [ $fail -eq 0 ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/" "$f" | tail -12; done
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+sy_summary

@@ -11,8 +11,7 @@ set -euo pipefail
 sy_args "$@"
 sy_tmpdir
 sy_word_corpus "$tmp/corpus"
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$tmp"/corpus/*.txt > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+sy_prepare "$tmp"/corpus/*.txt
 run() { # NAME WORKERS EXPERTS WIRE OVERLAP
   name=$1 nw=$2
   cat > "$tmp/$1.yaml" <<YAML

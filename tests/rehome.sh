@@ -11,24 +11,9 @@
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1 src=$3
-tmp=$(mktemp -d) || exit 1
-# CURVE keys, as in production (the workers share one key: an allow-list may hold any number)
-"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 1 > /dev/null
-SYK=(--keys "$tmp/keys")
-SYW=(--cert "$tmp/keys/workers/worker-0.secret" --coordinator-key "$tmp/keys/coordinator.key")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] && { echo "kept $tmp"; return; }
-  rm -rf "${tmp:?}"
-}
-trap cleanup EXIT
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+# $tmp, CURVE keys, processes killed at exit, check, coord, worker, wait_exit
+. "$src/tests/lib/drill.sh"
+sy_prepare
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
 train: {steps: 40, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 10, eval_batches: 1, threads: 1}
@@ -41,21 +26,22 @@ YAML
 # SWITCHYARD_FAULT=FAULT, "" for none); waits for the coordinator (bounded), sets $rc
 run() {
   local name=$1 fault=$2; shift 2
-  local port sport cpid
-  port=$(free_port); sport=$(free_port)
-  "$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-    --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1 &
-  cpid=$!; pids+=("$cpid")
-  for i in 1 2; do
-    "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/$name.w$i" 2>&1 &
-    pids+=("$!")
-  done
-  SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/$name.w3" 2>&1 &
-  pids+=("$!")
-  for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$cpid" 2>/dev/null; then echo "$name: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
-  rc=0; wait "$cpid" 2>/dev/null || rc=$?
+  coord "$name" "$tmp/job.yaml" 2 --start-workers 3 "$@"
+  worker "$name.w1"
+  worker "$name.w2"
+  SWITCHYARD_FAULT=$fault worker "$name.w3"
+  wait_exit "$cpid" 60 || true
   sleep 0.3
+}
+# train3 NAME STEPS: a coordinator and 3 workers training for STEPS steps; returns when the
+# mesh trains (bounded) and half a second more; the last worker's pid in $wpid
+train3() {
+  coord "$1" "$tmp/job.yaml" 2 --start-workers 3 --set train.steps="$2"
+  worker "$1.w1"
+  worker "$1.w2"
+  worker "$1.w3"
+  wait_for "training at step" "$tmp/$1.log" 10 || true
+  sleep 0.5
 }
 # field NAME EVENT KEY: KEY of the first EVENT line of NAME's membership log
 field() { grep "\"event\": \"$2\"" "$tmp/$1/membership.jsonl" | head -1 | grep -oE "\"$3\": [-0-9.a-z]+" | awk '{print $2}'; }
@@ -92,18 +78,13 @@ check "replica_every 5: a death at step 23 goes back to the checkpoint, naming t
 # two workers that keep each other's experts die together: both copies of rank 0's experts
 # are gone, so the run goes back to the checkpoint and names them. Workers start one at a
 # time so that ranks follow the order they registered in.
-port=$(free_port); sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --start-workers 3 --min-workers 1 --set checkpoint.dir="$tmp/both" > "$tmp/both.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+coord both "$tmp/job.yaml" 1 --start-workers 3
 for i in 1 2 3; do
   fault=""; [ $i -le 2 ] && fault="kill@23:alltoall"
-  SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/both.w$i" 2>&1 &
-  pids+=("$!")
-  for _ in $(seq 1 100); do grep -q "joined from.*; $i of" "$tmp/both.log" && break; sleep 0.1; done
+  SWITCHYARD_FAULT=$fault worker "both.w$i"
+  wait_for "joined from.*; $i of" "$tmp/both.log" 10 || true
 done
-for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-rc=0; wait "$cpid" 2>/dev/null || rc=$?
+wait_exit "$cpid" 60 || true
 check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "rolling back to step 20 because experts 0..0 lost both copies (rank 0 and its buddy rank 1" "$tmp/both.log" && [ -d "$tmp/both/step-00000040" ]'
 
@@ -112,52 +93,28 @@ check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
 # stale assignment (it only stops its step and carries on waiting for the coordinator
 # otherwise, out of the mesh for good); it registers again and joins the mesh at a step
 # boundary with its state from the live workers
-port=$(free_port); sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/stall" --set train.steps=400 > "$tmp/stall.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
-for i in 1 2 3; do
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/stall.w$i" 2>&1 &
-  pids+=("$!"); stalled=$!
-done
-for _ in $(seq 1 100); do grep -q "training at step" "$tmp/stall.log" && break; sleep 0.1; done
-sleep 0.5
-kill -STOP "$stalled"; sleep 2.5; kill -CONT "$stalled"
-for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$cpid" 2>/dev/null; then echo "stall: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
-rc=0; wait "$cpid" 2>/dev/null || rc=$?
+train3 stall 400
+kill -STOP "$wpid"; sleep 2.5; kill -CONT "$wpid"
+wait_exit "$cpid" 60 || true
 check "a stalled worker is re-homed, comes back at a step boundary, the run completes (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "re-homing (rank" "$tmp/stall.log" && grep -q "declared dead, is heard again" "$tmp/stall.log" && grep -q "waiting worker at step .*(no checkpoint read)" "$tmp/stall.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/stall/membership.jsonl" && [ -d "$tmp/stall/step-00000400" ]'
 
 # a worker stopped with SIGTERM says it leaves: its share goes to its buddy at once, with
 # no heartbeat timeout to wait for and no rollback
-port=$(free_port); sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/term" --set train.steps=300 > "$tmp/term.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
-for i in 1 2 3; do
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/term.w$i" 2>&1 &
-  pids+=("$!"); leaver=$!
-done
-for _ in $(seq 1 100); do grep -q "training at step" "$tmp/term.log" && break; sleep 0.1; done
-sleep 0.5
-kill -TERM "$leaver"
+train3 term 300
+kill -TERM "$wpid"
 # the status socket reports it while the run goes on
 for _ in $(seq 1 50); do
-  "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${SYK[@]}" --json > "$tmp/term.status" 2>/dev/null || true
+  "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${ckeys[@]}" --json > "$tmp/term.status" 2>/dev/null || true
   grep -q '"rehomes": 1' "$tmp/term.status" && break; sleep 0.1
 done
 check "status: 1 re-homed, 0 rolled back, 0 steps lost, replicas every step" \
   'grep -q "\"rehomes\": 1," "$tmp/term.status" && grep -q "\"rollbacks\": 0," "$tmp/term.status" && grep -q "\"last_steps_lost\": 0," "$tmp/term.status" && grep -q "\"replica_every\": 1," "$tmp/term.status"'
-"$bin/switchyard" status "tcp://127.0.0.1:$sport" "${SYK[@]}" 2>/dev/null | grep -E "^replicas|^last failure" || true
-for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$cpid" 2>/dev/null; then echo "term: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
-rc=0; wait "$cpid" 2>/dev/null || rc=$?
+"$bin/switchyard" status "tcp://127.0.0.1:$sport" "${ckeys[@]}" 2>/dev/null | grep -E "^replicas|^last failure" || true
+wait_exit "$cpid" 60 || true
 rs=$(field term recovered recovery_s)
 echo "SIGTERM: the next step completed ${rs:-?} s after the worker said it leaves"
 check "a worker leaving on SIGTERM is re-homed at once, no rollback (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "re-homing (rank [0-9] (.*) left)" "$tmp/term.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/term/membership.jsonl" && [ -d "$tmp/term/step-00000300" ] && awk -v s="${rs:-9}" "BEGIN{exit !(s < 1.0)}"'
 
-[ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -12; done
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+drill_end

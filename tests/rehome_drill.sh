@@ -17,29 +17,15 @@ if [ -n "${SY_REQUIRE_HEAVY:-}" ] && [ "${SY_HEAVY:-}" != 1 ]; then
   exit 77
 fi
 RANDOM=${SY_SEED:-$$}
-tmp=$(mktemp -d) || exit 1
-# CURVE keys, as in production (the workers share one key: an allow-list may hold any number)
-"$bin/switchyard" keygen --cluster "$tmp/keys" --workers 1 > /dev/null
-SYK=(--keys "$tmp/keys")
-SYW=(--cert "$tmp/keys/workers/worker-0.secret" --coordinator-key "$tmp/keys/coordinator.key")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] && { echo "kept $tmp"; return; }
-  rm -rf "${tmp:?}"
-}
-trap cleanup EXIT
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# $tmp, CURVE keys, processes killed at exit, check, coord, worker, wait_exit
+. "$src/tests/lib/drill.sh"
 count() { grep -c "$1" "$2" 2>/dev/null || true; }
 wait_count() { # wait_count PATTERN FILE N SECONDS: until PATTERN occurs N times in FILE
   for _ in $(seq 1 $(($4 * 10))); do [ "$(count "$1" "$2")" -ge "$3" ] && return 0; sleep 0.1; done
   echo "timed out waiting for $3 x '$1' in $2"; return 1
 }
 
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+sy_prepare
 # a constant learning rate: the planned run stops where the drill was stopped
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}
@@ -49,18 +35,10 @@ checkpoint: {every: 50, keep: 3}
 cluster: {heartbeat_ms: 200, timeout_ms: 1000, balance_by_speed: false, replica_every: 1}
 YAML
 
-start_worker() { # start_worker RUN: a worker of RUN's coordinator; its pid in $wpid
-  "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 >> "$tmp/$1.workers" 2>&1 &
-  wpid=$!; pids+=("$wpid")
-}
-
 # the drill
-port=$(free_port) sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/drill" > "$tmp/drill.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+coord drill "$tmp/job.yaml" 2 --start-workers 3
 live=()
-for _ in 1 2 3; do start_worker drill; live+=("$wpid"); done
+for _ in 1 2 3; do worker drill.workers; live+=("$wpid"); done
 mem=$tmp/drill/membership.jsonl
 for k in $(seq 1 "$kills"); do
   # the mesh of 3 (the first, or the one a joiner made) has trained for a while
@@ -70,14 +48,13 @@ for k in $(seq 1 "$kills"); do
   kill -9 "$victim"
   echo "kill $k: worker pid $victim at $(date +%T.%N | cut -c1-12)"
   wait_count '"event": "recovered"' "$mem" "$k" 30
-  start_worker drill
+  worker drill.workers
   live[$i]=$wpid
 done
 wait_count "all 3 workers ready" "$tmp/drill.log" $((kills + 1)) 60
 sleep 0.3
 kill -INT "$cpid"
-for _ in $(seq 1 300); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-rc=0; wait "$cpid" 2>/dev/null || rc=$?
+wait_exit "$cpid" 30 || true
 last=$(ls -d "$tmp"/drill/step-* | tail -1) final=$((10#${last##*step-}))
 check "the drill stopped cleanly with a checkpoint (rc $rc: 130 = stopped by signal)" '[ $rc -eq 130 ] && [ "$final" -gt 0 ]'
 check "$kills deaths, $kills re-homed" '[ "$(count "\"event\": \"rehome\"" "$mem")" -eq "$kills" ]'
@@ -97,21 +74,14 @@ while read -r s r; do args+=(--leave "$s:$r"); done < <(grep '"event": "rehome"'
   sed -E 's/.*"step": ([0-9]+), "rank": ([0-9]+).*/\1 \2/')
 while read -r s; do args+=(--join-at "$s"); done < <(grep '"event": "join"' "$mem" | sed -E 's/.*"step": ([0-9]+).*/\1/')
 echo "planned: ${args[*]} to step $final"
-port=$(free_port) sport=$(free_port)
-"$bin/switchyard-coordinator" "$tmp/job.yaml" "${SYK[@]}" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
-  --start-workers 3 --min-workers 2 --set checkpoint.dir="$tmp/plan" --set train.steps="$final" "${args[@]}" \
-  > "$tmp/plan.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
-for _ in 1 2 3; do start_worker plan; done
-for _ in $(seq 1 1200); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$cpid" 2>/dev/null && { echo "planned run still going after 120 s: killed"; kill -9 "$cpid"; }
-rc=0; wait "$cpid" 2>/dev/null || rc=$?
+coord plan "$tmp/job.yaml" 2 --start-workers 3 --set train.steps="$final" "${args[@]}"
+for _ in 1 2 3; do worker plan.workers; done
+wait_exit "$cpid" 120 || true
 check "the planned run completes (rc $rc)" '[ $rc -eq 0 ] && [ -d "$last" ] && [ -d "$tmp/plan/${last##*/}" ]'
 check "the planned run made the same $kills leaves and joins" \
   '[ "$(count "(planned)" "$tmp/plan.log")" -ge "$kills" ] && [ "$(count "\"event\": \"join\"" "$tmp/plan/membership.jsonl")" -eq "$(count "\"event\": \"join\"" "$mem")" ]'
 check "the drill's final weights equal the planned run's bit for bit" \
   '"$bin/switchyard" ckpt diff "$last" "$tmp/plan/${last##*/}" --tol 0 > "$tmp/diff" || { tail -3 "$tmp/diff"; false; }'
 
-[ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log "$mem"; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -15; done
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+[ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || { echo "--- $mem"; tail -15 "$mem"; }
+drill_end

@@ -18,13 +18,9 @@ set -euo pipefail
 sy_args "$@"
 sy_tmpdir   # KEEP=1 keeps $tmp
 trap 'echo "FAIL: line $LINENO: $BASH_COMMAND"' ERR
-wait_for() { # wait_for PATTERN FILE SECONDS
-  for _ in $(seq 1 $((${3} * 10))); do grep -q "$1" "$2" 2> /dev/null && return 0; sleep 0.1; done; return 1
-}
 attack() { "$bin/sy-attack" "$@"; }
 
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+sy_prepare
 STEPS=${SY_DRILL_STEPS:-1500}
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 16}

@@ -9,8 +9,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 sy_args "$@"
 sy_tmpdir
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+sy_prepare
 cat > "$tmp/job.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 1, seq_len: 16}
 train: {steps: 100000, batch_size: 6, seq_len: 16, lr: 0.01, warmup_steps: 2, log_every: 100, eval_every: 0, eval_batches: 1, threads: 1}

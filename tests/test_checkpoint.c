@@ -66,27 +66,6 @@ static int count_prefix(const char *dir, const char *prefix) {
     return n;
 }
 
-static void write_raw(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static char *read_raw(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    b[len] = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static void flip_bit(const char *path, long off, int bit) {
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
@@ -226,7 +205,7 @@ static void test_roundtrip(void **state) {
     assert_true(exists(P("%s/config.yaml", dir)));
     assert_int_equal(count_prefix(P("%s/ck", root), ".tmp-"), 0);
     size_t n;
-    char *man = read_raw(P("%s/manifest", dir), &n);
+    char *man = read_whole(P("%s/manifest", dir), &n);
     assert_int_equal(strncmp(man, "switchyard-checkpoint 1\nstep 7\n", 31), 0);
     free(man);
 
@@ -319,7 +298,7 @@ static void test_manifest_format(void **state) {
     assert_int_equal(sy_ckpt_writer_commit(w, 0), 0);
     sy_ckpt_writer_destroy(&w);
     size_t n;
-    char *man = read_raw(P("%s/step-00000003/manifest", root), &n);
+    char *man = read_whole(P("%s/step-00000003/manifest", root), &n);
     assert_string_equal(man, "switchyard-checkpoint 1\n"
                              "step 3\n"
                              "meta run_id r1\n"
@@ -481,7 +460,7 @@ static void test_truncated_tensor(void **state) {
     assert_err_has("10 bytes");
     assert_int_equal(sy_ckpt_verify(ck), 1);
     /* longer than it should be is wrong too */
-    write_raw(P("%s/b.i32", dir), "0123456789abcdefXYZ", 19);
+    write_file(P("%s/b.i32", dir), "0123456789abcdefXYZ", 19);
     assert_int_equal(sy_ckpt_read(ck, "b", b, sizeof b), -1);
     assert_err_has("19 bytes");
     /* missing */
@@ -498,10 +477,10 @@ static void test_truncated_manifest(void **state) {
     PATH(dir, "%s/step-00000001", root);
     PATH(mpath, "%s/step-00000001/manifest", root);
     size_t n;
-    char *orig = read_raw(mpath, &n);
+    char *orig = read_whole(mpath, &n);
     /* cut at every length short of complete: never accepted */
     for (size_t cut = 0; cut < n; cut++) {
-        write_raw(mpath, orig, cut);
+        write_file(mpath, orig, cut);
         sy_ckpt *ck = sy_ckpt_open(dir);
         if (ck)
             fail_msg("manifest cut to %zu of %zu bytes was accepted", cut, n);
@@ -511,7 +490,7 @@ static void test_truncated_manifest(void **state) {
      * checkpoint): rejected by the checksum line */
     char *tl = strstr(orig, "tensor b ");
     assert_non_null(tl);
-    write_raw(mpath, orig, (size_t)(tl - orig));
+    write_file(mpath, orig, (size_t)(tl - orig));
     assert_null(sy_ckpt_open(dir));
     assert_err_has("truncated");
     /* one edited byte (a bigger size): checksum mismatch */
@@ -519,7 +498,7 @@ static void test_truncated_manifest(void **state) {
     char *sz = strstr(ed, " 24 ");
     assert_non_null(sz);
     sz[2] = '5';
-    write_raw(mpath, ed, n);
+    write_file(mpath, ed, n);
     assert_null(sy_ckpt_open(dir));
     assert_err_has("checksum mismatch");
     free(ed);
@@ -527,7 +506,7 @@ static void test_truncated_manifest(void **state) {
     char *more = malloc(n + 8);
     memcpy(more, orig, n);
     memcpy(more + n, "extra\n", 6);
-    write_raw(mpath, more, n + 6);
+    write_file(mpath, more, n + 6);
     assert_null(sy_ckpt_open(dir));
     free(more);
     /* missing */
@@ -535,7 +514,7 @@ static void test_truncated_manifest(void **state) {
     assert_null(sy_ckpt_open(dir));
     assert_err_has("manifest");
     /* intact again: fine */
-    write_raw(mpath, orig, n);
+    write_file(mpath, orig, n);
     assert_small_ok(dir, 1);
     free(orig);
 }
@@ -545,7 +524,7 @@ static void test_hostile_manifests(void **state) {
     const char *root = *state;
     PATH(dir, "%s/step-00000004", root);
     assert_int_equal(mkdir(dir, 0755), 0);
-    write_raw(P("%s/x.u8", dir), "ab", 2);
+    write_file(P("%s/x.u8", dir), "ab", 2);
     static const struct {
         const char *body, *err;
     } cases[] = {
@@ -579,7 +558,7 @@ static void test_hostile_manifests(void **state) {
         memcpy(buf, cases[i].body, len);
         len += (size_t)snprintf(buf + len, sizeof buf - len, "crc32c %08x\n",
                                 sy_crc32c(0, cases[i].body, len));
-        write_raw(P("%s/manifest", dir), buf, len);
+        write_file(P("%s/manifest", dir), buf, len);
         sy_ckpt *ck = sy_ckpt_open(dir);
         if (ck)
             fail_msg("case %zu accepted: %s", i, cases[i].body);
@@ -592,7 +571,7 @@ static void test_hostile_manifests(void **state) {
     char buf[256];
     memcpy(buf, nul, len);
     len += (size_t)snprintf(buf + len, sizeof buf - len, "crc32c %08x\n", sy_crc32c(0, nul, len));
-    write_raw(P("%s/manifest", dir), buf, len);
+    write_file(P("%s/manifest", dir), buf, len);
     assert_null(sy_ckpt_open(dir));
     /* sanity: the same directory with an honest manifest opens */
     char ok[256];
@@ -600,7 +579,7 @@ static void test_hostile_manifests(void **state) {
     snprintf(ok, sizeof ok, "%stensor x u8 [2] 2 %08x x.u8\n", body, sy_crc32c(0, "ab", 2));
     len = strlen(ok);
     snprintf(ok + len, sizeof ok - len, "crc32c %08x\n", sy_crc32c(0, ok, len));
-    write_raw(P("%s/manifest", dir), ok, strlen(ok));
+    write_file(P("%s/manifest", dir), ok, strlen(ok));
     sy_ckpt *ck = sy_ckpt_open(dir);
     assert_non_null(ck);
     assert_int_equal(sy_ckpt_verify(ck), 0);
@@ -719,7 +698,7 @@ static void test_bad_writer_input(void **state) {
     const char *root = *state;
     assert_null(sy_ckpt_writer_new(root, -1));
     assert_null(sy_ckpt_writer_new("", 1));
-    write_raw(P("%s/afile", root), "x", 1);
+    write_file(P("%s/afile", root), "x", 1);
     assert_null(sy_ckpt_writer_new(P("%s/afile", root), 1)); /* root is a file */
     sy_ckpt_writer *w = sy_ckpt_writer_new(root, 1);
     assert_non_null(w);

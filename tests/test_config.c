@@ -31,21 +31,6 @@ static const char *write_config(const char *text) {
     return path;
 }
 
-static char *read_whole(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 /* Every field equal (source aside). */
 static void assert_config_equal(const sy_config *a, const sy_config *b) {
     const sy_model_cfg *m = &a->model, *n = &b->model;

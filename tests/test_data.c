@@ -27,20 +27,6 @@
 
 static void write_str(const char *path, const char *s) { write_file(path, s, strlen(s)); }
 
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static void mkdir_ok(const char *p) { assert_int_equal(mkdir(p, 0755), 0); }
 
 /* Checks doc i of ds is exactly `text` in language `lang`. */
@@ -721,7 +707,7 @@ static void test_corrupt_files_refused(void **state) {
     sy_tokens *good = make_batch_file("good.bin");
     sy_tokens_destroy(&good);
     size_t n;
-    uint8_t *img = slurp(tpath("good.bin"), &n);
+    uint8_t *img = (uint8_t *)read_whole(tpath("good.bin"), &n);
     assert_int_equal(n, 64 + 16 * 3 + 16 * 5 + BN);
     /* header fields at the documented offsets */
     assert_memory_equal(img, "SYTOK1", 6);

@@ -29,21 +29,6 @@
 #define SY_TMPDIR_NAME "plot"
 #include "tmpdir.h"
 
-static uint8_t *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    b[len] = 0;
-    *n = (size_t)len;
-    return b;
-}
-
 static sy_runlog *parse_str(const char *s) { return sy_runlog_parse(s, strlen(s), "test.jsonl"); }
 
 /* ------------------------------------------------------------------ parsing */
@@ -639,7 +624,7 @@ static void test_write_files(void **state) {
     assert_int_equal(sy_plot_write(L, tpath("out.png"), NULL, &lay), 0);
     assert_int_equal(lay.markers, 1);
     size_t n;
-    uint8_t *b = read_all(tpath("out.png"), &n);
+    uint8_t *b = (uint8_t *)read_whole(tpath("out.png"), &n);
     decoded_png d = {0};
     decode_png(b, n, &d);
     assert_int_equal(d.w, 1000);
@@ -647,7 +632,7 @@ static void test_write_files(void **state) {
     free(d.rgb);
     free(b);
     assert_int_equal(sy_plot_write(L, tpath("out.svg"), NULL, NULL), 0);
-    b = read_all(tpath("out.svg"), &n);
+    b = (uint8_t *)read_whole(tpath("out.svg"), &n);
     assert_int_equal(strncmp((char *)b, "<svg", 4), 0);
     assert_non_null(strstr((char *)b, "3 workers"));
     free(b);

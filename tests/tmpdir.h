@@ -68,4 +68,20 @@ static SY_TMP_UNUSED void write_file(const char *path, const void *p, size_t n) 
     assert_int_equal(fclose(f), 0);
 }
 
+/* the whole of path, NUL-terminated (the caller frees it); its length in *n */
+static SY_TMP_UNUSED char *read_whole(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    b[len] = 0;
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
 #endif

@@ -7,8 +7,7 @@ set -euo pipefail
 sy_args "$@"
 sy_tmpdir
 # a corpus from the repository's own text: each C source and header is one document
-"$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > "$tmp/prep.out" 2>&1 ||
-  { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+sy_prepare
 check "prepare wrote train and val" '[ -s "$tmp/data/train.bin" ] && [ -s "$tmp/data/val.bin" ]'
 cat > "$tmp/tiny.yaml" <<YAML
 model: {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, n_experts: 4, switch_every: 2, seq_len: 32}

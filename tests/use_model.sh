@@ -4,12 +4,10 @@
 # tagged "sh"), through the real `switchyard` command and real files.
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
 set -euo pipefail
-bin=$1 src=$3
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+sy_args "$@"
 sy=$bin/switchyard
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "${tmp:?}"' EXIT
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+sy_tmpdir   # KEEP=1 keeps $tmp
 export SWITCHYARD_THREADS=1
 
 "$sy" prepare --out "$tmp/data" --val-fraction 0.25 --split file --lang c $(find "$src/common" -name "*.c" | LC_ALL=C sort) \
@@ -119,5 +117,4 @@ rc=0; timeout 60 "$sy" up "$tmp/eq.yaml" --workers 1 --set checkpoint.dir="$tmp/
 check "workers name a missing teacher (rc $rc)" '[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "train.distill_from: $tmp/gone" "$tmp/eq3.out"'
 
 [ $fail -eq 0 ] || { echo "--- train output"; cat "$tmp/train.out"; echo "--- eval"; cat "$tmp/eval.out"; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+sy_summary

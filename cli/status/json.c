@@ -83,6 +83,19 @@ static void jtop(jobj *o, const char *k) {
 }
 #define TOP(o, k, expr) (jtop(o, k), (expr))
 
+/* Top-level arrays: jarr writes the key and '['. Arrays of objects go one element per
+ * line: jelem opens element i and returns its key writer (the caller closes it with '}');
+ * jarr_end closes such an array of n elements. */
+static void jarr(jobj *o, const char *k) {
+    jtop(o, k);
+    fputc('[', o->out);
+}
+static jobj jelem(FILE *out, size_t i) {
+    fputs(i ? ",\n    {" : "\n    {", out);
+    return (jobj){out, 1};
+}
+static void jarr_end(FILE *out, size_t n) { fputs(n ? "\n  ]" : "]", out); }
+
 int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
     jobj t = {out, 1};
     fputc('{', out);
@@ -103,12 +116,10 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
     TOP(&t, "alltoall_s", json_num(out, r->alltoall_s));
     TOP(&t, "allreduce_s", json_num(out, r->allreduce_s));
 
-    jtop(&t, "workers");
-    fputc('[', out);
+    jarr(&t, "workers");
     for (size_t i = 0; i < r->n_workers; i++) {
         const Switchyard__WorkerStatus *w = r->workers[i];
-        jobj o = {out, 1};
-        fputs(i ? ",\n    {" : "\n    {", out);
+        jobj o = jelem(out, i);
         jstr(&o, "id", w->id);
         jstr(&o, "host", w->host);
         jint(&o, "rank", w->rank);
@@ -129,14 +140,12 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
         jnum(&o, "wait_s", w->wait_s);
         fputc('}', out);
     }
-    fputs(r->n_workers ? "\n  ]" : "]", out);
+    jarr_end(out, r->n_workers);
 
-    jtop(&t, "experts");
-    fputc('[', out);
+    jarr(&t, "experts");
     for (size_t i = 0; i < r->n_experts; i++) {
         const Switchyard__ExpertStatus *x = r->experts[i];
-        jobj o = {out, 1};
-        fputs(i ? ",\n    {" : "\n    {", out);
+        jobj o = jelem(out, i);
         juint(&o, "layer", x->layer);
         juint(&o, "expert", x->expert);
         jnum(&o, "share", x->share);
@@ -149,10 +158,9 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
         }
         fputs("]}", out);
     }
-    fputs(r->n_experts ? "\n  ]" : "]", out);
+    jarr_end(out, r->n_experts);
 
-    jtop(&t, "languages");
-    fputc('[', out);
+    jarr(&t, "languages");
     for (size_t g = 0; g < r->n_languages; g++) {
         fputs(g ? ", " : "", out);
         json_str(out, r->languages[g]);
@@ -163,16 +171,14 @@ int sy_status_json(FILE *out, const Switchyard__StatusReply *r) {
     TOP(&t, "checkpoint_path", json_str(out, r->checkpoint_path));
     TOP(&t, "checkpoint_age_s", json_num(out, r->checkpoint_age_s));
 
-    jtop(&t, "events");
-    fputc('[', out);
+    jarr(&t, "events");
     for (size_t i = 0; i < r->n_events; i++) {
-        jobj o = {out, 1};
-        fputs(i ? ",\n    {" : "\n    {", out);
+        jobj o = jelem(out, i);
         jnum(&o, "age_s", r->events[i]->age_s);
         jstr(&o, "what", r->events[i]->what);
         fputc('}', out);
     }
-    fputs(r->n_events ? "\n  ]" : "]", out);
+    jarr_end(out, r->n_events);
 
     TOP(&t, "uptime_s", json_num(out, r->uptime_s));
     TOP(&t, "world", fprintf(out, "%u", r->world));

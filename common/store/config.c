@@ -782,15 +782,7 @@ int sy_config_load_string(sy_config *cfg, const char *yaml, size_t len, const ch
     tmp.source = strdup(name);
 
     sy_yaml_diag diag;
-    memset(&diag, 0, sizeof diag);
-    const cyaml_config_t cc = {
-        .log_fn = sy_yaml_diag_log,
-        .log_ctx = &diag,
-        .mem_fn = cyaml_mem,
-        .log_level = CYAML_LOG_ERROR,
-        /* aliases could expand a small file into a huge document; configs need none */
-        .flags = CYAML_CFG_NO_ALIAS,
-    };
+    const cyaml_config_t cc = sy_yaml_config(&diag, 0);
     raw_doc *raw = NULL;
     cyaml_err_t err = len ? cyaml_load_data((const uint8_t *)yaml, len, &cc, &g_top_schema,
                                             (cyaml_data_t **)&raw, NULL)

@@ -476,16 +476,9 @@ int sy_refcase_load(sy_refcase *rc, const char *dir) {
     }
     fclose(f);
 
+    /* cases are written by another tool, which may add keys this reader needs not */
     sy_yaml_diag diag;
-    memset(&diag, 0, sizeof diag);
-    const cyaml_config_t cc = {
-        .log_fn = sy_yaml_diag_log,
-        .log_ctx = &diag,
-        .mem_fn = cyaml_mem,
-        .log_level = CYAML_LOG_ERROR,
-        /* cases are written by another tool, which may add keys this reader needs not */
-        .flags = CYAML_CFG_IGNORE_UNKNOWN_KEYS | CYAML_CFG_NO_ALIAS,
-    };
+    const cyaml_config_t cc = sy_yaml_config(&diag, CYAML_CFG_IGNORE_UNKNOWN_KEYS);
     mf_manifest *m = NULL;
     cyaml_err_t err = cyaml_load_file(manifest, &cc, &manifest_schema, (cyaml_data_t **)&m, NULL);
     if (err != CYAML_OK) {

@@ -3,6 +3,18 @@
 #include <stdio.h>
 #include <string.h>
 
+cyaml_config_t sy_yaml_config(sy_yaml_diag *diag, cyaml_cfg_flags_t flags) {
+    memset(diag, 0, sizeof *diag);
+    cyaml_config_t cc = {
+        .log_fn = sy_yaml_diag_log,
+        .log_ctx = diag,
+        .mem_fn = cyaml_mem,
+        .log_level = CYAML_LOG_ERROR,
+        .flags = flags | CYAML_CFG_NO_ALIAS,
+    };
+    return cc;
+}
+
 void sy_yaml_diag_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args) {
     sy_yaml_diag *d = ctx;
     char msg[512], name[64];

@@ -22,4 +22,9 @@ typedef struct {
 /* A cyaml_config_t log_fn; log_ctx is a zeroed sy_yaml_diag. */
 void sy_yaml_diag_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args);
 
+/* The libcyaml settings of every load: errors captured into *diag (zeroed here),
+ * libcyaml's allocator, no aliases (they could expand a small file into a huge
+ * document; no file of ours needs one), and the caller's extra flags. */
+cyaml_config_t sy_yaml_config(sy_yaml_diag *diag, cyaml_cfg_flags_t flags);
+
 #endif

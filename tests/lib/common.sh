@@ -4,9 +4,16 @@
 #   sy_tmpdir            makes $tmp (checked) and installs the EXIT trap
 #   sy_track PID         a process this test started: killed (with its descendants)
 #                        at exit, by PID, never by name
-#   check WHAT CMD       evaluates CMD; counts a pass or prints FAIL: WHAT
+#   sy_at_exit CMD       CMD is evaluated at exit, after those processes are killed and
+#                        before $tmp is removed (unmount, delete a namespace, ...)
+#   check WHAT CMD       evaluates CMD; counts a pass (ok: WHAT) or a failure (FAIL: WHAT)
 #   sy_summary           prints the counts; returns non-zero when anything failed
 #   free_port            a free TCP port on 127.0.0.1
+#   wait_for RE FILE S   waits up to S seconds for a line of FILE to match the extended
+#                        regular expression RE; returns 1 when none did
+#   sy_prepare [FILES]   `switchyard prepare` of FILES (default: the C sources and headers
+#                        of $src/common, in a fixed order) into $tmp/data, one document a
+#                        file, 20% for validation; on failure prints why and exits
 # KEEP=1 keeps $tmp for a post-mortem (processes are still killed).
 
 sy_args() {
@@ -17,6 +24,8 @@ sy_args() {
 
 sy_pids=()
 sy_track() { sy_pids+=("$1"); }
+sy_exit_cmds=()
+sy_at_exit() { sy_exit_cmds+=("$1"); }
 
 # kills PID and every process below it (children first listed, then PID itself)
 sy_kill_tree() {
@@ -27,9 +36,10 @@ sy_kill_tree() {
 }
 
 sy_cleanup() {
-  local rc=$? p
+  local rc=$? p c
   disown -a 2>/dev/null || true  # no "Killed" job notices for what is killed below
   for p in "${sy_pids[@]}"; do sy_kill_tree "$p"; done
+  for c in "${sy_exit_cmds[@]}"; do eval "$c" || true; done
   if [ -n "${tmp:-}" ] && [ -d "$tmp" ]; then
     if [ -n "${KEEP:-}" ]; then echo "kept $tmp"; else rm -rf -- "${tmp:?}"; fi
   fi
@@ -44,10 +54,21 @@ sy_tmpdir() {
 }
 
 fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 sy_summary() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() {
+  local i
+  for i in $(seq 1 $(($3 * 10))); do grep -qE "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
+}
+
+sy_prepare() {
+  [ $# -gt 0 ] || set -- $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort)
+  "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file "$@" > "$tmp/prep.out" 2>&1 ||
+    { cat "$tmp/prep.out"; echo "FAIL: prepare"; exit 1; }
+}
 
 # sy_word_corpus DIR: 20 text files of pseudo-random words (a fixed LCG), the same on
 # every machine and whatever the source tree holds: for tests whose figures depend on the

@@ -1,24 +1,16 @@
 # tests/lib/drill.sh: helpers for the failure drills (tests/drill_*.sh), sourced, not run.
 # A drill starts real coordinators and workers on free loopback ports in its own temp
 # directory, and kills only the processes it started. Expects $bin and $src set.
+# It builds on tests/lib/common.sh ($tmp and the EXIT trap, sy_track, sy_at_exit, check,
+# free_port, wait_for, sy_prepare), sourced here.
 # The drills run under `set -euo pipefail`; sourcing this file keeps it so:
 set -euo pipefail
+. "$src/tests/lib/common.sh"
+bin=$(cd "$bin" && pwd) || exit 1
+sy_tmpdir
 # CURVE is on as in production: the keys of `switchyard keygen --cluster` in $tmp/keys;
 # coord and worker pass them, a drill starting processes itself uses $ckeys (coordinator,
 # status client) and wkeys (the next worker's key pair, in the array $wk).
-
-bin=$(cd "$bin" && pwd) || exit 1
-tmp=$(mktemp -d) || exit 1
-pids=()
-drill_cleanup_hooks=()
-drill_cleanup() {
-  local p h
-  for h in "${drill_cleanup_hooks[@]}"; do eval "$h" || true; done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] && { echo "kept ${tmp:?}"; return; }
-  rm -rf "${tmp:?}"
-}
-trap drill_cleanup EXIT
 "$bin/switchyard" keygen --cluster "$tmp/keys" --workers 8 > "$tmp/keygen.out" 2>&1 ||
   { cat "$tmp/keygen.out"; echo "FAIL: switchyard keygen"; exit 1; }
 ckeys=(--keys "$tmp/keys")
@@ -27,15 +19,8 @@ wkeys() { # sets wk to the CURVE flags of the next worker (8 keys, reused round-
   wk=(--cert "$tmp/keys/workers/worker-$((drill_nkey % 8)).secret" --coordinator-key "$tmp/keys/coordinator.key")
   drill_nkey=$((drill_nkey + 1))
 }
-fail=0 pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); echo "ok: $1"; else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 skip() { echo "SKIP: $*"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # wait_for PATTERN FILE SECONDS
-  local i
-  for i in $(seq 1 $(($3 * 10))); do grep -qE "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1
-}
 # waits (bounded) for pid $1 to exit; sets rc (124 when it had to be killed)
 wait_exit() {
   local i
@@ -44,10 +29,7 @@ wait_exit() {
   rc=0; wait "$1" 2>/dev/null || rc=$?
   return 0
 }
-# a small corpus and job (tiny model: drills test failure handling, not speed)
-drill_data() {
-  "$bin/switchyard" prepare --out "$tmp/data" --val-fraction 0.2 --split file $(find "$src/common" -name "*.[ch]" | LC_ALL=C sort) > /dev/null 2>&1
-}
+# a job for the corpus of sy_prepare (tiny model: drills test failure handling, not speed)
 drill_job() { # drill_job FILE STEPS [extra yaml lines]
   local f=$1 steps=$2; shift 2
   cat > "$f" <<YAML
@@ -67,14 +49,14 @@ coord() {
   sport=$(free_port)
   "$bin/switchyard-coordinator" "$job" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
     --min-workers "$min" "${ckeys[@]}" --set checkpoint.dir="$tmp/$name" "$@" >> "$tmp/$name.log" 2>&1 &
-  cpid=$!; pids+=("$cpid")
+  cpid=$!; sy_track "$cpid"
 }
 # worker LOG [args]: a worker for the coordinator on $port; sets wpid
 worker() {
   local log=$1; shift
   wkeys
   "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" --threads 1 "${wk[@]}" "$@" >> "$tmp/$log" 2>&1 &
-  wpid=$!; pids+=("$wpid")
+  wpid=$!; sy_track "$wpid"
 }
 # steps lost and seconds to the next step of the first recovery in a coordinator log
 recovery_figures() { # recovery_figures LOG RUNLOG -> "lost SECONDS"
@@ -94,6 +76,5 @@ PY
 }
 drill_end() {
   [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/" "$f" | tail -20; done
-  echo "$pass passed, $fail failed"
-  [ $fail -eq 0 ]
+  sy_summary
 }
