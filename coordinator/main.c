@@ -918,6 +918,8 @@ static void on_leaving(coord *c, member *mb, const char *why) {
     if (mb->rank >= 0 && in_epoch(c)) {
         char r[400];
         snprintf(r, sizeof r, "rank %d (%s) left", mb->rank, mb->id);
+        if (c->ckpt.stop_requested)
+            return stop_now(c, r); /* the others got the same signal: no new mesh to wait on */
         if (!c->ckpt.recover_started)
             c->ckpt.recover_started = sy_now();
         if (coord_rehome_try(c, mb->rank, sy_now(), r) == 0)
@@ -980,6 +982,10 @@ static void check_liveness(coord *c) {
         if (mb->rank >= 0 && in_epoch(c)) {
             char why[400];
             snprintf(why, sizeof why, "rank %d (%s) died", mb->rank, mb->id);
+            if (c->ckpt.stop_requested) {
+                stop_now(c, why); /* no re-homing on the way out */
+                return;
+            }
             if (!c->ckpt.recover_started)
                 c->ckpt.recover_started = mb->last_seen; /* death: when it was last heard */
             if (coord_rehome_try(c, mb->rank, mb->last_seen, why) == 0)
@@ -1109,6 +1115,12 @@ static void run_loop(coord *c) {
         }
         if (g_signal && on_stop_signal(c, &signals_seen, &stop_deadline))
             break;
+        if (c->ckpt.stop_requested && c->phase == WAITING) {
+            /* the mesh fell apart after the signal (a worker unreachable): there is no
+             * step left to finish and save, and no reason to wait for workers */
+            stop_now(c, "the mesh fell apart after the signal");
+            break;
+        }
         zmq_pollitem_t its[2] = {{c->router, 0, ZMQ_POLLIN, 0}, {c->status, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(its, c->status ? 2 : 1, 50);
         if (c->status && (its[1].revents & ZMQ_POLLIN))
