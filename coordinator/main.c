@@ -999,13 +999,17 @@ static void check_liveness(coord *c) {
 
 /* The periodic work of one loop turn, whatever arrived: validations that finished,
  * heartbeats, liveness, and a new mesh once enough workers wait. -1: the run cannot go on. */
-static int tick(coord *c) {
+static void heartbeat_if_due(coord *c) {
     double now = sy_now();
-    poll_validation(c);
     if (now >= c->next_heartbeat) {
         send_heartbeats(c);
         c->next_heartbeat = now + c->cfg.cluster.heartbeat_ms / 1000.0;
     }
+}
+
+static int tick(coord *c) {
+    poll_validation(c);
+    heartbeat_if_due(c);
     check_liveness(c);
     if (c->phase == WAITING)
         refuse_loopback_endpoints(c);
@@ -1084,6 +1088,10 @@ static void read_control(coord *c) {
         }
         dispatch(c, m.id, m.key, m.peer_addr, m.env, m.payload, m.payload_len);
         sy_ctrl_msg_free(&m);
+        /* a checkpoint's shards are written and fsynced one per message: on a busy disk
+         * a burst of them outlasts the workers' timeout, and silence would make every
+         * worker drop the run and register again */
+        heartbeat_if_due(c);
     }
 }
 

@@ -38,7 +38,9 @@ cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false, replica_
 YAML
 
 # run NAME FAULT [coordinator args...]: a coordinator and 3 workers (the third with
-# SWITCHYARD_FAULT=FAULT, "" for none); waits for the coordinator (bounded), sets $rc
+# SWITCHYARD_FAULT=FAULT, "" for none); waits for the coordinator (bounded), sets $rc.
+# The bounds (300 s) only stop a hung run: a loaded machine runs these in 3-25 s, and
+# the waits for a state (the mesh training, a worker joined) end as soon as it is there.
 run() {
   local name=$1 fault=$2; shift 2
   local port sport cpid
@@ -52,8 +54,8 @@ run() {
   done
   SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/$name.w3" 2>&1 &
   pids+=("$!")
-  for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$cpid" 2>/dev/null; then echo "$name: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
+  for _ in $(seq 1 3000); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$cpid" 2>/dev/null; then echo "$name: coordinator still running after 300 s: killed"; kill -9 "$cpid"; fi
   rc=0; wait "$cpid" 2>/dev/null || rc=$?
   sleep 0.3
 }
@@ -100,9 +102,10 @@ for i in 1 2 3; do
   fault=""; [ $i -le 2 ] && fault="kill@23:alltoall"
   SWITCHYARD_FAULT=$fault "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/both.w$i" 2>&1 &
   pids+=("$!")
-  for _ in $(seq 1 100); do grep -q "joined from.*; $i of" "$tmp/both.log" && break; sleep 0.1; done
+  for _ in $(seq 1 600); do grep -q "joined from.*; $i of" "$tmp/both.log" && break; sleep 0.1; done
 done
-for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 1 3000); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$cpid" 2>/dev/null; then echo "both: coordinator still running after 300 s: killed"; kill -9 "$cpid"; fi
 rc=0; wait "$cpid" 2>/dev/null || rc=$?
 check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "rolling back to step 20 because experts 0..0 lost both copies (rank 0 and its buddy rank 1" "$tmp/both.log" && [ -d "$tmp/both/step-00000040" ]'
@@ -120,11 +123,11 @@ for i in 1 2 3; do
   "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/stall.w$i" 2>&1 &
   pids+=("$!"); stalled=$!
 done
-for _ in $(seq 1 100); do grep -q "training at step" "$tmp/stall.log" && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -q "training at step" "$tmp/stall.log" && break; sleep 0.1; done
 sleep 0.5
 kill -STOP "$stalled"; sleep 2.5; kill -CONT "$stalled"
-for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$cpid" 2>/dev/null; then echo "stall: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
+for _ in $(seq 1 3000); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$cpid" 2>/dev/null; then echo "stall: coordinator still running after 300 s: killed"; kill -9 "$cpid"; fi
 rc=0; wait "$cpid" 2>/dev/null || rc=$?
 check "a stalled worker is re-homed, comes back at a step boundary, the run completes (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "re-homing (rank" "$tmp/stall.log" && grep -q "declared dead, is heard again" "$tmp/stall.log" && grep -q "waiting worker at step .*(no checkpoint read)" "$tmp/stall.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/stall/membership.jsonl" && [ -d "$tmp/stall/step-00000400" ]'
@@ -139,24 +142,27 @@ for i in 1 2 3; do
   "$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:$port" "${SYW[@]}" --threads 1 > "$tmp/term.w$i" 2>&1 &
   pids+=("$!"); leaver=$!
 done
-for _ in $(seq 1 100); do grep -q "training at step" "$tmp/term.log" && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -q "training at step" "$tmp/term.log" && break; sleep 0.1; done
 sleep 0.5
 kill -TERM "$leaver"
 # the status socket reports it while the run goes on
-for _ in $(seq 1 50); do
+for _ in $(seq 1 300); do
   "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${SYK[@]}" --json > "$tmp/term.status" 2>/dev/null || true
   grep -q '"rehomes": 1' "$tmp/term.status" && break; sleep 0.1
 done
 check "status: 1 re-homed, 0 rolled back, 0 steps lost, replicas every step" \
   'grep -q "\"rehomes\": 1," "$tmp/term.status" && grep -q "\"rollbacks\": 0," "$tmp/term.status" && grep -q "\"last_steps_lost\": 0," "$tmp/term.status" && grep -q "\"replica_every\": 1," "$tmp/term.status"'
 "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${SYK[@]}" 2>/dev/null | grep -E "^replicas|^last failure" || true
-for _ in $(seq 1 600); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$cpid" 2>/dev/null; then echo "term: coordinator still running after 60 s: killed"; kill -9 "$cpid"; fi
+for _ in $(seq 1 3000); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$cpid" 2>/dev/null; then echo "term: coordinator still running after 300 s: killed"; kill -9 "$cpid"; fi
 rc=0; wait "$cpid" 2>/dev/null || rc=$?
 rs=$(field term recovered recovery_s)
 echo "SIGTERM: the next step completed ${rs:-?} s after the worker said it leaves"
+# "at once": the re-homing is the leaving message's doing (reason "left": the coordinator
+# re-homes when it reads it), not a heartbeat timeout's ("died"); how long the next step
+# then takes is a figure (printed above), not a check: it moves with the machine's load
 check "a worker leaving on SIGTERM is re-homed at once, no rollback (rc $rc)" \
-  '[ $rc -eq 0 ] && grep -q "re-homing (rank [0-9] (.*) left)" "$tmp/term.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/term/membership.jsonl" && [ -d "$tmp/term/step-00000300" ] && awk -v s="${rs:-9}" "BEGIN{exit !(s < 1.0)}"'
+  '[ $rc -eq 0 ] && grep -q "re-homing (rank [0-9] (.*) left)" "$tmp/term.log" && ! grep -q "re-homing (rank [0-9] (.*) died)" "$tmp/term.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/term/membership.jsonl" && [ -d "$tmp/term/step-00000300" ]'
 
 [ $fail -eq 0 ] || [ -n "${KEEP:-}" ] || for f in "$tmp"/*.log; do echo "--- $f"; grep -vE "step +[0-9]+/|checkpoint /" "$f" | tail -12; done
 echo "$pass passed, $fail failed"
