@@ -496,8 +496,9 @@ static void finish_save(coord *c) {
     c->ckpt.last_step = c->save.step;
     c->ckpt.time = sy_now();
     sy_coord_event(c, "checkpoint step %lld (%.1f MB)", (long long)c->save.step, bytes / 1e6);
-    /* validation runs on committed checkpoints, off the loop (the last one ends the run) */
-    if (c->cfg.train.eval_every > 0 && c->save.step < c->cfg.train.steps)
+    /* validation runs on committed checkpoints, off the loop (the last one ends the run);
+     * not on the one a signal asked for: the coordinator is about to stop */
+    if (c->cfg.train.eval_every > 0 && c->save.step < c->cfg.train.steps && !c->save.only)
         coord_eval_start(&c->eval, &c->cfg, c->ckpt.last, c->save.step);
 }
 
