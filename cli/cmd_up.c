@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,38 @@ int sy_free_tcp_port(void) {
         port = ntohs(a.sin_port);
     close(fd);
     return port;
+}
+
+/* 1 when something listens on 127.0.0.1:port. The connect is bounded (200 ms): a
+ * listener with a full backlog (a program that took the port and never accepts) leaves
+ * a blocking one retrying its SYN for two minutes. */
+static int listening(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)port)};
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (!ok && errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t len = sizeof err;
+        ok = poll(&p, 1, 200) == 1 && !getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) && err == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+/* 1 when another socket holds 127.0.0.1:port (a bind to it fails with EADDRINUSE). */
+static int port_taken(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)port)};
+    int taken = bind(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
 }
 
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
@@ -194,6 +227,12 @@ int cmd_up(int argc, char **argv) {
         return 2;
     }
     int cport = sy_free_tcp_port(), sport = sy_free_tcp_port();
+    /* drill (tests/drill_up_ports.sh): SWITCHYARD_FAULT=up-port@N picks N for the control
+     * port, as if it had been free and was taken before the coordinator bound it */
+    const char *fault = getenv("SWITCHYARD_FAULT");
+    int fault_port;
+    if (fault && sscanf(fault, "up-port@%d", &fault_port) == 1 && fault_port > 0 && fault_port < 65536)
+        cport = fault_port;
     while (sport == cport && sport > 0)
         sport = sy_free_tcp_port();
     if (cport <= 0 || sport <= 0) {
@@ -267,7 +306,7 @@ int cmd_up(int argc, char **argv) {
     }
     cargv[c] = NULL;
 
-    pid_t pids[1 + MAX_LOCAL_WORKERS];
+    pid_t pids[1 + MAX_LOCAL_WORKERS] = {0};
     int st[1 + MAX_LOCAL_WORKERS] = {0};
     /* no SA_RESTART: the signal must interrupt the blocking waitpid below */
     struct sigaction sa;
@@ -285,8 +324,42 @@ int cmd_up(int argc, char **argv) {
         sy_info("up: CURVE on every socket, keys in %s%s; status: switchyard status %s%s%s", keys,
                 tmpkeys[0] ? " (removed at the end)" : "", status, status_open ? "" : " --keys ",
                 status_open ? "" : keys);
-    pids[0] = spawn(cargv);
-    for (int w = 0; w < workers; w++) {
+    /* The ports were free when picked, but the coordinator binds them later (seconds on a
+     * loaded machine), and any bind to port 0 in between may be given one of them: the
+     * workers' own data sockets, were they started at once, or any other program. So the
+     * workers start once the coordinator listens on both, and a coordinator that could not
+     * bind a port someone else took is started again on two others. */
+    for (int attempt = 1;; attempt++) {
+        pids[0] = spawn(cargv);
+        int stc = 0, up_now = 0;
+        for (int waited = 0; waited < 120000 && !g_signal; waited += 20) {
+            if (waitpid(pids[0], &stc, WNOHANG) == pids[0]) {
+                pids[0] = 0;
+                st[0] = stc; /* it ended before listening: reported as its exit below */
+                break;
+            }
+            if ((up_now = listening(cport) && listening(sport)))
+                break;
+            sleep_ms(20);
+        }
+        if (pids[0] || attempt == 3 || !WIFEXITED(stc) || WEXITSTATUS(stc) != 2 ||
+            !(port_taken(cport) || port_taken(sport))) {
+            if (pids[0] && !up_now && !g_signal)
+                sy_warn("up: the coordinator is not listening on %s after 120 s; starting the workers anyway", ctrl);
+            break;
+        }
+        int oc = cport, os = sport;
+        do
+            cport = sy_free_tcp_port(), sport = sy_free_tcp_port();
+        while (cport > 0 && (sport == cport || cport == oc || cport == os || sport == oc || sport == os));
+        if (cport <= 0 || sport <= 0)
+            break;
+        snprintf(ctrl, sizeof ctrl, "tcp://127.0.0.1:%d", cport);
+        snprintf(status, sizeof status, "tcp://127.0.0.1:%d", sport);
+        sy_warn("up: port %d or %d was taken before the coordinator could bind it: coordinator now on %s (status %s)",
+                oc, os, ctrl, status);
+    }
+    for (int w = 0; w < workers && pids[0] > 0 && !g_signal; w++) {
         char cert[PATH_MAX + 64], ckey[PATH_MAX + 64];
         snprintf(cert, sizeof cert, "%s/workers/worker-%d.secret", keys, w);
         snprintf(ckey, sizeof ckey, "%s/coordinator.key", keys);

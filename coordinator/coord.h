@@ -184,6 +184,7 @@ typedef struct {
     pthread_t thread;
     int running;
     volatile int done;
+    volatile int cancel; /* set by coord_eval_join: the pass ends at its next batch */
     const sy_config *cfg;
     char dir[4096];
     int64_t step;
@@ -244,7 +245,7 @@ void sy_status_close(coord *c);
 int coord_eval_start(coord_eval *e, const sy_config *cfg, const char *dir, int64_t step);
 /* 1 with the result when a validation finished since the last call, else 0. */
 int coord_eval_poll(coord_eval *e, double *val, int64_t *step);
-/* Waits for a running validation (at exit). */
+/* Ends a running validation at its next batch and waits for it (at exit). */
 void coord_eval_join(coord_eval *e);
 
 /* main.c: commits the checkpoint being collected (keeping `keep`, 0 = all) and logs its

@@ -11,7 +11,7 @@
 #include "model_ckpt.h"
 
 /* Validation loss of a saved checkpoint, in this process (eval mode, one group). */
-static double evaluate_checkpoint(const sy_config *cfg, const char *dir) {
+static double evaluate_checkpoint(const sy_config *cfg, const char *dir, const volatile int *cancel) {
     char path[4096];
     snprintf(path, sizeof path, "%s/val.bin", cfg->data.dir);
     sy_tokens *val = sy_tokens_load(path);
@@ -23,7 +23,7 @@ static double evaluate_checkpoint(const sy_config *cfg, const char *dir) {
     int32_t *buf = malloc((size_t)B * (T + 1) * sizeof(int32_t));
     double v = NAN;
     if (m && ck && buf && !sy_model_io_load(ck, sy_model_layout(m), sy_model_params(m), NULL, NULL, NULL))
-        v = sy_evaluate(m, val, cfg, buf);
+        v = sy_evaluate_cancellable(m, val, cfg, buf, cancel);
     free(buf);
     sy_ckpt_close(&ck);
     sy_model_destroy(&m);
@@ -33,7 +33,7 @@ static double evaluate_checkpoint(const sy_config *cfg, const char *dir) {
 
 static void *eval_main(void *arg) {
     coord_eval *e = arg;
-    e->result = evaluate_checkpoint(e->cfg, e->dir);
+    e->result = evaluate_checkpoint(e->cfg, e->dir, &e->cancel);
     __atomic_store_n(&e->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
@@ -45,6 +45,7 @@ int coord_eval_start(coord_eval *e, const sy_config *cfg, const char *dir, int64
     snprintf(e->dir, sizeof e->dir, "%s", dir);
     e->step = step;
     e->done = 0;
+    e->cancel = 0;
     if (pthread_create(&e->thread, NULL, eval_main, e))
         return 0;
     e->running = 1;
@@ -62,6 +63,8 @@ int coord_eval_poll(coord_eval *e, double *val, int64_t *step) {
 }
 
 void coord_eval_join(coord_eval *e) {
+    /* the coordinator is closing: a pass still running has no one to report to */
+    __atomic_store_n(&e->cancel, 1, __ATOMIC_RELEASE);
     if (e->running)
         pthread_join(e->thread, NULL);
     e->running = 0;

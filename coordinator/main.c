@@ -496,8 +496,9 @@ static void finish_save(coord *c) {
     c->ckpt.last_step = c->save.step;
     c->ckpt.time = sy_now();
     sy_coord_event(c, "checkpoint step %lld (%.1f MB)", (long long)c->save.step, bytes / 1e6);
-    /* validation runs on committed checkpoints, off the loop (the last one ends the run) */
-    if (c->cfg.train.eval_every > 0 && c->save.step < c->cfg.train.steps)
+    /* validation runs on committed checkpoints, off the loop (the last one ends the run);
+     * not on the one a signal asked for: the coordinator is about to stop */
+    if (c->cfg.train.eval_every > 0 && c->save.step < c->cfg.train.steps && !c->save.only)
         coord_eval_start(&c->eval, &c->cfg, c->ckpt.last, c->save.step);
 }
 
@@ -918,6 +919,8 @@ static void on_leaving(coord *c, member *mb, const char *why) {
     if (mb->rank >= 0 && in_epoch(c)) {
         char r[400];
         snprintf(r, sizeof r, "rank %d (%s) left", mb->rank, mb->id);
+        if (c->ckpt.stop_requested)
+            return stop_now(c, r); /* the others got the same signal: no new mesh to wait on */
         if (!c->ckpt.recover_started)
             c->ckpt.recover_started = sy_now();
         if (coord_rehome_try(c, mb->rank, sy_now(), r) == 0)
@@ -980,6 +983,10 @@ static void check_liveness(coord *c) {
         if (mb->rank >= 0 && in_epoch(c)) {
             char why[400];
             snprintf(why, sizeof why, "rank %d (%s) died", mb->rank, mb->id);
+            if (c->ckpt.stop_requested) {
+                stop_now(c, why); /* no re-homing on the way out */
+                return;
+            }
             if (!c->ckpt.recover_started)
                 c->ckpt.recover_started = mb->last_seen; /* death: when it was last heard */
             if (coord_rehome_try(c, mb->rank, mb->last_seen, why) == 0)
@@ -993,13 +1000,17 @@ static void check_liveness(coord *c) {
 
 /* The periodic work of one loop turn, whatever arrived: validations that finished,
  * heartbeats, liveness, and a new mesh once enough workers wait. -1: the run cannot go on. */
-static int tick(coord *c) {
+static void heartbeat_if_due(coord *c) {
     double now = sy_now();
-    poll_validation(c);
     if (now >= c->next_heartbeat) {
         send_heartbeats(c);
         c->next_heartbeat = now + c->cfg.cluster.heartbeat_ms / 1000.0;
     }
+}
+
+static int tick(coord *c) {
+    poll_validation(c);
+    heartbeat_if_due(c);
     check_liveness(c);
     if (c->phase == WAITING)
         refuse_loopback_endpoints(c);
@@ -1078,6 +1089,10 @@ static void read_control(coord *c) {
         }
         dispatch(c, m.id, m.key, m.peer_addr, m.env, m.payload, m.payload_len);
         sy_ctrl_msg_free(&m);
+        /* a checkpoint's shards are written and fsynced one per message: on a busy disk
+         * a burst of them outlasts the workers' timeout, and silence would make every
+         * worker drop the run and register again */
+        heartbeat_if_due(c);
     }
 }
 
@@ -1109,6 +1124,12 @@ static void run_loop(coord *c) {
         }
         if (g_signal && on_stop_signal(c, &signals_seen, &stop_deadline))
             break;
+        if (c->ckpt.stop_requested && c->phase == WAITING) {
+            /* the mesh fell apart after the signal (a worker unreachable): there is no
+             * step left to finish and save, and no reason to wait for workers */
+            stop_now(c, "the mesh fell apart after the signal");
+            break;
+        }
         zmq_pollitem_t its[2] = {{c->router, 0, ZMQ_POLLIN, 0}, {c->status, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(its, c->status ? 2 : 1, 50);
         if (c->status && (its[1].revents & ZMQ_POLLIN))

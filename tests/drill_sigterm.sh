@@ -28,6 +28,50 @@ check "A: it never starts waiting for workers after the signal" '! sed -n "/sign
 alive=0; for p in "${ws[@]}"; do wait_exit "$p" 5 || alive=$((alive + 1)); done
 check "A: every worker has exited" '[ $alive -eq 0 ]'
 
+# C: the stop must not wait on a mesh that fell apart. One worker is gone (SIGKILL: no
+# word, its connection closed), then the coordinator and the other worker get SIGTERM. The
+# survivor's leaving arrives after the signal, while the dead worker's heartbeats are still
+# recent: re-homing its share onto the dead one fails to send, and the coordinator must
+# stop there, not wait in an empty pool for workers until the stop deadline (63 s).
+coord c "$tmp/job.yaml" 1 --start-workers 2
+worker c.w1; w1=$wpid
+worker c.w2; w2=$wpid
+wait_for "checkpoint .*step-00000010" "$tmp/c.log" 60
+kill -9 "$w1"
+sleep 0.05
+t0=$(now_ms)
+kill -TERM "$cpid"
+sleep 0.1
+kill -TERM "$w2"
+wait_exit "$cpid" 30 || true
+crc=$rc
+ms=$(($(now_ms) - t0))
+check "C: with one worker killed, the coordinator exits within 10 s of a SIGTERM (rc $crc, $ms ms)" \
+  '[ "$crc" -ne 124 ] && [ $ms -lt 10000 ]'
+check "C: it says it stopped on a signal (rc 130)" '[ "$crc" -eq 130 ]'
+check "C: it never starts waiting for workers after the signal" '! sed -n "/signal 15/,\$p" "$tmp/c.log" | grep -q "waiting for workers"'
+wait_exit "$w2" 5 || true
+
+# D: a validation pass in flight (a long one: 2 million batches) does not hold the exit:
+# the coordinator used to join its thread, so a Ctrl-C waited for the whole pass
+drill_job "$tmp/val.yaml" 100000
+sed -i 's/eval_every: 0, eval_batches: 1/eval_every: 10, eval_batches: 2000000/' "$tmp/val.yaml"
+coord d "$tmp/val.yaml" 1 --start-workers 2
+worker d.w1; w1=$wpid
+worker d.w2; w2=$wpid
+wait_for "checkpoint .*step-00000010" "$tmp/d.log" 60
+sleep 0.5
+t0=$(now_ms)
+kill -TERM "$cpid" "$w1" "$w2"
+wait_exit "$cpid" 30 || true
+crc=$rc
+ms=$(($(now_ms) - t0))
+check "D: with a validation running, the coordinator exits within 10 s of a SIGTERM (rc $crc, $ms ms)" \
+  '[ "$crc" -ne 124 ] && [ $ms -lt 10000 ]'
+check "D: the validation was still running when it stopped" '! grep -q "validation loss" "$tmp/d.log"'
+wait_exit "$w1" 5 || true
+wait_exit "$w2" 5 || true
+
 # B: a worker blocked in a data wait honours SIGTERM: its peer is frozen (SIGSTOP) and
 # the heartbeat timeout is long, so nothing but the signal can end the wait
 drill_job "$tmp/slow.yaml" 100000 "cluster: {heartbeat_ms: 200, timeout_ms: 30000, balance_by_speed: false}"

@@ -23,14 +23,16 @@ cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false, replica_
 YAML
 
 # run NAME FAULT [coordinator args...]: a coordinator and 3 workers (the third with
-# SWITCHYARD_FAULT=FAULT, "" for none); waits for the coordinator (bounded), sets $rc
+# SWITCHYARD_FAULT=FAULT, "" for none); waits for the coordinator (bounded), sets $rc.
+# The bounds (300 s) only stop a hung run: a loaded machine runs these in 3-25 s, and
+# the waits for a state (the mesh training, a worker joined) end as soon as it is there.
 run() {
   local name=$1 fault=$2; shift 2
   coord "$name" "$tmp/job.yaml" 2 --start-workers 3 "$@"
   worker "$name.w1"
   worker "$name.w2"
   SWITCHYARD_FAULT=$fault worker "$name.w3"
-  wait_exit "$cpid" 60 || true
+  wait_exit "$cpid" 300 || true
   sleep 0.3
 }
 # train3 NAME STEPS: a coordinator and 3 workers training for STEPS steps; returns when the
@@ -40,7 +42,7 @@ train3() {
   worker "$1.w1"
   worker "$1.w2"
   worker "$1.w3"
-  wait_for "training at step" "$tmp/$1.log" 10 || true
+  wait_for "training at step" "$tmp/$1.log" 60 || true
   sleep 0.5
 }
 # field NAME EVENT KEY: KEY of the first EVENT line of NAME's membership log
@@ -82,9 +84,9 @@ coord both "$tmp/job.yaml" 1 --start-workers 3
 for i in 1 2 3; do
   fault=""; [ $i -le 2 ] && fault="kill@23:alltoall"
   SWITCHYARD_FAULT=$fault worker "both.w$i"
-  wait_for "joined from.*; $i of" "$tmp/both.log" 10 || true
+  wait_for "joined from.*; $i of" "$tmp/both.log" 60 || true
 done
-wait_exit "$cpid" 60 || true
+wait_exit "$cpid" 300 || true
 check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "rolling back to step 20 because experts 0..0 lost both copies (rank 0 and its buddy rank 1" "$tmp/both.log" && [ -d "$tmp/both/step-00000040" ]'
 
@@ -95,7 +97,7 @@ check "both copies lost: back to the checkpoint, naming the state (rc $rc)" \
 # boundary with its state from the live workers
 train3 stall 400
 kill -STOP "$wpid"; sleep 2.5; kill -CONT "$wpid"
-wait_exit "$cpid" 60 || true
+wait_exit "$cpid" 300 || true
 check "a stalled worker is re-homed, comes back at a step boundary, the run completes (rc $rc)" \
   '[ $rc -eq 0 ] && grep -q "re-homing (rank" "$tmp/stall.log" && grep -q "declared dead, is heard again" "$tmp/stall.log" && grep -q "waiting worker at step .*(no checkpoint read)" "$tmp/stall.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/stall/membership.jsonl" && [ -d "$tmp/stall/step-00000400" ]'
 
@@ -104,17 +106,20 @@ check "a stalled worker is re-homed, comes back at a step boundary, the run comp
 train3 term 300
 kill -TERM "$wpid"
 # the status socket reports it while the run goes on
-for _ in $(seq 1 50); do
+for _ in $(seq 1 300); do
   "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${ckeys[@]}" --json > "$tmp/term.status" 2>/dev/null || true
   grep -q '"rehomes": 1' "$tmp/term.status" && break; sleep 0.1
 done
 check "status: 1 re-homed, 0 rolled back, 0 steps lost, replicas every step" \
   'grep -q "\"rehomes\": 1," "$tmp/term.status" && grep -q "\"rollbacks\": 0," "$tmp/term.status" && grep -q "\"last_steps_lost\": 0," "$tmp/term.status" && grep -q "\"replica_every\": 1," "$tmp/term.status"'
 "$bin/switchyard" status "tcp://127.0.0.1:$sport" "${ckeys[@]}" 2>/dev/null | grep -E "^replicas|^last failure" || true
-wait_exit "$cpid" 60 || true
+wait_exit "$cpid" 300 || true
 rs=$(field term recovered recovery_s)
 echo "SIGTERM: the next step completed ${rs:-?} s after the worker said it leaves"
+# "at once": the re-homing is the leaving message's doing (reason "left": the coordinator
+# re-homes when it reads it), not a heartbeat timeout's ("died"); how long the next step
+# then takes is a figure (printed above), not a check: it moves with the machine's load
 check "a worker leaving on SIGTERM is re-homed at once, no rollback (rc $rc)" \
-  '[ $rc -eq 0 ] && grep -q "re-homing (rank [0-9] (.*) left)" "$tmp/term.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/term/membership.jsonl" && [ -d "$tmp/term/step-00000300" ] && awk -v s="${rs:-9}" "BEGIN{exit !(s < 1.0)}"'
+  '[ $rc -eq 0 ] && grep -q "re-homing (rank [0-9] (.*) left)" "$tmp/term.log" && ! grep -q "re-homing (rank [0-9] (.*) died)" "$tmp/term.log" && ! grep -q "\"event\": \"rollback\"" "$tmp/term/membership.jsonl" && [ -d "$tmp/term/step-00000300" ]'
 
 drill_end

@@ -19,12 +19,16 @@ struct sy_heartbeat {
     volatile int stop;
     volatile int abort_flag;
     volatile int lost;
+    volatile int silence_abort;  /* the abort flag was raised by the coordinator's silence */
+    volatile int64_t heard_ms;   /* when the coordinator was last heard from, either socket */
     volatile int shutdown;
     volatile int interval_ms, timeout_ms;
     volatile uint64_t epoch, abort_epoch;
     volatile int64_t step;
     volatile int state, rank;
 };
+
+static int64_t now_ms(void) { return (int64_t)(sy_now() * 1000.0); }
 
 static void *run(void *arg) {
     sy_heartbeat *hb = arg;
@@ -39,7 +43,7 @@ static void *run(void *arg) {
     zmq_setsockopt(s, ZMQ_ROUTING_ID, hb->id, strlen(hb->id));
     sy_sec_coordinator_client(s); /* CURVE with the worker's key, like the control socket */
     zmq_connect(s, hb->coordinator);
-    double last_seen = sy_now(), next_send = 0.0;
+    double next_send = 0.0;
     while (!__atomic_load_n(&hb->stop, __ATOMIC_ACQUIRE)) {
         double now = sy_now();
         if (now >= next_send) {
@@ -60,7 +64,7 @@ static void *run(void *arg) {
             while (sy_ctrl_recv(s, 0, &m, ZMQ_DONTWAIT) != -1) {
                 if (!m.env)
                     continue;
-                last_seen = sy_now();
+                __atomic_store_n(&hb->heard_ms, now_ms(), __ATOMIC_RELEASE);
                 if (hb->lost) {
                     sy_info("coordinator is back");
                     __atomic_store_n(&hb->lost, 0, __ATOMIC_RELEASE);
@@ -76,9 +80,11 @@ static void *run(void *arg) {
                 sy_ctrl_msg_free(&m);
             }
         }
-        if (!hb->lost && sy_now() - last_seen > hb->timeout_ms / 1000.0) {
-            sy_warn("no word from the coordinator for %.1f s: stopping the step in flight", sy_now() - last_seen);
+        int64_t silent_ms = now_ms() - __atomic_load_n(&hb->heard_ms, __ATOMIC_ACQUIRE);
+        if (!hb->lost && silent_ms > hb->timeout_ms) {
+            sy_warn("no word from the coordinator for %.1f s: stopping the step in flight", silent_ms / 1000.0);
             __atomic_store_n(&hb->lost, 1, __ATOMIC_RELEASE);
+            __atomic_store_n(&hb->silence_abort, 1, __ATOMIC_RELEASE);
             __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE);
         }
     }
@@ -99,6 +105,7 @@ sy_heartbeat *sy_heartbeat_start(void *zctx, const char *coordinator, const char
     hb->interval_ms = interval_ms;
     hb->timeout_ms = timeout_ms;
     hb->rank = -1;
+    hb->heard_ms = now_ms();
     if (pthread_create(&hb->th, NULL, run, hb)) {
         free(hb);
         sy_seterr("heartbeat: cannot start its thread");
@@ -132,8 +139,19 @@ void sy_heartbeat_abort_from_signal(sy_heartbeat *hb) { __atomic_store_n(&hb->ab
 
 void sy_heartbeat_clear_abort(sy_heartbeat *hb, uint64_t epoch) {
     hb->epoch = epoch;
+    __atomic_store_n(&hb->silence_abort, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&hb->abort_flag, 0, __ATOMIC_RELEASE);
 }
+
+void sy_heartbeat_heard(sy_heartbeat *hb) {
+    __atomic_store_n(&hb->heard_ms, now_ms(), __ATOMIC_RELEASE);
+    if (__atomic_load_n(&hb->lost, __ATOMIC_ACQUIRE)) {
+        sy_info("coordinator is back");
+        __atomic_store_n(&hb->lost, 0, __ATOMIC_RELEASE);
+    }
+}
+
+int sy_heartbeat_aborted_by_silence(sy_heartbeat *hb) { return __atomic_load_n(&hb->silence_abort, __ATOMIC_ACQUIRE); }
 
 int sy_heartbeat_coordinator_lost(sy_heartbeat *hb) { return __atomic_load_n(&hb->lost, __ATOMIC_ACQUIRE); }
 int sy_heartbeat_shutdown(sy_heartbeat *hb) { return __atomic_load_n(&hb->shutdown, __ATOMIC_ACQUIRE); }

@@ -25,6 +25,12 @@ void sy_heartbeat_abort_from_signal(sy_heartbeat *hb);
 void sy_heartbeat_clear_abort(sy_heartbeat *hb, uint64_t epoch);
 /* 1 when the coordinator has been silent past the timeout (it then clears on contact). */
 int sy_heartbeat_coordinator_lost(sy_heartbeat *hb);
+/* The coordinator was heard from on the control socket (a message there proves it alive
+ * as much as a heartbeat does): its silence is counted from now. */
+void sy_heartbeat_heard(sy_heartbeat *hb);
+/* 1 when the abort flag of the epoch in flight was raised by the coordinator's silence
+ * (not by an Abort, a Shutdown or a signal): the coordinator may not know of it. */
+int sy_heartbeat_aborted_by_silence(sy_heartbeat *hb);
 /* 1 when the coordinator asked this worker to shut down. */
 int sy_heartbeat_shutdown(sy_heartbeat *hb);
 /* Timeouts after contact is re-established. */

@@ -897,6 +897,15 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     if (rc) {
         if (rc == SY_PEER_ABORTED || *sy_heartbeat_abort_flag(w->hb)) {
             sy_warn("step %" PRId64 " aborted: %s", c->step, sy_lasterr());
+            if (sy_heartbeat_aborted_by_silence(w->hb)) {
+                /* this worker stopped on its own (the coordinator was silent past the
+                 * timeout): a coordinator that was only slow still waits for the step's
+                 * report and would wait forever, so it is told; a gone one never reads it */
+                char msg[1200];
+                snprintf(msg, sizeof msg, "step %" PRId64 " aborted: no word from the coordinator past the timeout",
+                         c->step);
+                send_error(w, msg);
+            }
             return 0; /* the coordinator re-assigns */
         }
         char msg[1200];
@@ -1173,6 +1182,7 @@ int main(int argc, char **argv) {
             continue;
         }
         ctrl_heard = sy_now();
+        sy_heartbeat_heard(w.hb);
         Switchyard__Envelope *e = m.env;
         switch (e->msg_case) {
         case SWITCHYARD__ENVELOPE__MSG_REFUSE:
