@@ -9,7 +9,7 @@
 set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 # heartbeats once a second: the Assignment (sent as soon as both workers registered)
 # comes well before the first heartbeat, as on a loaded machine
 drill_job "$tmp/job.yaml" 30 "cluster: {heartbeat_ms: 1000, timeout_ms: 3000, balance_by_speed: false}"
@@ -21,7 +21,7 @@ worker w1; worker w2
 sleep 3.5 # past the run's timeout (3 s), within the workers' own before they know it (5 s)
 "$bin/switchyard-coordinator" "$tmp/job.yaml" --bind "tcp://127.0.0.1:$port" --status "tcp://127.0.0.1:$sport" \
   --min-workers 2 "${ckeys[@]}" --set checkpoint.dir="$tmp/run" >> "$tmp/coord.log" 2>&1 &
-cpid=$!; pids+=("$cpid")
+cpid=$!; sy_track "$cpid"
 wait_exit "$cpid" 60 || true
 check "the run completes (rc $rc)" '[ "$rc" -eq 0 ] && [ -d "$tmp/run/step-00000030" ]'
 check "no worker stopped a step for the coordinator's silence" '! grep -h "no word from the coordinator" "$tmp/w1" "$tmp/w2"'

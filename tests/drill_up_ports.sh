@@ -9,7 +9,7 @@
 set -euo pipefail
 bin=$1 src=$3
 . "$src/tests/lib/drill.sh"
-drill_data
+sy_prepare
 drill_job "$tmp/job.yaml" 6
 
 # a listener on a free port, holding it for the drill
@@ -18,7 +18,7 @@ import socket, sys, time
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
 print(s.getsockname()[1], flush=True)
 time.sleep(300)' > "$tmp/held.port" &
-pids+=("$!")
+sy_track "$!"
 wait_for "^[0-9]+$" "$tmp/held.port" 20 || { echo "FAIL: no listener"; exit 1; }
 held=$(cat "$tmp/held.port")
 rc=0
