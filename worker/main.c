@@ -953,11 +953,15 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     w->last_step_time = sy_now() - t0;
     /* less often than the coordinator's summary, which `up` prints on the same terminal */
     int64_t every = 5 * (w->cfg.train.log_every > 0 ? w->cfg.train.log_every : 10);
-    if (w->job != SWITCHYARD__JOB__JOB_REFCHECK && (c->step + 1) % every == 0)
+    if (w->job != SWITCHYARD__JOB__JOB_REFCHECK && (c->step + 1) % every == 0) {
+        char rep[80] = "";
+        if (w->rep_queued > 0) /* hidden unless the all-reduce time grew by it */
+            snprintf(rep, sizeof rep, "; replica gradients %.0f ms on the overlap thread", w->t_rep_thread * 1e3);
         sy_info("step %" PRId64 ": loss share %.4f, %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f), "
-                "%" PRId64 " tokens",
+                "%" PRId64 " tokens%s",
                 c->step + 1, res.loss.total, w->last_step_time * 1e3, res.t.compute * 1e3, res.t.alltoall * 1e3,
-                res.t.allreduce * 1e3, res.tokens);
+                res.t.allreduce * 1e3, res.tokens, rep);
+    }
     Switchyard__StepReport r = SWITCHYARD__STEP_REPORT__INIT;
     r.epoch = w->epoch;
     r.step = c->step;
