@@ -10,8 +10,12 @@
 # the median over runs, the per-step medians (steps 3..) of each half:
 #   exposed = step - compute (a step's time not spent computing: all-to-all, all-reduce,
 #   optimizer, waiting for the slower peer)
+# With AB=replica the halves are instead the replica gradients on the overlap thread
+# during the backward (even steps) against the blocking send after the all-reduce (odd
+# steps; SWITCHYARD_REPLICA_AB=1), the all-reduce overlapped in both.
 # usage: bench/overlap.sh [BIN_DIR]
-#   env: NETNS=1 (namespaces + tbf, root), RATE (1gbit), ROUNDS (3), STEPS (30), KEEP=1
+#   env: NETNS=1 (namespaces + tbf, root), RATE (1gbit), ROUNDS (3), STEPS (30), KEEP=1,
+#        AB=replica
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(cd "${1:-build/bin}" && pwd)
@@ -50,7 +54,13 @@ if [ -n "$netns" ]; then
     [ "$n" = c ] || tc -n "$(ns $n)" qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 200ms
   done
 fi
-export SWITCHYARD_OVERLAP_AB=1
+what=overlap
+if [ "${AB:-}" = replica ]; then
+  export SWITCHYARD_REPLICA_AB=1
+  what=replica-offpath
+else
+  export SWITCHYARD_OVERLAP_AB=1
+fi
 run() { # NAME
   local sets=(--set "train.steps=$steps" --set "checkpoint.dir=$tmp/$1" --set "data.dir=$PWD/data"
     --set "wire.overlap=true")
@@ -75,9 +85,9 @@ run() { # NAME
   sleep 1
 }
 for r in $(seq 1 "$rounds"); do run "run$r"; done
-/usr/bin/python3 - "$tmp" "$rounds" "${netns:+tbf $rate}" <<'PY'
+/usr/bin/python3 - "$tmp" "$rounds" "${netns:+tbf $rate}" "$what" <<'PY'
 import json, statistics as st, sys
-tmp, rounds, net = sys.argv[1], int(sys.argv[2]), sys.argv[3] or "loopback"
+tmp, rounds, net, what = sys.argv[1], int(sys.argv[2]), sys.argv[3] or "loopback", sys.argv[4]
 keys = ("step_ms", "compute_ms", "alltoall_ms", "allreduce_ms", "exposed_ms")
 agg = {"off": [], "on": []}
 def line(m):
@@ -94,8 +104,8 @@ for r in range(1, rounds + 1):
         half = [x for x in rows if ((x["step"] - 1) % 2 == 0) == (mode == "on")]
         med = {k: st.median(x[k] for x in half) for k in keys}
         agg[mode].append(med)
-        print(f"{net}, run {r}, overlap {mode:3} ({len(half)} steps): {line(med)}")
+        print(f"{net}, run {r}, {what} {mode:3} ({len(half)} steps): {line(med)}")
 for mode in ("off", "on"):
     m = {k: st.median(x[k] for x in agg[mode]) for k in keys}
-    print(f"{net}, median of {rounds} runs, overlap {mode:3}: {line(m)}")
+    print(f"{net}, median of {rounds} runs, {what} {mode:3}: {line(m)}")
 PY

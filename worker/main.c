@@ -131,19 +131,9 @@ struct worker {
     rep_job *rep_jobs;      /* [n_layers] */
     int rep_queued;         /* jobs queued in this step */
     double t_rep_thread;    /* seconds the overlap thread spent on them in this step */
-    /* the wards' AdamW of a committed step, on the overlap thread while the next step's
-     * forward runs (commit_pending); settle_replica waits for it */
-    struct {
-        worker *w;
-        int64_t step;
-        float lr, clip_scale;
-    } rep_commit;
-    int rep_commit_queued;
-    double t_rep_commit_thread; /* seconds of the last one */
 };
 
 static void kept_free(kept_state *k);
-static void settle_replica(worker *w);
 
 /* ---------------------------------------------------------------- fault drills
  * SWITCHYARD_FAULT="kill@STEP:WHERE" makes this worker SIGKILL itself at step STEP, at
@@ -158,10 +148,9 @@ static char g_fault_where[32];
  * on even steps only, the serial one on odd steps, so one run compares both under the
  * same load (the bits are the same either way). */
 static int g_overlap_ab;
-/* SWITCHYARD_REPLICA_AB=1 (benchmarks only, bench/replica_ab.sh): replica work off the
- * critical path (gradients on the overlap thread, the wards' AdamW queued there) in even
- * steps only; odd steps send the gradients after the all-reduce and commit the wards
- * inline, as before (the same bits either way). */
+/* SWITCHYARD_REPLICA_AB=1 (benchmarks only, bench/replica_ab.sh): the replica gradients
+ * go on the overlap thread during the backward in even steps only; odd steps send them
+ * after the all-reduce, as before (the same bits either way). */
 static int g_replica_ab;
 
 static void fault_init(void) {
@@ -382,7 +371,6 @@ static int local_addr_towards(const char *endpoint, char *out, size_t n) {
 /* ---------------------------------------------------------------- assignment */
 
 static void drop_assignment(worker *w) {
-    settle_replica(w);
     sy_replica_destroy(&w->replica);
     free(w->rep_jobs);
     w->rep_jobs = NULL;
@@ -421,49 +409,20 @@ static void drop_assignment(worker *w) {
     w->assigned = 0;
 }
 
-static int rep_commit_fn(void *arg, sy_peer *peer) {
-    (void)peer;
-    worker *w = *(worker **)arg;
-    double t0 = sy_now();
-    sy_replica_commit(w->replica, w->rep_commit.step, w->rep_commit.lr, w->rep_commit.clip_scale, &w->cfg.train);
-    w->t_rep_commit_thread = sy_now() - t0; /* read by the main thread after settle_replica */
-    return 0;
-}
-
-/* Waits for the wards' AdamW queued by commit_pending: before the main thread touches the
- * replicas (sync, gradients, re-homing, drop) or reports its time. */
-static void settle_replica(worker *w) {
-    if (!w->rep_commit_queued)
-        return;
-    double t0 = sy_now();
-    sy_reducer_wait(w->reducer); /* between steps only that job is queued: it cannot fail */
-    w->t_replica_commit += sy_now() - t0; /* what the main thread waited for it */
-    w->rep_commit_queued = 0;
-}
-
 /* Commits the prepared step if the mesh goes on at `next` = that step + 1 (every rank
  * finished it: the coordinator says so by moving on), else drops it. The buddy replicas
- * take the same update: with `async`, on the overlap thread (queued ahead of anything the
- * next step queues there, and run even if that step fails), else here. */
-static void commit_pending(worker *w, int64_t next, int async) {
-    settle_replica(w);
+ * take the same update. */
+static void commit_pending(worker *w, int64_t next) {
     if (w->pending_step < 0)
         return;
     if (w->pending_step == next - 1) {
-        if (w->replica) { /* first: queued, it runs beside this rank's own AdamW */
-            w->rep_commit.w = w;
-            w->rep_commit.step = w->pending_step;
-            w->rep_commit.lr = w->pending.lr;
-            w->rep_commit.clip_scale = w->pending.clip_scale;
-            double t0 = sy_now();
-            if (async && !(g_replica_ab && next % 2) && !sy_reducer_call_always(w->reducer, rep_commit_fn, &w->rep_commit.w))
-                w->rep_commit_queued = 1;
-            else
-                rep_commit_fn(&w->rep_commit.w, NULL);
-            w->t_replica_commit = sy_now() - t0;
-        }
         sy_step_commit(&w->stepper, w->pending_step, &w->pending);
         w->t_commit = w->pending.t.optimizer;
+        if (w->replica) {
+            double t0 = sy_now();
+            sy_replica_commit(w->replica, w->pending_step, w->pending.lr, w->pending.clip_scale, &w->cfg.train);
+            w->t_replica_commit = sy_now() - t0;
+        }
         w->state_step = next;
     } else if (w->replica) {
         sy_replica_drop_pending(w->replica);
@@ -488,7 +447,7 @@ static int keep_state(worker *w, const Switchyard__Assignment *a, kept_state *k)
         sy_seterr("re-homing: this worker holds no training state (it was not in the mesh)");
         return -1;
     }
-    commit_pending(w, a->start_step, 0);
+    commit_pending(w, a->start_step);
     if (w->state_step != a->start_step) {
         sy_seterr("re-homing: this rank's state is at step %lld, the mesh goes on from step %lld",
                   (long long)w->state_step, (long long)a->start_step);
@@ -934,7 +893,6 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
         sy_info("state handed over for step %" PRId64 " in %.3f s (no checkpoint read)", step, sy_now() - t0);
     }
     if (w->replica && (!w->replica_synced || (w->replica_every > 1 && step % w->replica_every == 0))) {
-        settle_replica(w);
         double t0 = sy_now();
         if ((rc = sy_replica_sync(w->replica, step, sy_model_params(w->model), w->mom, w->vel)))
             return rc;
@@ -945,7 +903,6 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
     w->t_rep_thread = 0;
     if ((rc = sy_step_prepare(&w->stepper, w->train, step, res)))
         return rc;
-    settle_replica(w); /* done already when the step was overlapped (part_wait) */
     /* the step is reported only once the buddy has this rank's gradients and this rank
      * its wards': then a step the coordinator commits (every rank reported) is in every
      * replica too. Overlapped, the backward queued them (stage_final_fn) and
@@ -966,7 +923,7 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
 
 static int on_step(worker *w, const Switchyard__StepCmd *c) {
     if (w->assigned && c->epoch == w->epoch && w->job == SWITCHYARD__JOB__JOB_TRAIN)
-        commit_pending(w, c->step, 1); /* the coordinator moved on: every rank finished the step */
+        commit_pending(w, c->step); /* the coordinator moved on: every rank finished the step */
     if (w->assigned && c->epoch == w->epoch && c->save_only)
         return save_state(w, c->step);
     if (!w->assigned || c->epoch != w->epoch) {
@@ -1003,11 +960,9 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     /* less often than the coordinator's summary, which `up` prints on the same terminal */
     int64_t every = 5 * (w->cfg.train.log_every > 0 ? w->cfg.train.log_every : 10);
     if (w->job != SWITCHYARD__JOB__JOB_REFCHECK && (c->step + 1) % every == 0) {
-        char rep[120] = "";
+        char rep[80] = "";
         if (w->rep_queued > 0) /* hidden unless the all-reduce time grew by it */
-            snprintf(rep, sizeof rep, "; replicas %.0f ms on the overlap thread (gradients %.0f, AdamW %.0f)",
-                     (w->t_rep_thread + w->t_rep_commit_thread) * 1e3, w->t_rep_thread * 1e3,
-                     w->t_rep_commit_thread * 1e3);
+            snprintf(rep, sizeof rep, "; replica gradients %.0f ms on the overlap thread", w->t_rep_thread * 1e3);
         sy_info("step %" PRId64 ": loss share %.4f, %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f), "
                 "%" PRId64 " tokens%s",
                 c->step + 1, res.loss.total, w->last_step_time * 1e3, res.t.compute * 1e3, res.t.alltoall * 1e3,
@@ -1042,7 +997,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     if (c->grads)
         return send_refcheck_grads(w);
     if (c->save_after) { /* an older coordinator: commit at once */
-        commit_pending(w, c->step + 1, 0);
+        commit_pending(w, c->step + 1);
         return save_state(w, c->step + 1);
     }
     return 0;

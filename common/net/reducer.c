@@ -13,7 +13,6 @@
 typedef struct {
     sy_reducer_job_fn fn; /* a job (sy_reducer_call), or NULL: an all-reduce part */
     void *arg;
-    int always;           /* runs after a failure or a cancel too */
     const int *members;
     int n;
     int64_t step;
@@ -48,7 +47,7 @@ static void *run(void *arg) {
         if (r->quit)
             break;
         part j = r->q[r->head % MAX_PARTS];
-        int skip = !j.always && (r->rc != 0 || r->cancel);
+        int skip = r->rc != 0 || r->cancel;
         r->busy = 1;
         pthread_mutex_unlock(&r->mu);
         int rc = skip    ? 0
@@ -162,10 +161,6 @@ int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uin
 
 int sy_reducer_call(sy_reducer *r, sy_reducer_job_fn fn, void *arg) {
     return enqueue(r, &(part){.fn = fn, .arg = arg});
-}
-
-int sy_reducer_call_always(sy_reducer *r, sy_reducer_job_fn fn, void *arg) {
-    return enqueue(r, &(part){.fn = fn, .arg = arg, .always = 1});
 }
 
 static int drain(sy_reducer *r) {

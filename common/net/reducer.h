@@ -57,10 +57,6 @@ int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uin
  * writes, the caller may read after sy_reducer_wait (the reducer's lock orders them). */
 typedef int (*sy_reducer_job_fn)(void *arg, sy_peer *peer);
 int sy_reducer_call(sy_reducer *r, sy_reducer_job_fn fn, void *arg);
-/* The same for work that must not be lost (state already committed): the job runs even
- * after a failure or a cancel (a peer operation inside it would give up on a cancel:
- * meant for work without one). */
-int sy_reducer_call_always(sy_reducer *r, sy_reducer_job_fn fn, void *arg);
 
 /* Waits until every queued part is done. 0, or the first failure's code
  * (SY_PEER_ABORTED when the abort flag was raised) with its message; parts queued after
