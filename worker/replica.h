@@ -9,7 +9,8 @@
  * - at the first step of an epoch (and every replica_every steps when that is > 1) the
  *   owner sends a full copy of its experts' parameters and moments (sy_replica_sync);
  * - with replica_every 1, every step the owner sends its experts' (reduced) gradients
- *   (sy_replica_send_grads) before it reports the step, and when the step commits the
+ *   (sy_replica_send_grads; or layer by layer, sy_replica_grads_layer, on the worker's
+ *   overlap thread during the backward) before it reports the step, and when the step commits the
  *   buddy applies the same AdamW update with the same learning rate, clip scale and
  *   update count (sy_replica_commit). AdamW is elementwise, so the replica stays equal
  *   to the owner's state bit for bit, at a third of the bytes of a full copy.
