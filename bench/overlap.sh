@@ -9,13 +9,17 @@
 # and run serially on odd ones (same bits either way). Prints, for every run and as the
 # median over runs, the per-step medians (steps 3..) of each half:
 #   exposed = step - compute (a step's time not spent in forward and backward)
-#   comm = step - compute - optimizer (the part of it spent communicating: all-to-all,
-#   all-reduce, buddy replicas, the coordinator's round trip and waiting for the slower
-#   peer; the buddies' AdamW is in replica_ms, counted here as communication)
+#   comm = step - compute - optimizer (the part of it spent communicating or waiting:
+#   all-to-all, all-reduce, replica transfers (replica_ms: the blocking ones), the
+#   coordinator's round trip, waiting for the slower peer; optimizer_ms holds the AdamW
+#   of this rank and of the buddy replicas it keeps)
+# With AB=replica the halves are instead the replica gradients on the overlap thread
+# during the backward (even steps) against the blocking send after the all-reduce (odd
+# steps; SWITCHYARD_REPLICA_AB=1), the all-reduce overlapped in both.
 # usage: bench/overlap.sh [BIN_DIR]
 #   env: NETNS=1 (namespaces + tbf, root), RATE (1gbit), ROUNDS (3), STEPS (30), KEEP=1,
-#   INSECURE=1 (no CURVE: on one machine its encryption takes CPU from the compute),
-#   REPLICAS=0 (cluster.replica_every=0: no buddy replicas)
+#   AB=replica, INSECURE=1 (no CURVE: on one machine its encryption takes CPU from the
+#   compute), REPLICAS=0 (cluster.replica_every=0: no buddy replicas)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(cd "${1:-build/bin}" && pwd)
@@ -29,7 +33,13 @@ if [ -n "$netns" ]; then
   netns_make c w1 w2 || { echo "bench/overlap.sh: $netns_err" >&2; exit 2; }
   for n in w1 w2; do netns_rate "$n" "$rate" 256kb 200ms; done
 fi
-export SWITCHYARD_OVERLAP_AB=1
+what=overlap
+if [ "${AB:-}" = replica ]; then
+  export SWITCHYARD_REPLICA_AB=1
+  what=replica-offpath
+else
+  export SWITCHYARD_OVERLAP_AB=1
+fi
 run() { # NAME
   local sets=(--set "train.steps=$steps" --set "checkpoint.dir=$tmp/$1" --set "data.dir=$PWD/data"
     --set "wire.overlap=true" --set "cluster.replica_every=${REPLICAS:-1}")
@@ -57,9 +67,9 @@ run() { # NAME
   sleep 1
 }
 for r in $(seq 1 "$rounds"); do run "run$r"; done
-/usr/bin/python3 - "$tmp" "$rounds" "${netns:+tbf $rate}" <<'PY'
+/usr/bin/python3 - "$tmp" "$rounds" "${netns:+tbf $rate}" "$what" <<'PY'
 import json, statistics as st, sys
-tmp, rounds, net = sys.argv[1], int(sys.argv[2]), sys.argv[3] or "loopback"
+tmp, rounds, net, what = sys.argv[1], int(sys.argv[2]), sys.argv[3] or "loopback", sys.argv[4]
 keys = ("step_ms", "compute_ms", "alltoall_ms", "allreduce_ms", "optimizer_ms", "replica_ms", "exposed_ms", "comm_ms")
 agg = {"off": [], "on": []}
 def line(m):
@@ -80,8 +90,8 @@ for r in range(1, rounds + 1):
         half = [x for x in rows if ((x["step"] - 1) % 2 == 0) == (mode == "on")]
         med = {k: st.median(x[k] for x in half) for k in keys}
         agg[mode].append(med)
-        print(f"{net}, run {r}, overlap {mode:3} ({len(half)} steps): {line(med)}")
+        print(f"{net}, run {r}, {what} {mode:3} ({len(half)} steps): {line(med)}")
 for mode in ("off", "on"):
     m = {k: st.median(x[k] for x in agg[mode]) for k in keys}
-    print(f"{net}, median of {rounds} runs, overlap {mode:3}: {line(m)}")
+    print(f"{net}, median of {rounds} runs, {what} {mode:3}: {line(m)}")
 PY

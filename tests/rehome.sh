@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Re-homing from buddy replicas (issue 14): a worker SIGKILLed inside an all-to-all,
-# inside the gradient all-reduce and while sending its checkpoint shards. Each time the
+# inside the gradient all-reduce, on the overlap thread just before its replica gradients
+# go to its buddy, and while sending its checkpoint shards. Each time the
 # survivors keep their state, the dead rank's experts and rows go to its buddy, the step
 # in flight is redone and no checkpoint is read; the final weights must equal, bit for
 # bit (ckpt diff --tol 0), a run that shrank to the same mesh by plan at the same step
@@ -48,7 +49,7 @@ train3() {
 # field NAME EVENT KEY: KEY of the first EVENT line of NAME's membership log
 field() { grep "\"event\": \"$2\"" "$tmp/$1/membership.jsonl" | head -1 | grep -oE "\"$3\": [-0-9.a-z]+" | awk '{print $2}'; }
 
-for drill in "alltoall 23:alltoall" "allreduce 26:allreduce" "save 19:save"; do
+for drill in "alltoall 23:alltoall" "allreduce 26:allreduce" "replica 24:replica" "save 19:save"; do
   set -- $drill
   name=$1 fault="kill@$2"
   run "k$name" "$fault"

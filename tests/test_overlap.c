@@ -4,7 +4,7 @@
  * segment boundaries) end with exactly the bits of one whole sy_peer_allreduce, fp32 and
  * bf16, 2-4 ranks, while the rank's own thread runs an all-to-all on its main sockets;
  * a bucket in flight is called off promptly (cancel, abort flag) and the reducer works
- * again afterwards. */
+ * again afterwards; jobs of the caller's own (sy_reducer_call) run there in queue order. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -209,11 +209,87 @@ static void test_cancel_and_abort_in_flight(void **s) {
     world_close(&w);
 }
 
+/* Jobs (sy_reducer_call) run on the communication thread, on its own sockets, in queue
+ * order with the parts: a job between two parts sees the first reduced and the second
+ * not; a failing job's message comes back from wait, and what was queued after it is
+ * skipped; the reducer works again afterwards. */
+typedef struct {
+    world_t *w;
+    int rank, fail;
+    int64_t step;
+    float *data;     /* [2] the parts' floats */
+    float seen[2];   /* data when the job ran */
+    int got;         /* what the peer rank sent through the job's all-to-all */
+    pthread_t thread;
+    int ran;
+} call_job;
+
+static int call_fn(void *arg, sy_peer *peer) {
+    call_job *c = arg;
+    c->thread = pthread_self();
+    c->ran++;
+    c->seen[0] = c->data[0];
+    c->seen[1] = c->data[1];
+    if (c->fail) {
+        sy_seterr("job of rank %d failed on purpose", c->rank);
+        return -1;
+    }
+    int mine = 100 + c->rank;
+    void *send[2] = {&mine, &mine};
+    size_t sb[2] = {sizeof mine, sizeof mine}, rb[2];
+    const void *recv[2];
+    int rc = sy_peer_alltoall(peer, c->w->members, 2, c->step, 0x30100u, send, sb, recv, rb);
+    if (!rc)
+        memcpy(&c->got, recv[!c->rank], sizeof c->got);
+    return rc;
+}
+
+static void test_jobs_in_queue_order(void **s) {
+    (void)s;
+    world_t w;
+    world_open(&w, 2, 20000);
+    float d[2][2];
+    call_job c[2];
+    for (int r = 0; r < 2; r++) {
+        d[r][0] = d[r][1] = 1.0f + (float)r; /* sums: 3 */
+        c[r] = (call_job){.w = &w, .rank = r, .step = 7, .data = d[r]};
+        assert_int_equal(sy_reducer_start(w.red[r], w.members, 2, 7, 16, d[r], 2, 1, 1, 0, 4096), 0);
+        assert_int_equal(sy_reducer_call(w.red[r], call_fn, &c[r]), 0);
+        assert_int_equal(sy_reducer_start(w.red[r], w.members, 2, 7, 17, d[r], 2, 0, 1, 0, 4096), 0);
+    }
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(sy_reducer_wait(w.red[r]), 0);
+        assert_int_equal(c[r].ran, 1);
+        assert_false(pthread_equal(c[r].thread, pthread_self()));
+        assert_true(c[r].seen[1] == 3.0f && c[r].seen[0] == 1.0f + (float)r); /* part 1 done, part 0 not yet */
+        assert_true(d[r][0] == 3.0f && d[r][1] == 3.0f);
+        assert_int_equal(c[r].got, 100 + !r);
+    }
+    /* rank 0's job fails: the part queued after it is skipped, its message comes back */
+    c[0] = (call_job){.w = &w, .rank = 0, .step = 8, .data = d[0], .fail = 1};
+    assert_int_equal(sy_reducer_call(w.red[0], call_fn, &c[0]), 0);
+    assert_int_equal(sy_reducer_start(w.red[0], w.members, 2, 8, 16, d[0], 2, 0, 2, 0, 4096), 0);
+    assert_int_equal(sy_reducer_wait(w.red[0]), -1);
+    assert_non_null(strstr(sy_lasterr(), "job of rank 0 failed on purpose"));
+    assert_true(d[0][0] == 3.0f);
+    /* and the next step goes through on both */
+    for (int r = 0; r < 2; r++) {
+        c[r] = (call_job){.w = &w, .rank = r, .step = 9, .data = d[r]};
+        assert_int_equal(sy_reducer_call(w.red[r], call_fn, &c[r]), 0);
+    }
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(sy_reducer_wait(w.red[r]), 0);
+        assert_int_equal(c[r].got, 100 + !r);
+    }
+    world_close(&w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buckets_equal_whole_fp32),
         cmocka_unit_test(test_buckets_equal_whole_bf16),
         cmocka_unit_test(test_cancel_and_abort_in_flight),
+        cmocka_unit_test(test_jobs_in_queue_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

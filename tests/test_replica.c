@@ -40,6 +40,8 @@ typedef struct {
     sy_replica *rep;
     sy_train_cfg tc;
     int steps, sync_every;
+    int by_layer;         /* gradients layer by layer (sy_replica_grads_layer); 2: layer 1 never goes at step 2 */
+    const sy_model_cfg *mc;
     void *inbox[W];       /* copies of what arrived (a socket's receive buffers) */
 } rank_ctx;
 
@@ -98,8 +100,22 @@ static void *rank_main(void *arg) {
             assert_int_equal(sy_replica_sync(r->rep, s, r->p, r->m, r->v), 0);
         for (size_t i = 0; i < r->lay.total; i++)
             r->g[i] = frand(&seed) * 0.3f;
-        if (r->sync_every == 1)
+        if (r->sync_every == 1 && r->by_layer) {
+            /* in backward order, as the worker's overlap thread sends them */
+            for (int l = r->mc->n_layers - 1; l >= 0; l--)
+                if (sy_is_switch_layer(r->mc, l) && !(r->by_layer == 2 && s == 2 && l == 1))
+                    assert_int_equal(sy_replica_grads_layer(r->rep, s, l, r->g, board_a2a, r), 0);
+            if (r->by_layer == 2 && s == 2 && r->rank > 0) { /* ranks 1 and 2 keep wards (0 and 2; 1) */
+                char want[80];
+                snprintf(want, sizeof want, "layer 1 of rank %d for step 2 never arrived", r->rank == 1 ? 0 : 1);
+                assert_int_equal(sy_replica_grads_done(r->rep, s), -1);
+                assert_non_null(strstr(sy_lasterr(), want));
+            } else {
+                assert_int_equal(sy_replica_grads_done(r->rep, s), 0);
+            }
+        } else if (r->sync_every == 1) {
             assert_int_equal(sy_replica_send_grads(r->rep, s, r->g), 0);
+        }
         float lr = 0.01f * (1.0f + 0.1f * (float)s), scale = s % 3 == 0 ? 0.7f : 1.0f; /* varying, as with clipping */
         sy_adamw_step(&r->lay, r->p, r->g, r->m, r->v, s + 1, lr, &r->tc, scale);
         sy_replica_commit(r->rep, s, lr, scale, &r->tc);
@@ -130,6 +146,7 @@ static void world_init(world *w, int steps, int sync_every) {
         r->tc = train_cfg();
         r->steps = steps;
         r->sync_every = sync_every;
+        r->mc = &w->mc;
         unsigned char held[8] = {0};
         for (int e = w->mesh.e_begin[q]; e < w->mesh.e_end[q]; e++)
             held[e] = 1;
@@ -213,6 +230,41 @@ static void test_every_step_replicas_are_exact(void **state) {
     world_free(&w);
 }
 
+/* The expert gradients sent layer by layer (the overlap thread's way) keep the replicas
+ * exactly as the whole send does: rank 1 keeps wards that hold another number of experts
+ * than it does, so a layer's span differs between sender and receiver. */
+static void test_layer_by_layer_replicas_are_exact(void **state) {
+    (void)state;
+    world w;
+    world_init(&w, 7, 1);
+    for (int q = 0; q < W; q++)
+        w.r[q].by_layer = 1;
+    int n0 = w.mesh.e_end[0] - w.mesh.e_begin[0], n1 = w.mesh.e_end[1] - w.mesh.e_begin[1];
+    assert_true(n0 != n1); /* 5 experts on 3 ranks */
+    world_run(&w);
+    assert_replicas_exact(&w, 7);
+    world_free(&w);
+}
+
+/* A layer whose gradients never arrived is named, nothing of that step is applied, and
+ * the replica stays at the step before: stale, never wrong. */
+static void test_missing_layer_leaves_replica_stale(void **state) {
+    (void)state;
+    world w;
+    world_init(&w, 5, 1);
+    for (int q = 0; q < W; q++)
+        w.r[q].by_layer = 2;
+    world_run(&w);
+    int64_t at = -2;
+    const sy_param *p = &w.r[0].lay.params[w.r[0].lay.n_params - 1];
+    assert_non_null(sy_replica_find(w.r[1].rep, SY_ARENA_PARAMS, p->name, p->numel, &at));
+    assert_int_equal(at, 2);
+    p = &w.r[1].lay.params[w.r[1].lay.n_params - 1];
+    assert_non_null(sy_replica_find(w.r[2].rep, SY_ARENA_M, p->name, p->numel, &at));
+    assert_int_equal(at, 2);
+    world_free(&w);
+}
+
 /* A replica copied every 3 steps is current right after a copy, stale otherwise. */
 static void test_stale_replica_is_refused(void **state) {
     (void)state;
@@ -282,6 +334,8 @@ static void test_rehome_fills_merged_rank(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_step_replicas_are_exact),
+        cmocka_unit_test(test_layer_by_layer_replicas_are_exact),
+        cmocka_unit_test(test_missing_layer_leaves_replica_stale),
         cmocka_unit_test(test_stale_replica_is_refused),
         cmocka_unit_test(test_rehome_fills_merged_rank),
     };

@@ -59,7 +59,17 @@ typedef struct {
     sy_replica *replica;
 } kept_state;
 
+typedef struct worker worker;
+
+/* One switch layer's replica gradients, on the overlap thread (rep_job_fn). */
 typedef struct {
+    worker *w;
+    int layer;
+    int64_t step;
+    sy_peer *peer; /* the overlap thread's, while the job runs */
+} rep_job;
+
+struct worker {
     /* process */
     void *zctx, *ctrl;
     sy_heartbeat *hb;
@@ -116,14 +126,20 @@ typedef struct {
     kept_state kept;
     int prev_world;
     int *prev_begin, *prev_end;
-} worker;
+    /* replica gradients on the overlap thread: one job per switch layer, queued by the
+     * backward (stage_final_fn) */
+    rep_job *rep_jobs;      /* [n_layers] */
+    int rep_queued;         /* jobs queued in this step */
+    double t_rep_thread;    /* seconds the overlap thread spent on them in this step */
+};
 
 static void kept_free(kept_state *k);
 
 /* ---------------------------------------------------------------- fault drills
  * SWITCHYARD_FAULT="kill@STEP:WHERE" makes this worker SIGKILL itself at step STEP, at
  * WHERE = alltoall (inside the first all-to-all), allreduce (before the gradient
- * all-reduce), save (halfway through sending its checkpoint shards) or start (before the
+ * all-reduce), replica (on the overlap thread, before a layer's replica gradients go to
+ * the buddy), save (halfway through sending its checkpoint shards) or start (before the
  * step). Used by the drills in tests/; it does nothing unless set. */
 static int64_t g_fault_step = -1;
 static char g_fault_where[32];
@@ -132,10 +148,16 @@ static char g_fault_where[32];
  * and the pipelined expert exchange on even steps only, the serial ones on odd steps, so
  * one run compares both under the same load (the bits are the same either way). */
 static int g_overlap_ab;
+/* SWITCHYARD_REPLICA_AB=1 (benchmarks only, bench/replica_ab.sh): the replica gradients
+ * go on the overlap thread during the backward in even steps only; odd steps send them
+ * after the all-reduce, as before (the same bits either way). */
+static int g_replica_ab;
 
 static void fault_init(void) {
     const char *ab = getenv("SWITCHYARD_OVERLAP_AB");
     g_overlap_ab = ab && !strcmp(ab, "1");
+    ab = getenv("SWITCHYARD_REPLICA_AB");
+    g_replica_ab = ab && !strcmp(ab, "1");
     const char *f = getenv("SWITCHYARD_FAULT");
     long long st;
     if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
@@ -236,6 +258,38 @@ static int part_start_fn(void *comm, int group, float *data, size_t count, size_
                             w->cfg.wire.dtype == SY_WIRE_BF16, (size_t)w->cfg.wire.chunk_bytes);
 }
 
+/* A switch layer's expert gradients are final: they go to the buddy (and the wards'
+ * come in) on the overlap thread, while the backward of the layers below runs. The step
+ * waits for them with the all-reduce's parts (part_wait), before it is reported. */
+static int rep_a2a_thread(void *ctx, uint32_t tag, int64_t step, void *const *send, const size_t *send_bytes,
+                          const void **recv, size_t *recv_bytes) {
+    rep_job *j = ctx;
+    return sy_peer_alltoall(j->peer, j->w->group_all, j->w->mesh.world, step, tag, send, send_bytes, recv, recv_bytes);
+}
+
+static int rep_job_fn(void *arg, sy_peer *peer) {
+    rep_job *j = arg;
+    double t0 = sy_now();
+    j->peer = peer;
+    fault_point(j->step, "replica");
+    int rc = sy_replica_grads_layer(j->w->replica, j->step, j->layer, sy_model_grads(j->w->model), rep_a2a_thread, j);
+    j->w->t_rep_thread += sy_now() - t0; /* read by the main thread after part_wait */
+    return rc;
+}
+
+static int stage_final_fn(void *comm, int stage) {
+    worker *w = comm;
+    int l = (stage - 1) / 2;
+    if (!w->replica || w->replica_every != 1 || !w->rep_jobs || stage < 0 || !(stage & 1) ||
+        !sy_is_switch_layer(&w->cfg.model, l) || (g_replica_ab && w->last_step % 2))
+        return 0;
+    w->rep_jobs[l] = (rep_job){.w = w, .layer = l, .step = w->last_step};
+    if (sy_reducer_call(w->reducer, rep_job_fn, &w->rep_jobs[l]))
+        return -1;
+    w->rep_queued++;
+    return 0;
+}
+
 static int part_wait_fn(void *comm) { return sy_reducer_wait(((worker *)comm)->reducer); }
 
 static void part_cancel_fn(void *comm) { sy_reducer_cancel(((worker *)comm)->reducer); }
@@ -332,6 +386,8 @@ static int local_addr_towards(const char *endpoint, char *out, size_t n) {
 
 static void drop_assignment(worker *w) {
     sy_replica_destroy(&w->replica);
+    free(w->rep_jobs);
+    w->rep_jobs = NULL;
     kept_free(&w->kept);
     w->handover_pending = 0;
     free(w->prev_begin);
@@ -619,7 +675,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
                                        .part_begin = part_begin_fn,
                                        .part_start = part_start_fn,
                                        .part_wait = part_wait_fn,
-                                       .part_cancel = part_cancel_fn},
+                                       .part_cancel = part_cancel_fn,
+                                       .stage_final = stage_final_fn},
                               .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
@@ -654,6 +711,10 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
             buddy[r] = a->buddy[r] >= 0 && a->buddy[r] < m->world ? a->buddy[r] : -1;
         if (!(w->replica = sy_replica_new(mc, m, w->rank, buddy, lay, replica_a2a, w)))
             return -1;
+        if (!(w->rep_jobs = calloc((size_t)mc->n_layers, sizeof(rep_job)))) {
+            sy_seterr("replicas: out of memory");
+            return -1;
+        }
         sy_info("replicas: rank %d keeps its experts, %d rank%s keep%s theirs here (%.1f MB); %.1f MB of expert "
                 "%s go to the buddy %s",
                 buddy[w->rank], sy_replica_wards(w->replica), sy_replica_wards(w->replica) == 1 ? "" : "s",
@@ -854,9 +915,18 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
         w->replica_synced = 1;
         w->t_replica += sy_now() - t0;
     }
+    w->rep_queued = 0;
+    w->t_rep_thread = 0;
     if ((rc = sy_step_prepare(&w->stepper, w->train, step, res)))
         return rc;
-    if (w->replica && w->replica_every == 1) {
+    /* the step is reported only once the buddy has this rank's gradients and this rank
+     * its wards': then a step the coordinator commits (every rank reported) is in every
+     * replica too. Overlapped, the backward queued them (stage_final_fn) and
+     * sy_step_prepare waited for them; else they go now. */
+    if (w->replica && w->replica_every == 1 && w->rep_queued > 0) {
+        if ((rc = sy_replica_grads_done(w->replica, step)))
+            return rc;
+    } else if (w->replica && w->replica_every == 1) {
         double t0 = sy_now();
         if ((rc = sy_replica_send_grads(w->replica, step, sy_model_grads(w->model))))
             return rc;
@@ -917,11 +987,15 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     w->last_step_time = sy_now() - t0;
     /* less often than the coordinator's summary, which `up` prints on the same terminal */
     int64_t every = 5 * (w->cfg.train.log_every > 0 ? w->cfg.train.log_every : 10);
-    if (w->job != SWITCHYARD__JOB__JOB_REFCHECK && (c->step + 1) % every == 0)
+    if (w->job != SWITCHYARD__JOB__JOB_REFCHECK && (c->step + 1) % every == 0) {
+        char rep[80] = "";
+        if (w->rep_queued > 0) /* hidden unless the all-reduce time grew by it */
+            snprintf(rep, sizeof rep, "; replica gradients %.0f ms on the overlap thread", w->t_rep_thread * 1e3);
         sy_info("step %" PRId64 ": loss share %.4f, %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f), "
-                "%" PRId64 " tokens",
+                "%" PRId64 " tokens%s",
                 c->step + 1, res.loss.total, w->last_step_time * 1e3, res.t.compute * 1e3, res.t.alltoall * 1e3,
-                res.t.allreduce * 1e3, res.tokens);
+                res.t.allreduce * 1e3, res.tokens, rep);
+    }
     Switchyard__StepReport r = SWITCHYARD__STEP_REPORT__INIT;
     r.epoch = w->epoch;
     r.step = c->step;
@@ -936,11 +1010,12 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     r.t_compute = res.t.compute;
     r.t_alltoall = res.t.alltoall;
     r.t_allreduce = res.t.allreduce;
-    r.t_optimizer = w->job == SWITCHYARD__JOB__JOB_TRAIN ? w->t_commit : res.t.optimizer; /* the last commit's */
+    /* the last commit's AdamW, the wards' replicas' included */
+    r.t_optimizer = w->job == SWITCHYARD__JOB__JOB_TRAIN ? w->t_commit + w->t_replica_commit : res.t.optimizer;
     r.bytes_sent = sy_peer_bytes_sent(w->peer, 0) + sy_reducer_bytes_sent(w->reducer, 0);
     r.replica_bytes = sy_replica_bytes_sent(w->replica, 1);
     r.replica_memory = sy_replica_memory(w->replica);
-    r.t_replica = w->t_replica + w->t_replica_commit;
+    r.t_replica = w->t_replica;
     w->t_replica_commit = 0;
     report_load(w, &r);
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;

@@ -8,7 +8,12 @@
 #include "optim.h"
 
 /* Tags of the replica all-to-alls: above the expert exchange's and the all-reduce's. */
-enum { TAG_SYNC_P = 0x30000u, TAG_SYNC_M, TAG_SYNC_V, TAG_GRADS };
+enum { TAG_SYNC_P = 0x30000u, TAG_SYNC_M, TAG_SYNC_V, TAG_GRADS, TAG_GRADS_LAYER = 0x30100u /* + layer */ };
+
+/* floats [lo, hi) of an expert region (offsets from its start) hold one layer's experts */
+typedef struct {
+    size_t lo, hi;
+} span;
 
 /* The state of one ward (a rank whose experts this rank keeps). */
 typedef struct {
@@ -17,6 +22,8 @@ typedef struct {
     float *p, *m, *v, *g; /* [lay.total] */
     int64_t at;           /* the step its state is at; -1: never received */
     int64_t g_step;       /* the step of the pending gradients; -1: none */
+    span *layer;          /* [n_layers] where each layer's experts are in lay */
+    int64_t *g_layer;     /* [n_layers] the step whose gradients of that layer arrived; -1: none */
 } ward;
 
 struct sy_replica {
@@ -25,6 +32,8 @@ struct sy_replica {
     int world, rank, buddy;
     size_t own_n;         /* floats of this rank's expert part */
     size_t own_off;       /* where it starts in its arenas (the dense total) */
+    int n_layers;
+    span *own_layer;      /* [n_layers] each layer's experts in this rank's expert part */
     ward *wards;
     int n_wards;
     void **send;          /* [world] scratch */
@@ -33,6 +42,23 @@ struct sy_replica {
     size_t *recv_bytes;
     uint64_t bytes_sent;
 };
+
+/* Each layer's span in the expert parameters of lay, which start at `base` (lo == hi: none). */
+static void layer_spans(span *out, int n_layers, const sy_layout *lay, size_t base) {
+    for (int l = 0; l < n_layers; l++)
+        out[l] = (span){0, 0};
+    for (int i = 0; i < lay->n_params; i++) {
+        const sy_param *p = &lay->params[i];
+        if (p->expert < 0 || p->layer < 0 || p->layer >= n_layers)
+            continue;
+        span *s = &out[p->layer];
+        size_t lo = p->offset - base, hi = lo + p->numel;
+        if (s->lo == s->hi)
+            *s = (span){lo, hi};
+        else
+            *s = (span){lo < s->lo ? lo : s->lo, hi > s->hi ? hi : s->hi};
+    }
+}
 
 /* The expert parameters of a layout holding `held`, re-based at offset 0. */
 static int ward_layout(sy_layout *out, const sy_model_cfg *mc, const unsigned char *held) {
@@ -72,18 +98,21 @@ sy_replica *sy_replica_new(const sy_model_cfg *mc, const sy_mesh *m, int rank, c
     r->buddy = buddy[rank];
     r->own_off = own->dense_total;
     r->own_n = own->total - own->dense_total;
+    r->n_layers = mc->n_layers;
+    r->own_layer = calloc((size_t)mc->n_layers + 1, sizeof(span));
     r->wards = calloc((size_t)m->world, sizeof(ward));
     r->send = calloc((size_t)m->world, sizeof(void *));
     r->send_bytes = calloc((size_t)m->world, sizeof(size_t));
     r->recv = calloc((size_t)m->world, sizeof(void *));
     r->recv_bytes = calloc((size_t)m->world, sizeof(size_t));
     unsigned char *held = calloc((size_t)mc->n_experts + 1, 1);
-    if (!r->wards || !r->send || !r->send_bytes || !r->recv || !r->recv_bytes || !held) {
+    if (!r->own_layer || !r->wards || !r->send || !r->send_bytes || !r->recv || !r->recv_bytes || !held) {
         free(held);
         sy_replica_destroy(&r);
         sy_seterr("replica: out of memory");
         return NULL;
     }
+    layer_spans(r->own_layer, r->n_layers, own, own->dense_total);
     for (int q = 0; q < m->world; q++) {
         if (q == rank || buddy[q] != rank)
             continue;
@@ -104,12 +133,17 @@ sy_replica *sy_replica_new(const sy_model_cfg *mc, const sy_mesh *m, int rank, c
         w->m = calloc(n, sizeof(float));
         w->v = calloc(n, sizeof(float));
         w->g = calloc(n, sizeof(float));
-        if (!w->p || !w->m || !w->v || !w->g) {
+        w->layer = calloc((size_t)mc->n_layers + 1, sizeof(span));
+        w->g_layer = calloc((size_t)mc->n_layers + 1, sizeof(int64_t));
+        if (!w->p || !w->m || !w->v || !w->g || !w->layer || !w->g_layer) {
             free(held);
             sy_replica_destroy(&r);
             sy_seterr("replica: out of memory");
             return NULL;
         }
+        layer_spans(w->layer, r->n_layers, &w->lay, 0);
+        for (int l = 0; l < r->n_layers; l++)
+            w->g_layer[l] = -1;
     }
     free(held);
     return r;
@@ -125,8 +159,11 @@ void sy_replica_destroy(sy_replica **rp) {
         free(w->m);
         free(w->v);
         free(w->g);
+        free(w->layer);
+        free(w->g_layer);
         free(w->lay.params);
     }
+    free(r->own_layer);
     free(r->wards);
     free(r->send);
     free(r->send_bytes);
@@ -136,33 +173,43 @@ void sy_replica_destroy(sy_replica **rp) {
     *rp = NULL;
 }
 
-/* One all-to-all: this rank's `n` floats at `own` to its buddy; what each ward sent is
- * copied into the ward's array chosen by `pick`. */
-static int exchange(sy_replica *r, uint32_t tag, int64_t step, const float *own, int which) {
+/* One all-to-all through a2a/ctx: this rank's floats [s.lo, s.hi) of its expert part
+ * `own` to its buddy; what each ward sent is copied into [lo, hi) of the ward's array
+ * `which` (0 p, 1 m, 2 v, 3 g), with the ward's span of the same layer (layer -1: the
+ * whole expert part). */
+static int exchange_span(sy_replica *r, sy_replica_a2a_fn a2a, void *ctx, uint32_t tag, int64_t step,
+                         const float *own, int layer, int which) {
+    span s = layer < 0 ? (span){0, r->own_n} : r->own_layer[layer];
+    int sends = r->buddy >= 0 && r->buddy != r->rank && s.hi > s.lo;
     for (int i = 0; i < r->world; i++) {
         r->send[i] = (void *)"";
         r->send_bytes[i] = 0;
     }
-    if (r->buddy >= 0 && r->buddy != r->rank && r->own_n > 0) {
-        r->send[r->buddy] = (void *)own;
-        r->send_bytes[r->buddy] = r->own_n * sizeof(float);
+    if (sends) {
+        r->send[r->buddy] = (void *)(own + s.lo);
+        r->send_bytes[r->buddy] = (s.hi - s.lo) * sizeof(float);
     }
-    int rc = r->a2a(r->ctx, tag, step, r->send, r->send_bytes, r->recv, r->recv_bytes);
+    int rc = a2a(ctx, tag, step, r->send, r->send_bytes, r->recv, r->recv_bytes);
     if (rc)
         return rc;
-    r->bytes_sent += r->buddy >= 0 && r->buddy != r->rank ? r->own_n * sizeof(float) : 0;
+    r->bytes_sent += sends ? (s.hi - s.lo) * sizeof(float) : 0;
     for (int i = 0; i < r->n_wards; i++) {
         ward *w = &r->wards[i];
-        size_t want = w->lay.total * sizeof(float);
+        span d = layer < 0 ? (span){0, w->lay.total} : w->layer[layer];
+        size_t want = (d.hi - d.lo) * sizeof(float);
         if (r->recv_bytes[w->rank] != want) {
             sy_seterr("replica: rank %d sent %zu bytes of expert state (tag %#x), its experts have %zu", w->rank,
                       r->recv_bytes[w->rank], tag, want);
             return -1;
         }
         float *dst = which == 0 ? w->p : which == 1 ? w->m : which == 2 ? w->v : w->g;
-        memcpy(dst, r->recv[w->rank], want);
+        memcpy(dst + d.lo, r->recv[w->rank], want);
     }
     return 0;
+}
+
+static int exchange(sy_replica *r, uint32_t tag, int64_t step, const float *own, int which) {
+    return exchange_span(r, r->a2a, r->ctx, tag, step, own, -1, which);
 }
 
 int sy_replica_sync(sy_replica *r, int64_t step, const float *params, const float *m, const float *v) {
@@ -183,6 +230,36 @@ int sy_replica_send_grads(sy_replica *r, int64_t step, const float *grads) {
     int rc = exchange(r, TAG_GRADS, step, grads + r->own_off, 3);
     if (rc)
         return rc;
+    for (int i = 0; i < r->n_wards; i++)
+        r->wards[i].g_step = step;
+    return 0;
+}
+
+int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, const float *grads, sy_replica_a2a_fn a2a,
+                           void *ctx) {
+    if (layer < 0 || layer >= r->n_layers) {
+        sy_seterr("replica: no layer %d", layer);
+        return -1;
+    }
+    int rc = exchange_span(r, a2a, ctx, TAG_GRADS_LAYER + (uint32_t)layer, step, grads + r->own_off, layer, 3);
+    if (rc)
+        return rc;
+    for (int i = 0; i < r->n_wards; i++)
+        r->wards[i].g_layer[layer] = step;
+    return 0;
+}
+
+int sy_replica_grads_done(sy_replica *r, int64_t step) {
+    sy_replica_drop_pending(r);
+    for (int i = 0; i < r->n_wards; i++) {
+        ward *w = &r->wards[i];
+        for (int l = 0; l < r->n_layers; l++)
+            if (w->layer[l].hi > w->layer[l].lo && w->g_layer[l] != step) {
+                sy_seterr("replica: the expert gradients of layer %d of rank %d for step %lld never arrived", l,
+                          w->rank, (long long)step);
+                return -1;
+            }
+    }
     for (int i = 0; i < r->n_wards; i++)
         r->wards[i].g_step = step;
     return 0;

@@ -9,7 +9,8 @@
  * - at the first step of an epoch (and every replica_every steps when that is > 1) the
  *   owner sends a full copy of its experts' parameters and moments (sy_replica_sync);
  * - with replica_every 1, every step the owner sends its experts' (reduced) gradients
- *   (sy_replica_send_grads) before it reports the step, and when the step commits the
+ *   (sy_replica_send_grads; or layer by layer, sy_replica_grads_layer, on the worker's
+ *   overlap thread during the backward) before it reports the step, and when the step commits the
  *   buddy applies the same AdamW update with the same learning rate, clip scale and
  *   update count (sy_replica_commit). AdamW is elementwise, so the replica stays equal
  *   to the owner's state bit for bit, at a third of the bytes of a full copy.
@@ -47,6 +48,19 @@ int sy_replica_sync(sy_replica *r, int64_t step, const float *params, const floa
 /* Sends this rank's expert gradients of step `step` to its buddy; receives its wards'
  * (kept pending until commit). */
 int sy_replica_send_grads(sy_replica *r, int64_t step, const float *grads);
+/* The same per switch layer, off the critical path (worker: on the overlap thread as
+ * soon as the backward has made that layer's expert gradients final): sends this rank's
+ * expert gradients of `layer` (grads: the whole parameter-shaped arena) of step `step`
+ * to its buddy through a2a/ctx (another transport than the replica's own: the thread's
+ * sockets) and receives its wards' of that layer. Every rank calls it for the same
+ * layers in the same order. Once every switch layer went, sy_replica_grads_done(step)
+ * makes them pending as sy_replica_send_grads would (the bits are the same: the layers
+ * are copied, not summed). */
+int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, const float *grads, sy_replica_a2a_fn a2a,
+                           void *ctx);
+/* -1 naming the layer and ward when some ward's gradients of step `step` did not all
+ * arrive (nothing is pending then). */
+int sy_replica_grads_done(sy_replica *r, int64_t step);
 /* Step `step` committed everywhere: applies the pending gradients of that step to every
  * ward whose state is at `step` (AdamW update count step + 1). Others are left as they
  * are (stale). Pending gradients are dropped either way. */

@@ -11,6 +11,8 @@
 #define MAX_PARTS 256
 
 typedef struct {
+    sy_reducer_job_fn fn; /* a job (sy_reducer_call), or NULL: an all-reduce part */
+    void *arg;
     const int *members;
     int n;
     int64_t step;
@@ -48,9 +50,10 @@ static void *run(void *arg) {
         int skip = r->rc != 0 || r->cancel;
         r->busy = 1;
         pthread_mutex_unlock(&r->mu);
-        int rc = skip ? 0
-                      : sy_peer_allreduce_part(r->peer, j.members, j.n, j.step, j.tag, j.data, j.count, j.off, j.len,
-                                               j.bf16, j.chunk_bytes);
+        int rc = skip    ? 0
+                 : j.fn ? j.fn(j.arg, r->peer)
+                        : sy_peer_allreduce_part(r->peer, j.members, j.n, j.step, j.tag, j.data, j.count, j.off, j.len,
+                                                 j.bf16, j.chunk_bytes);
         pthread_mutex_lock(&r->mu);
         if (rc && !r->rc) {
             r->rc = rc;
@@ -128,28 +131,36 @@ int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *c
     return rc;
 }
 
-int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uint32_t tag, float *data, size_t count,
-                     size_t off, size_t len, int bf16, size_t chunk_bytes) {
+static int enqueue(sy_reducer *r, const part *j) {
     pthread_mutex_lock(&r->mu);
     if (r->tail - r->head >= MAX_PARTS) {
         pthread_mutex_unlock(&r->mu);
         sy_seterr("reducer: more than %d parts queued", MAX_PARTS);
         return -1;
     }
-    r->q[r->tail % MAX_PARTS] = (part){.members = members,
-                                       .n = n,
-                                       .step = step,
-                                       .tag = tag,
-                                       .data = data,
-                                       .count = count,
-                                       .off = off,
-                                       .len = len,
-                                       .bf16 = bf16,
-                                       .chunk_bytes = chunk_bytes};
+    r->q[r->tail % MAX_PARTS] = *j;
     r->tail++;
     pthread_cond_signal(&r->work);
     pthread_mutex_unlock(&r->mu);
     return 0;
+}
+
+int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uint32_t tag, float *data, size_t count,
+                     size_t off, size_t len, int bf16, size_t chunk_bytes) {
+    return enqueue(r, &(part){.members = members,
+                              .n = n,
+                              .step = step,
+                              .tag = tag,
+                              .data = data,
+                              .count = count,
+                              .off = off,
+                              .len = len,
+                              .bf16 = bf16,
+                              .chunk_bytes = chunk_bytes});
+}
+
+int sy_reducer_call(sy_reducer *r, sy_reducer_job_fn fn, void *arg) {
+    return enqueue(r, &(part){.fn = fn, .arg = arg});
 }
 
 static int drain(sy_reducer *r) {

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "curve.h"
+#include "peer.h"
 
 typedef struct sy_reducer sy_reducer;
 
@@ -45,6 +46,17 @@ int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *c
  * must queue the same parts in the same order. */
 int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uint32_t tag, float *data, size_t count,
                      size_t off, size_t len, int bf16, size_t chunk_bytes);
+
+/* A job for the communication thread besides the all-reduce parts: fn(arg, peer) runs
+ * there, on the reducer's peer (every rank's reducer endpoint), in the order of the queue
+ * like a part, and counts as one for sy_reducer_wait and sy_reducer_cancel (skipped after
+ * a failure or a cancel; a peer operation inside it gives up on a cancel). It returns 0,
+ * or negative with a message (sy_seterr), which sy_reducer_wait then returns. It must be
+ * done with whatever the peer handed out (received payloads) when it returns: the next
+ * part reuses the peer. arg must stay valid until sy_reducer_wait returns; whatever fn
+ * writes, the caller may read after sy_reducer_wait (the reducer's lock orders them). */
+typedef int (*sy_reducer_job_fn)(void *arg, sy_peer *peer);
+int sy_reducer_call(sy_reducer *r, sy_reducer_job_fn fn, void *arg);
 
 /* Waits until every queued part is done. 0, or the first failure's code
  * (SY_PEER_ABORTED when the abort flag was raised) with its message; parts queued after

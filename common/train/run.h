@@ -27,8 +27,10 @@ int sy_run_ckpt_meta(sy_ckpt_writer *w, const char *run_id, int64_t step, int wo
 /* ---------------------------------------------------------------- progress line */
 
 /* Time of one step by phase, seconds (per rank means in a distributed run). optimizer:
- * AdamW (the commit of the previous step in a distributed run); replica: sending the
- * buddy replicas and their AdamW; 0 leaves either out of the run log. */
+ * AdamW (in a distributed run the commit of the previous step, the buddy replicas' AdamW
+ * included); replica: the main thread's time sending and receiving buddy replicas (what
+ * the overlap thread sends during the backward is not in it); 0 leaves either out of the
+ * run log. */
 typedef struct {
     double step, compute, alltoall, allreduce, optimizer, replica;
 } sy_run_times;

@@ -82,7 +82,12 @@ static int overlap_queue(overlap *o, int stage) {
     return 0;
 }
 
-static int on_grads_final(void *ctx, int layer) { return overlap_queue(ctx, layer); }
+static int on_grads_final(void *ctx, int stage) {
+    overlap *o = ctx;
+    if (overlap_queue(o, stage))
+        return -1;
+    return o->c->stage_final ? o->c->stage_final(o->c->ctx, stage) : 0;
+}
 
 static double a2a_now(const sy_comm *c) { return c->a2a_seconds ? c->a2a_seconds(c->a2a_ctx) : 0.0; }
 
@@ -114,7 +119,7 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
     if (st->distill && st->distill->teacher
             ? sy_distill_forward_backward(st->distill, st->model, &ps, st->batch, &out->loss, &out->soft)
             : sy_model_forward(st->model, &ps, st->batch, &out->loss) || sy_model_backward(st->model)) {
-        if (ov.queued)
+        if (overlapped)
             c->part_cancel(c->ctx); /* the buckets in flight must not outlive the step */
         return -1;
     }
@@ -128,8 +133,7 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
         /* whatever the backward did not hand over (it always reaches the embeddings) */
         int rc = overlap_queue(&ov, -1);
         if (rc) {
-            if (ov.queued)
-                c->part_cancel(c->ctx);
+            c->part_cancel(c->ctx);
             return rc;
         }
         if ((rc = c->part_wait(c->ctx)))

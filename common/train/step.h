@@ -43,6 +43,11 @@ typedef struct {
     int (*part_start)(void *ctx, int group, float *data, size_t count, size_t off, size_t len, uint32_t tag);
     int (*part_wait)(void *ctx);
     void (*part_cancel)(void *ctx);
+    /* Or NULL. In an overlapped step, called at every stage of the backward (stages as
+     * sy_pass.grads_final: 2l+1 when layer l's feed-forward half, its experts included,
+     * is final) after that stage's parts were queued, so the caller can queue work of
+     * its own on the same thread (part_wait waits for it, part_cancel calls it off). */
+    int (*stage_final)(void *ctx, int stage);
 } sy_comm;
 
 /* The communicator of a single process: a world of one rank, so every all-reduce is the
