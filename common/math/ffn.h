@@ -10,5 +10,13 @@ void sy_ffn_forward(float *Y, float *H, const float *X, const float *w1, const f
 /* dX[n,C] += (skipped when NULL), dw1 += , dw2 += ; dH[n,F] is scratch */
 void sy_ffn_backward(float *dX, float *dw1, float *dw2, float *dH, const float *dY, const float *X, const float *H,
                      const float *w1, const float *w2, const float *mask, int n, int C, int F);
+/* sy_ffn_backward in two halves, for a caller that sends dX on before it computes the
+ * weight gradients: the input half leaves dH (after mask and relu) for the weight half,
+ * which must get it untouched. Every output is computed by the same calls on the same
+ * inputs as in sy_ffn_backward, so the bits are the same. */
+void sy_ffn_backward_input(float *dX, float *dH, const float *dY, const float *H, const float *w1, const float *w2,
+                           const float *mask, int n, int C, int F);
+void sy_ffn_backward_weights(float *dw1, float *dw2, const float *dH, const float *dY, const float *X, const float *H,
+                             int n, int C, int F);
 
 #endif

@@ -573,26 +573,52 @@ int sy_experts_forward(void *ctx, const sy_pass *pass, int layer, const int *cou
     return 0;
 }
 
-int sy_experts_backward_one(void *ctx, const sy_pass *pass, int layer, int e, const float *dout, float *din) {
-    sy_experts *x = ctx;
-    const sy_model_cfg *c = &x->cfg;
-    int C = c->d_model, F = c->d_ff;
-    if (e < 0 || e >= c->n_experts) {
-        sy_seterr("experts: layer %d backward of expert %d of %d", layer, e, c->n_experts);
+/* expert e's rows in the forward's packing: first row and count; -1 for a bad e */
+static int expert_rows(const sy_experts *x, int layer, int e, size_t *r0, int *n) {
+    if (e < 0 || e >= x->cfg.n_experts) {
+        sy_seterr("experts: layer %d backward of expert %d of %d", layer, e, x->cfg.n_experts);
         return -1;
     }
-    size_t r0 = 0;
+    *r0 = 0;
     for (int i = 0; i < e; i++)
-        r0 += (size_t)x->counts[layer][i];
-    int n = x->counts[layer][e];
+        *r0 += (size_t)x->counts[layer][i];
+    *n = x->counts[layer][e];
+    return 0;
+}
+
+/* The hidden gradients of expert e sit at its own rows of the dh scratch ([max_rows, F]),
+ * so that the weight half of every expert can come after the input half of all of them. */
+int sy_experts_backward_input_one(void *ctx, const sy_pass *pass, int layer, int e, const float *dout, float *din) {
+    sy_experts *x = ctx;
+    const sy_model_cfg *c = &x->cfg;
+    int C = c->d_model, F = c->d_ff, n;
+    size_t r0;
+    if (expert_rows(x, layer, e, &r0, &n))
+        return -1;
     if (n == 0)
         return 0;
     int use_mask = pass->training && c->expert_dropout > 0;
     memset(din + r0 * C, 0, (size_t)n * C * sizeof(float));
-    sy_ffn_backward(din + r0 * C, x->g->layers[layer].ew1[e], x->g->layers[layer].ew2[e], x->dh, dout + r0 * C,
-                    x->x[layer] + r0 * C, x->h[layer] + r0 * F, x->w->layers[layer].ew1[e], x->w->layers[layer].ew2[e],
-                    use_mask ? x->mask[layer] + r0 * F : NULL, n, C, F);
+    sy_ffn_backward_input(din + r0 * C, x->dh + r0 * F, dout + r0 * C, x->h[layer] + r0 * F, x->w->layers[layer].ew1[e],
+                          x->w->layers[layer].ew2[e], use_mask ? x->mask[layer] + r0 * F : NULL, n, C, F);
     return 0;
+}
+
+int sy_experts_backward_weights_one(void *ctx, int layer, int e, const float *dout) {
+    sy_experts *x = ctx;
+    int C = x->cfg.d_model, F = x->cfg.d_ff, n;
+    size_t r0;
+    if (expert_rows(x, layer, e, &r0, &n))
+        return -1;
+    sy_ffn_backward_weights(x->g->layers[layer].ew1[e], x->g->layers[layer].ew2[e], x->dh + r0 * F, dout + r0 * C,
+                            x->x[layer] + r0 * C, x->h[layer] + r0 * F, n, C, F);
+    return 0;
+}
+
+int sy_experts_backward_one(void *ctx, const sy_pass *pass, int layer, int e, const float *dout, float *din) {
+    if (sy_experts_backward_input_one(ctx, pass, layer, e, dout, din))
+        return -1;
+    return sy_experts_backward_weights_one(ctx, layer, e, dout);
 }
 
 int sy_experts_backward(void *ctx, const sy_pass *pass, int layer, const int *counts, const float *dout, float *din) {

@@ -133,6 +133,12 @@ int sy_experts_forward_one(void *x, const sy_pass *pass, int layer, int e, size_
                            const int64_t *tok, float *out);
 void sy_experts_forward_done(void *x, int layer, const int *counts, const float *in);
 int sy_experts_backward_one(void *x, const sy_pass *pass, int layer, int e, const float *dout, float *din);
+/* sy_experts_backward_one in two halves (sy_ffn_backward_input / _weights): the input
+ * gradients of expert e now, its weight gradients later, from the same dout and before
+ * another layer's backward. Each expert keeps its hidden gradients at its own rows of the
+ * scratch, so the input halves of all experts may come first. Same bits as whole calls. */
+int sy_experts_backward_input_one(void *x, const sy_pass *pass, int layer, int e, const float *dout, float *din);
+int sy_experts_backward_weights_one(void *x, int layer, int e, const float *dout);
 
 /* tokens: [B, T+1] (inputs then shifted targets). Returns 0 or -1 (sy_lasterr). */
 int sy_model_forward(sy_model *m, const sy_pass *pass, const int32_t *tokens, sy_losses *out);

@@ -438,13 +438,19 @@ static int backward_pipelined(sy_exchange *x, const sy_pass *ps, int layer, cons
             }
             r += n;
         }
-        if (sy_experts_backward_one(x->experts, ps, layer, e, x->dy_rows, x->out_rows))
+        /* the input gradients go back at once; the weight gradients wait (below) */
+        if (sy_experts_backward_input_one(x->experts, ps, layer, e, x->dy_rows, x->out_rows))
             return -1;
         for (int s = 0, before = 0; s < x->P; before += sc[s * mine + j], s++)
             if (send_back(x, layer, PH_BWD_COMBINE, j, s, r_j + (size_t)before, (size_t)sc[s * mine + j], counts, dx))
                 return -1;
     }
     chunk_release(x);
+    /* while the other owners' input gradients for this rank's rows are still on their
+     * way (or still being computed), this owner computes its experts' weight gradients */
+    for (int j = 0; j < mine; j++)
+        if (sy_experts_backward_weights_one(x->experts, layer, x->mb + j, x->dy_rows))
+            return -1;
     return gather_back(x, layer, PH_BWD_COMBINE, counts, dx);
 }
 
