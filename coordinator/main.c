@@ -643,6 +643,15 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
             else
                 sy_info("worker %s waits for the next checkpoint to join the mesh", id);
         }
+    } else if (mb->rank >= 0 && c->phase == ASSIGNING && !mb->ready &&
+               sy_now() - c->plan.assign_started < c->cfg.cluster.timeout_ms / 1000.0) {
+        /* sent before its Assignment reached it (a worker registers again every second
+         * until it is assigned): the Assignment is on its way. A worker that got it and
+         * dropped it has heard nothing for timeout_ms first, one that could not apply it
+         * says so with an Error, and one that never gets ready is removed by
+         * check_admission: none of them is this one. */
+        sy_info("worker %s (rank %d) registered again before its assignment reached it: the assignment stands",
+                id, mb->rank);
     } else if (mb->rank >= 0 && (c->phase == ASSIGNING || c->phase == TRAINING)) {
         /* a mesh member registering again has dropped its assignment: re-plan; one that
          * does it a third time without getting Ready in between never finishes admission

@@ -140,9 +140,13 @@ static void kept_free(kept_state *k);
  * WHERE = alltoall (inside the first all-to-all), allreduce (before the gradient
  * all-reduce), replica (on the overlap thread, before a layer's replica gradients go to
  * the buddy), save (halfway through sending its checkpoint shards) or start (before the
- * step). Used by the drills in tests/; it does nothing unless set. */
+ * step). SWITCHYARD_FAULT="register-twice" makes it wait 1.2 s after its first Register
+ * before it reads anything, so that it registers again (its 1 s back-off) while its
+ * Assignment waits in its queue, as a worker on a loaded machine does. Used by the drills
+ * in tests/; it does nothing unless set. */
 static int64_t g_fault_step = -1;
 static char g_fault_where[32];
+static int g_fault_register_twice;
 
 /* SWITCHYARD_OVERLAP_AB=1 (benchmarks only, bench/overlap.sh): the overlapped all-reduce
  * and the pipelined expert exchange on even steps only, the serial ones on odd steps, so
@@ -162,6 +166,7 @@ static void fault_init(void) {
     long long st;
     if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
         g_fault_step = st;
+    g_fault_register_twice = f && !strcmp(f, "register-twice");
 }
 
 static void fault_point(int64_t step, const char *where) {
@@ -1224,6 +1229,12 @@ int main(int argc, char **argv) {
             send_register(&w);
             next_register = sy_now() + backoff;
             backoff = backoff * 2 > 8 ? 8 : backoff * 2;
+            if (g_fault_register_twice) {
+                g_fault_register_twice = 0;
+                sy_warn("fault drill: registering again before reading the coordinator's reply");
+                nanosleep(&(struct timespec){1, 200000000}, NULL);
+                continue;
+            }
         }
         /* lost = silent on both connections: after a network outage the heartbeat
          * connection may come back seconds after the control one (each TCP connection
