@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "ctrl.h"
@@ -26,6 +27,12 @@ struct sy_heartbeat {
     volatile uint64_t epoch, abort_epoch;
     volatile int64_t step;
     volatile int state, rank;
+    /* orders the thread's "an Abort for this epoch: raise the flag" against the main
+     * thread's "a new epoch: clear the flag" (sy_heartbeat_clear_abort): without it an
+     * Abort of the old epoch checked just before the new Assignment was applied raised
+     * the flag just after, and the new epoch's first step stopped for nothing */
+    pthread_mutex_t mu;
+    int slow_abort;              /* SWITCHYARD_FAULT=stale-abort (drills): 0.4 s between check and flag */
 };
 
 static int64_t now_ms(void) { return (int64_t)(sy_now() * 1000.0); }
@@ -69,10 +76,16 @@ static void *run(void *arg) {
                     sy_info("coordinator is back");
                     __atomic_store_n(&hb->lost, 0, __ATOMIC_RELEASE);
                 }
-                if (m.env->msg_case == SWITCHYARD__ENVELOPE__MSG_ABORT && m.env->abort->epoch >= hb->epoch) {
-                    sy_warn("abort from the coordinator (epoch %llu): %s", (unsigned long long)m.env->abort->epoch,
-                            m.env->abort->reason);
-                    __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE);
+                if (m.env->msg_case == SWITCHYARD__ENVELOPE__MSG_ABORT) {
+                    pthread_mutex_lock(&hb->mu);
+                    if (m.env->abort->epoch >= hb->epoch) {
+                        sy_warn("abort from the coordinator (epoch %llu): %s",
+                                (unsigned long long)m.env->abort->epoch, m.env->abort->reason);
+                        if (hb->slow_abort)
+                            nanosleep(&(struct timespec){0, 400000000}, NULL);
+                        __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE);
+                    }
+                    pthread_mutex_unlock(&hb->mu);
                 } else if (m.env->msg_case == SWITCHYARD__ENVELOPE__MSG_SHUTDOWN) {
                     __atomic_store_n(&hb->shutdown, 1, __ATOMIC_RELEASE);
                     __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE);
@@ -106,7 +119,11 @@ sy_heartbeat *sy_heartbeat_start(void *zctx, const char *coordinator, const char
     hb->timeout_ms = timeout_ms;
     hb->rank = -1;
     hb->heard_ms = now_ms();
+    const char *f = getenv("SWITCHYARD_FAULT");
+    hb->slow_abort = f && !strcmp(f, "stale-abort");
+    pthread_mutex_init(&hb->mu, NULL);
     if (pthread_create(&hb->th, NULL, run, hb)) {
+        pthread_mutex_destroy(&hb->mu);
         free(hb);
         sy_seterr("heartbeat: cannot start its thread");
         return NULL;
@@ -122,6 +139,7 @@ void sy_heartbeat_stop(sy_heartbeat **phb) {
     __atomic_store_n(&hb->stop, 1, __ATOMIC_RELEASE);
     if (hb->started)
         pthread_join(hb->th, NULL);
+    pthread_mutex_destroy(&hb->mu);
     free(hb);
     *phb = NULL;
 }
@@ -138,9 +156,11 @@ const volatile int *sy_heartbeat_abort_flag(sy_heartbeat *hb) { return &hb->abor
 void sy_heartbeat_abort_from_signal(sy_heartbeat *hb) { __atomic_store_n(&hb->abort_flag, 1, __ATOMIC_RELEASE); }
 
 void sy_heartbeat_clear_abort(sy_heartbeat *hb, uint64_t epoch) {
+    pthread_mutex_lock(&hb->mu);
     hb->epoch = epoch;
     __atomic_store_n(&hb->silence_abort, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&hb->abort_flag, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&hb->mu);
 }
 
 void sy_heartbeat_heard(sy_heartbeat *hb) {

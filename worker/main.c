@@ -147,6 +147,10 @@ static void kept_free(kept_state *k);
 static int64_t g_fault_step = -1;
 static char g_fault_where[32];
 static int g_fault_register_twice;
+/* SWITCHYARD_FAULT="stale-abort": the heartbeat thread takes 0.4 s between seeing an Abort
+ * of its epoch and raising the flag, and this thread applies a re-homing Assignment 0.2 s
+ * late, so the old epoch's Abort lands after the new epoch began (tests/drill_stale_abort.sh) */
+static int g_fault_stale_abort;
 
 /* SWITCHYARD_OVERLAP_AB=1 (benchmarks only, bench/overlap.sh): the overlapped all-reduce
  * and the pipelined expert exchange on even steps only, the serial ones on odd steps, so
@@ -167,6 +171,7 @@ static void fault_init(void) {
     if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
         g_fault_step = st;
     g_fault_register_twice = f && !strcmp(f, "register-twice");
+    g_fault_stale_abort = f && !strcmp(f, "stale-abort");
 }
 
 static void fault_point(int64_t step, const char *where) {
@@ -1278,6 +1283,10 @@ int main(int argc, char **argv) {
             goto out;
         case SWITCHYARD__ENVELOPE__MSG_ASSIGNMENT: {
             registered = 1;
+            if (g_fault_stale_abort && w.assigned) { /* the drill's window: see fault_init */
+                sy_warn("fault drill: applying the new assignment 0.2 s late");
+                nanosleep(&(struct timespec){0, 200000000}, NULL);
+            }
             sy_heartbeat_set(w.hb, e->assignment->epoch, e->assignment->start_step, ST_SETUP,
                              (int)e->assignment->rank);
             if (apply_assignment(&w, e->assignment)) {
