@@ -574,6 +574,16 @@ static void step_complete(coord *c) {
 
 /* ---------------------------------------------------------------- handlers */
 
+/* Tells the worker with routing id `id` why it may not take part. */
+static void send_refuse(coord *c, const char *id, const char *reason) {
+    Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
+    no.reason = (char *)reason;
+    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
+    env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
+    env.refuse = &no;
+    sy_ctrl_send(c->router, id, strlen(id), &env, NULL, 0);
+}
+
 /* A row of the member table that may be reused: a dead worker not in the current mesh. */
 static member *free_slot(coord *c) {
     for (int i = 0; i < c->pool.n; i++)
@@ -584,8 +594,6 @@ static member *free_slot(coord *c) {
 
 static void on_register(coord *c, const char *id, const char *key, const Switchyard__Register *r,
                         const char *conn_addr) {
-    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
-    Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
     char reason[256] = "";
     member *known = by_id(c, id);
     if (r->protocol_version != SWITCHYARD__VERSION__PROTOCOL_VERSION)
@@ -605,10 +613,7 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
         snprintf(reason, sizeof reason, "the run already has %d workers", MAX_WORKERS);
     if (reason[0]) {
         sy_ratelog_warn(&c->sec.reject_log, "refusing worker %s: %s", id, reason);
-        no.reason = reason;
-        env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
-        env.refuse = &no;
-        sy_ctrl_send(c->router, id, strlen(id), &env, NULL, 0);
+        send_refuse(c, id, reason);
         return;
     }
     member *mb = known;
@@ -703,12 +708,7 @@ static void refuse_loopback_endpoints(coord *c) {
                  mb->endpoint, remote->id, remote->conn_addr);
         sy_error("refusing worker %s: %s", mb->id, reason);
         sy_coord_event(c, "worker %s refused: loopback endpoint", mb->id);
-        Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
-        no.reason = reason;
-        Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
-        env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
-        env.refuse = &no;
-        sy_ctrl_send(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
+        send_refuse(c, mb->id, reason);
         mb->alive = 0;
         if (!c->plan.epochs_started && c->pool.start_workers > c->pool.min_workers) {
             c->pool.start_workers--; /* the first mesh no longer waits for the refused worker */
@@ -745,12 +745,7 @@ static int data_matches(coord *c, member *mb, uint64_t h) {
              "its training data differs: its train.bin has content hash %016llx, %s has %016llx (copy the "
              "coordinator's data/ or run the same `switchyard prepare`)",
              (unsigned long long)h, c->data.from, (unsigned long long)c->data.hash);
-    Switchyard__Refuse no = SWITCHYARD__REFUSE__INIT;
-    no.reason = reason;
-    Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
-    env.msg_case = SWITCHYARD__ENVELOPE__MSG_REFUSE;
-    env.refuse = &no;
-    sy_ctrl_send(c->router, mb->id, strlen(mb->id), &env, NULL, 0);
+    send_refuse(c, mb->id, reason);
     on_leaving(c, mb, reason);
     return 0;
 }
