@@ -32,7 +32,7 @@ struct sy_heartbeat {
      * Abort of the old epoch checked just before the new Assignment was applied raised
      * the flag just after, and the new epoch's first step stopped for nothing */
     pthread_mutex_t mu;
-    int slow_abort;              /* SWITCHYARD_FAULT=stale-abort (drills): 0.4 s between check and flag */
+    volatile int slow_abort;     /* drills (sy_heartbeat_drill_slow_abort): 0.4 s between check and flag */
 };
 
 static int64_t now_ms(void) { return (int64_t)(sy_now() * 1000.0); }
@@ -119,8 +119,6 @@ sy_heartbeat *sy_heartbeat_start(void *zctx, const char *coordinator, const char
     hb->timeout_ms = timeout_ms;
     hb->rank = -1;
     hb->heard_ms = now_ms();
-    const char *f = getenv("SWITCHYARD_FAULT");
-    hb->slow_abort = f && !strcmp(f, "stale-abort");
     pthread_mutex_init(&hb->mu, NULL);
     if (pthread_create(&hb->th, NULL, run, hb)) {
         pthread_mutex_destroy(&hb->mu);
@@ -170,6 +168,8 @@ void sy_heartbeat_heard(sy_heartbeat *hb) {
         __atomic_store_n(&hb->lost, 0, __ATOMIC_RELEASE);
     }
 }
+
+void sy_heartbeat_drill_slow_abort(sy_heartbeat *hb) { hb->slow_abort = 1; }
 
 int sy_heartbeat_aborted_by_silence(sy_heartbeat *hb) { return __atomic_load_n(&hb->silence_abort, __ATOMIC_ACQUIRE); }
 

@@ -28,6 +28,9 @@ int sy_heartbeat_coordinator_lost(sy_heartbeat *hb);
 /* The coordinator was heard from on the control socket (a message there proves it alive
  * as much as a heartbeat does): its silence is counted from now. */
 void sy_heartbeat_heard(sy_heartbeat *hb);
+/* Fault drills only (SWITCHYARD_FAULT=stale-abort): 0.4 s between seeing an Abort of the
+ * current epoch and raising the abort flag. */
+void sy_heartbeat_drill_slow_abort(sy_heartbeat *hb);
 /* 1 when the abort flag of the epoch in flight was raised by the coordinator's silence
  * (not by an Abort, a Shutdown or a signal): the coordinator may not know of it. */
 int sy_heartbeat_aborted_by_silence(sy_heartbeat *hb);

@@ -1216,6 +1216,8 @@ int main(int argc, char **argv) {
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
     g_hb = w.hb;
+    if (g_fault_stale_abort)
+        sy_heartbeat_drill_slow_abort(w.hb);
     /* a refused CURVE handshake is never retried by libzmq: say so instead of waiting */
     mon = sy_curve_monitor_new(w.zctx, w.ctrl, "ctrl");
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
