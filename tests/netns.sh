@@ -80,7 +80,7 @@ shape() { # shape RATE|none
   local n
   for n in "${nodes[@]}"; do netns_rate "$n" "$1" 32kb 500ms; done
 }
-sample() { # sample SECONDS: median all-to-all and all-reduce ms over samples
+sample() { # sample SECONDS AFTER: median all-to-all and all-reduce ms over the steps after step AFTER
   local end=$((SECONDS + $1))
   : > "$tmp/samples"
   while [ $SECONDS -lt $end ]; do
@@ -91,15 +91,17 @@ sample() { # sample SECONDS: median all-to-all and all-reduce ms over samples
   # one sample per step (the status shows the last step), median of each column
   sort -u "$tmp/samples" | /usr/bin/python3 -c '
 import statistics, sys
-rows = [l.split() for l in sys.stdin if l.strip()]
-print(" ".join("%.2f" % statistics.median([float(r[k]) for r in rows]) if rows else "nan" for k in (1, 2)), len(rows))'
+rows = [l.split() for l in sys.stdin if l.strip() and int(l.split()[0]) > int(sys.argv[1])]
+print(" ".join("%.2f" % statistics.median([float(r[k]) for r in rows]) if rows else "nan" for k in (1, 2)), len(rows))' "$2"
 }
 declare -A a2a ar
 rates=(none 10mbit 2mbit)
 for rate in "${rates[@]}"; do
+  # the step in flight when the rate changed ran partly at the old rate: only later ones count
+  step0=$(status c 2> /dev/null | field 'd["step"]' 2> /dev/null || echo 0)
   shape "$rate"
   sleep 1
-  read -r a2a[$rate] ar[$rate] nsamp < <(sample 5) || true
+  read -r a2a[$rate] ar[$rate] nsamp < <(sample 8 $((${step0:-0} + 1))) || true
   echo "bandwidth $rate: all-to-all ${a2a[$rate]} ms, all-reduce ${ar[$rate]} ms (median of $nsamp steps)"
 done
 shape none
