@@ -19,7 +19,8 @@
 # usage: bench/overlap.sh [BIN_DIR]
 #   env: NETNS=1 (namespaces + tbf, root), RATE (1gbit), ROUNDS (3), STEPS (30), KEEP=1,
 #   AB=replica, INSECURE=1 (no CURVE: on one machine its encryption takes CPU from the
-#   compute), REPLICAS=0 (cluster.replica_every=0: no buddy replicas)
+#   compute), REPLICAS=0 (cluster.replica_every=0: no buddy replicas), LOCAL=0 (loopback
+#   TCP between the workers instead of their local ipc sockets; always so with NETNS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(cd "${1:-build/bin}" && pwd)
@@ -43,6 +44,9 @@ fi
 run() { # NAME
   local sets=(--set "train.steps=$steps" --set "checkpoint.dir=$tmp/$1" --set "data.dir=$PWD/data"
     --set "wire.overlap=true" --set "cluster.replica_every=${REPLICAS:-1}")
+  # namespaces stand for machines (their shared /tmp must not carry the data); LOCAL=0
+  # makes workers on one machine use loopback TCP instead of their local sockets
+  if [ -n "$netns" ] || [ "${LOCAL:-1}" = 0 ]; then sets+=(--set "wire.local=false"); fi
   if [ -z "$netns" ]; then
     "$bin/switchyard" up configs/bench.yaml --workers 2 --fresh ${INSECURE:+--insecure} "${sets[@]}" > "$tmp/$1.log" 2>&1 ||
       { echo "run $1 failed:"; tail -5 "$tmp/$1.log"; exit 1; }
@@ -67,9 +71,12 @@ run() { # NAME
   sleep 1
 }
 for r in $(seq 1 "$rounds"); do run "run$r"; done
-/usr/bin/python3 - "$tmp" "$rounds" "${netns:+tbf $rate}" "$what" <<'PY'
+where="one machine, local sockets"
+[ "${LOCAL:-1}" != 0 ] || where="loopback TCP"
+[ -z "$netns" ] || where="namespaces, tbf $rate"
+/usr/bin/python3 - "$tmp" "$rounds" "$where" "$what" <<'PY'
 import json, statistics as st, sys
-tmp, rounds, net, what = sys.argv[1], int(sys.argv[2]), sys.argv[3] or "loopback", sys.argv[4]
+tmp, rounds, net, what = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 keys = ("step_ms", "compute_ms", "alltoall_ms", "allreduce_ms", "optimizer_ms", "replica_ms", "exposed_ms", "comm_ms")
 agg = {"off": [], "on": []}
 def line(m):

@@ -30,6 +30,7 @@ typedef struct {
     char hb_id[300];
     char host[128];
     char endpoint[256];
+    char local_ep[160];      /* its local (ipc://) data endpoint, "" for none (wire.local) */
     char key[41];      /* its authenticated CURVE key ("" when insecure) */
     double gflops;
     unsigned cores, threads, pid;

@@ -3,6 +3,7 @@
  * periodic work is one tick(), each handler is named after the message it handles.
  * Validation runs in a thread (eval.c), the reference-check mode in refcheck.c, the
  * status socket in status.c. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -198,7 +199,7 @@ int coord_send_assignments(coord *c, int rehome) {
     int W = c->plan.world, B = coord_global_batch(c);
     coord_rehome_buddies(c);
     uint32_t eb[MAX_WORKERS], ee[MAX_WORKERS], r0[MAX_WORKERS], nr[MAX_WORKERS];
-    char *peers[MAX_WORKERS], *keys[MAX_WORKERS];
+    char *peers[MAX_WORKERS], *keys[MAX_WORKERS], *local[MAX_WORKERS];
     for (int p = 0; p < c->plan.mesh.ep; p++) {
         eb[p] = (uint32_t)c->plan.mesh.e_begin[p];
         ee[p] = (uint32_t)c->plan.mesh.e_end[p];
@@ -208,6 +209,7 @@ int coord_send_assignments(coord *c, int rehome) {
         nr[r] = (uint32_t)c->plan.mesh.nrows[r];
         peers[r] = c->pool.m[c->plan.rank_member[r]].endpoint;
         keys[r] = c->pool.m[c->plan.rank_member[r]].key;
+        local[r] = c->pool.m[c->plan.rank_member[r]].local_ep;
     }
     for (int r = 0; r < W; r++) {
         member *mb = &c->pool.m[c->plan.rank_member[r]];
@@ -230,6 +232,8 @@ int coord_send_assignments(coord *c, int rehome) {
         a.peers = peers;
         a.n_peer_keys = c->sec.zap ? (size_t)W : 0; /* each rank's data socket accepts these keys only */
         a.peer_keys = keys;
+        a.n_local_peers = (size_t)W;
+        a.local_peers = local;
         a.config_yaml = c->yaml;
         a.start_step = c->step;
         a.global_batch = (uint32_t)B;
@@ -592,6 +596,16 @@ static member *free_slot(coord *c) {
     return NULL;
 }
 
+/* "ipc:///" followed by a path of letters, digits and / . _ - only, shorter than cap. */
+static int local_endpoint_ok(const char *ep, size_t cap) {
+    if (!ep || strncmp(ep, "ipc:///", 7) || strlen(ep) >= cap)
+        return 0;
+    for (const char *s = ep + 6; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("/._-", *s))
+            return 0;
+    return 1;
+}
+
 static void on_register(coord *c, const char *id, const char *key, const Switchyard__Register *r,
                         const char *conn_addr) {
     char reason[256] = "";
@@ -631,6 +645,11 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
     /* what a peer says about itself reaches logs and the status table escaped */
     sy_esc(mb->host, sizeof mb->host, r->host, strlen(r->host));
     sy_esc(mb->endpoint, sizeof mb->endpoint, r->peer_endpoint, strlen(r->peer_endpoint));
+    /* a local endpoint is only ever used by workers that find it theirs (peer.h); one that
+     * is not a plain ipc:// path is left out, not refused */
+    mb->local_ep[0] = '\0';
+    if (local_endpoint_ok(r->local_endpoint, sizeof mb->local_ep))
+        snprintf(mb->local_ep, sizeof mb->local_ep, "%s", r->local_endpoint);
     snprintf(mb->conn_addr, sizeof mb->conn_addr, "%s", conn_addr ? conn_addr : "");
     mb->gflops = r->gflops;
     mb->cores = r->cores;

@@ -42,7 +42,7 @@ sleep 0.05
 t0=$(now_ms)
 kill -TERM "$cpid"
 sleep 0.1
-kill -TERM "$w2"
+kill -TERM "$w2" 2> /dev/null || true # it may have gone already, told to by the stopping coordinator
 wait_exit "$cpid" 30 || true
 crc=$rc
 ms=$(($(now_ms) - t0))

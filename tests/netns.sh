@@ -48,6 +48,7 @@ train: {steps: $steps, batch_size: 12, seq_len: 32, lr: 0.01, warmup_steps: 2, l
 data: {dir: $tmp/data}
 checkpoint: {dir: $tmp/run, every: 50, keep: 3}
 cluster: {heartbeat_ms: 200, timeout_ms: 1500, balance_by_speed: false}
+wire: {local: false}  # the namespaces stand for machines; their shared /tmp must not carry the data
 YAML
 "$bin/switchyard" keygen --cluster "$tmp/keys" --workers 3 > "$tmp/keygen.out" 2>&1 ||
   { cat "$tmp/keygen.out"; echo "FAIL: switchyard keygen"; exit 1; }

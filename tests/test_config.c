@@ -94,6 +94,7 @@ static void assert_config_equal(const sy_config *a, const sy_config *b) {
     assert_int_equal(a->wire.chunk_bytes, b->wire.chunk_bytes);
     assert_int_equal(a->wire.overlap, b->wire.overlap);
     assert_int_equal(a->wire.bucket_bytes, b->wire.bucket_bytes);
+    assert_int_equal(a->wire.local, b->wire.local);
 }
 
 /* The documented defaults, spelled out independently of config.c. */
@@ -153,6 +154,7 @@ static void assert_documented_defaults(const sy_config *c) {
     assert_int_equal(c->wire.chunk_bytes, 1048576);
     assert_int_equal(c->wire.overlap, 1);
     assert_int_equal(c->wire.bucket_bytes, 1048576);
+    assert_int_equal(c->wire.local, 1);
 }
 
 static void test_defaults_are_valid(void **state) {
@@ -195,7 +197,7 @@ static void scramble(sy_config *c) {
         "cluster.heartbeat_ms=250",  "cluster.timeout_ms=251",
         "cluster.join_at_once=yes",  "wire.dtype=bf16",
         "wire.chunk_bytes=65536",    "wire.overlap=false",
-        "wire.bucket_bytes=4096",
+        "wire.bucket_bytes=4096",    "wire.local=false",
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         if (sy_config_set(c, sets[i]) < 0)
@@ -346,6 +348,7 @@ static void test_out_of_range(void **state) {
     expect_refused("wire:\n  bucket_bytes: 1001\n", "wire.bucket_bytes", "multiple of 4", NULL);
     expect_refused("wire:\n  bucket_bytes: 0\n", "wire.bucket_bytes", NULL);
     expect_refused("wire:\n  overlap: sometimes\n", "wire.overlap", NULL);
+    expect_refused("wire:\n  local: maybe\n", "wire.local", NULL);
     expect_refused("train:\n  distill_alpha: 1.5\n", "train.distill_alpha", "[0, 1]", NULL);
     expect_refused("train:\n  distill_alpha: -0.1\n", "train.distill_alpha", NULL);
     expect_refused("train:\n  distill_temperature: 0\n", "train.distill_temperature", "> 0", NULL);

@@ -50,7 +50,7 @@ static void world_open(world_t *w, int n, int timeout_ms) {
     }
     for (int r = 0; r < n; r++) {
         assert_int_equal(sy_peer_setup(w->peer[r], 9, r, n, w->eps, timeout_ms, &w->abort_flag), 0);
-        assert_int_equal(sy_reducer_setup(w->red[r], 9, r, n, w->red_eps, timeout_ms, &w->abort_flag), 0);
+        assert_int_equal(sy_reducer_setup(w->red[r], 9, r, n, w->red_eps, NULL, timeout_ms, &w->abort_flag), 0);
     }
 }
 

@@ -1,7 +1,10 @@
 /* The peer collectives (common/net/peer.c) over real ZeroMQ tcp sockets, one thread per
  * rank: all-reduce and all-to-all against serial references computed here (sizes 0, 1,
  * odd, large; 2-4 ranks), bf16 wire ending bit-identical on every rank, and rejection of
- * messages with another epoch, an old step or a wrong size without corrupting results. */
+ * messages with another epoch, an old step or a wrong size without corrupting results.
+ * Local links (wire.local): CURVE peers on one machine reach each other over ipc sockets
+ * in a private directory, fall back to TCP when the directory is open to others, and take
+ * a keyless message only while local links are on and from a rank that has one. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -11,10 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <cmocka.h>
 
+#include "curve.h"
 #include "log.h"
 #include "peer.h"
 #include "switchyard.pb-c.h"
@@ -387,6 +393,145 @@ static void test_rejects_stale_and_misshapen(void **s) {
     world_close(&w);
 }
 
+/* ---------------------------------------------------------------- local links */
+
+typedef struct {
+    sy_peer *p;
+    int rank, rc;
+    float got[2];
+} local_job;
+
+static void *run_local(void *arg) {
+    local_job *j = arg;
+    int members[2] = {0, 1};
+    float mine[2] = {(float)(j->rank + 1), (float)(10 * (j->rank + 1))};
+    j->rc = sy_peer_allreduce(j->p, members, 2, 5, 1, mine, 2, 0, 4096);
+    memcpy(j->got, mine, sizeof mine);
+    return NULL;
+}
+
+/* Two CURVE peers with local sockets in dir, set up with tcp (NULL: their real TCP
+ * endpoints) and one all-reduce run between them; returns how many links went local. */
+static int local_pair(const char *dir, char *const *tcp, int expect_ok) {
+    void *ctx = zmq_ctx_new();
+    sy_zap *zap = sy_zap_new(ctx);
+    assert_non_null(zap);
+    sy_cert cert[2];
+    char *keys[2], *eps[2], *loc[2], path[2][256];
+    sy_peer *p[2];
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(zmq_curve_keypair(cert[r].pub, cert[r].sec), 0);
+        keys[r] = cert[r].pub;
+    }
+    for (int r = 0; r < 2; r++) {
+        p[r] = sy_peer_new_secure(ctx, "tcp://127.0.0.1:*", &cert[r], zap);
+        assert_non_null(p[r]);
+        snprintf(path[r], sizeof path[r], "%s/rank%d", dir, r);
+        assert_int_equal(sy_peer_bind_local(p[r], path[r]), 0);
+        eps[r] = tcp ? tcp[r] : (char *)sy_peer_endpoint(p[r]);
+        loc[r] = (char *)sy_peer_local_endpoint(p[r]);
+        assert_non_null(strstr(loc[r], "ipc://"));
+    }
+    volatile int abort_flag = 0;
+    int n_local = 0;
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(sy_peer_set_local(p[r], loc, 2), 0);
+        assert_int_equal(sy_peer_set_keys(p[r], keys, 2), 0);
+        assert_int_equal(sy_peer_setup(p[r], 4, r, 2, eps, expect_ok ? 10000 : 1500, &abort_flag), 0);
+        n_local += sy_peer_is_local(p[r], 1 - r);
+    }
+    local_job jobs[2];
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) {
+        jobs[r] = (local_job){.p = p[r], .rank = r};
+        pthread_create(&th[r], NULL, run_local, &jobs[r]);
+    }
+    for (int r = 0; r < 2; r++) {
+        pthread_join(th[r], NULL);
+        if (expect_ok) {
+            if (jobs[r].rc)
+                fail_msg("rank %d: %s", r, sy_lasterr());
+            assert_true(jobs[r].got[0] == 3.0f && jobs[r].got[1] == 30.0f);
+        } else {
+            assert_int_not_equal(jobs[r].rc, 0);
+        }
+    }
+    for (int r = 0; r < 2; r++)
+        sy_peer_destroy(&p[r]);
+    sy_zap_destroy(&zap);
+    zmq_ctx_term(ctx);
+    return n_local;
+}
+
+static void test_local_links(void **s) {
+    (void)s;
+    char dir[] = "/tmp/sy-test-local-XXXXXX";
+    assert_non_null(mkdtemp(dir)); /* mode 0700 */
+    /* TCP endpoints nobody listens on: the all-reduce can only have gone over the local sockets */
+    char dead0[] = "tcp://127.0.0.1:1", dead1[] = "tcp://127.0.0.1:1";
+    char *dead[2] = {dead0, dead1};
+    assert_int_equal(local_pair(dir, dead, 1), 2);
+    /* a directory others may enter is not private: both links go over TCP (with CURVE) */
+    assert_int_equal(chmod(dir, 0755), 0);
+    assert_int_equal(local_pair(dir, NULL, 1), 0);
+    /* ... so with dead TCP endpoints nothing gets through */
+    assert_int_equal(local_pair(dir, dead, 0), 0);
+    char f[300];
+    for (int r = 0; r < 2; r++) {
+        snprintf(f, sizeof f, "%s/rank%d", dir, r);
+        unlink(f);
+    }
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* A keyless message (what the local socket delivers) counts only while local links are
+ * on in this epoch and only from a rank with a local endpoint; otherwise it is dropped
+ * as forged and the operation is not disturbed. */
+static void test_local_keyless_rules(void **s) {
+    (void)s;
+    char dir[] = "/tmp/sy-test-local-XXXXXX", path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/rank0", dir);
+    void *ctx = zmq_ctx_new();
+    sy_zap *zap = sy_zap_new(ctx);
+    sy_cert cert;
+    assert_int_equal(zmq_curve_keypair(cert.pub, cert.sec), 0);
+    sy_peer *p = sy_peer_new_secure(ctx, "tcp://127.0.0.1:*", &cert, zap);
+    assert_non_null(p);
+    assert_int_equal(sy_peer_bind_local(p, path), 0);
+    char other[SY_KEY_LEN + 1];
+    char osec[SY_KEY_LEN + 1];
+    zmq_curve_keypair(other, osec);
+    char *keys[2] = {cert.pub, other};
+    char tcp1[] = "tcp://127.0.0.1:1", none[] = "";
+    char *eps[2] = {(char *)sy_peer_endpoint(p), tcp1};
+    char *loc_on[2] = {(char *)sy_peer_local_endpoint(p), none};
+    volatile int abort_flag = 0;
+    int members[2] = {0, 1};
+    float d[8];
+    for (int mode = 0; mode < 2; mode++) {
+        /* mode 0: local links off this epoch; mode 1: on, but rank 1 has no local endpoint */
+        assert_int_equal(sy_peer_set_local(p, mode ? loc_on : NULL, 2), 0);
+        assert_int_equal(sy_peer_set_keys(p, keys, 2), 0);
+        assert_int_equal(sy_peer_setup(p, 4, 0, 2, eps, 800, &abort_flag), 0);
+        uint64_t before = sy_peer_forged(p);
+        float junk[4] = {1e9f, 1e9f, 1e9f, 1e9f};
+        forge(ctx, loc_on[0], 4, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
+        memset(d, 0, sizeof d);
+        int rc = sy_peer_allreduce(p, members, 2, 3, 1, d, 8, 0, 4096);
+        assert_int_not_equal(rc, 0); /* rank 1 never really answers */
+        assert_non_null(strstr(sy_lasterr(), "no data from rank 1"));
+        assert_int_equal(sy_peer_forged(p), before + 1);
+        for (int i = 0; i < 8; i++)
+            assert_true(d[i] == 0.0f);
+    }
+    sy_peer_destroy(&p);
+    sy_zap_destroy(&zap);
+    zmq_ctx_term(ctx);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 /* A peer that never answers: the wait ends at the deadline with the rank named, and
  * the abort flag ends it sooner. */
 static void test_dead_peer_deadline_and_abort(void **s) {
@@ -419,6 +564,8 @@ int main(void) {
         cmocka_unit_test(test_alltoall_chunks),
         cmocka_unit_test(test_rejects_stale_and_misshapen),
         cmocka_unit_test(test_dead_peer_deadline_and_abort),
+        cmocka_unit_test(test_local_links),
+        cmocka_unit_test(test_local_keyless_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

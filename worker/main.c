@@ -78,7 +78,9 @@ struct worker {
     sy_reducer *reducer;    /* the overlap thread's own peer sockets (wire.overlap) */
     char id[128], coordinator[256];
     char advertised[300];   /* the data endpoint peers connect to (may differ from the bound one) */
-    char reducer_advertised[300]; /* the same for the overlap thread's data socket */
+    char reducer_advertised[300]; /* the same for the overlap thread's data socket (and, after a
+                                     newline, its local endpoint when there is one) */
+    char local_dir[96];     /* private (0700) directory of the local (ipc) data sockets, or "" */
     double gflops;
     int threads;
     /* assignment */
@@ -232,7 +234,8 @@ static int part_begin_fn(void *comm) {
     void *send[256] = {0};
     size_t sb[256] = {0}, rb[256];
     const void *recv[256];
-    char *eps[256];
+    char *eps[256], *local[256];
+    char split[256][300];
     if (n > 256) {
         sy_seterr("overlap: more than 256 workers");
         return -1;
@@ -250,10 +253,17 @@ static int part_begin_fn(void *comm) {
             sy_seterr("overlap: rank %d sent no reducer endpoint", w->group_all[i]);
             return -1;
         } else {
-            eps[w->group_all[i]] = (char *)recv[i];
+            /* "tcp://...", or "tcp://...\nipc://..." from a worker with a local socket */
+            int g = w->group_all[i];
+            snprintf(split[g], sizeof split[g], "%s", (const char *)recv[i]);
+            char *nl = strchr(split[g], '\n');
+            if (nl)
+                *nl++ = '\0';
+            eps[g] = split[g];
+            local[g] = nl ? nl : "";
         }
-    if ((rc = sy_reducer_setup(w->reducer, w->epoch, w->rank, n, eps, w->data_deadline_ms,
-                               sy_heartbeat_abort_flag(w->hb))))
+    if ((rc = sy_reducer_setup(w->reducer, w->epoch, w->rank, n, eps, w->cfg.wire.local ? local : NULL,
+                               w->data_deadline_ms, sy_heartbeat_abort_flag(w->hb))))
         return rc;
     w->reducer_ready = 1;
     return 0;
@@ -743,12 +753,28 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
     /* data frames larger than this run's largest legal one drop the sender's connection */
     int64_t limit = sy_limit_data_bytes(mc, m->global_batch, T, w->cfg.wire.chunk_bytes);
     sy_peer_set_limit(w->peer, limit);
+    /* peers on this machine: over their local (ipc) sockets when wire.local is on */
+    int use_local = w->cfg.wire.local && a->n_local_peers == (size_t)m->world;
     /* the overlap thread's socket admits the same keys (the same ZAP domain, "data") */
-    if (sy_peer_set_keys(w->peer, a->peer_keys, a->n_peer_keys) ||
+    if (sy_peer_set_local(w->peer, use_local ? a->local_peers : NULL, use_local ? m->world : 0) ||
+        sy_peer_set_keys(w->peer, a->peer_keys, a->n_peer_keys) ||
         sy_reducer_set_keys(w->reducer, a->peer_keys, a->n_peer_keys, limit) ||
         sy_peer_setup(w->peer, w->epoch, w->rank, m->world, eps, data_deadline, sy_heartbeat_abort_flag(w->hb)))
         return -1;
     w->data_deadline_ms = data_deadline;
+    if (use_local) {
+        char ranks[512] = "";
+        size_t o = 0;
+        int nl = 0;
+        for (int r = 0; r < m->world && o < sizeof ranks - 16; r++)
+            if (sy_peer_is_local(w->peer, r)) {
+                o += (size_t)snprintf(ranks + o, sizeof ranks - o, "%s%d", o ? ", " : "", r);
+                nl++;
+            }
+        if (nl)
+            sy_info("rank%s %s %s on this machine: data to %s goes over local sockets, without CURVE",
+                    nl == 1 ? "" : "s", ranks, nl == 1 ? "is" : "are", nl == 1 ? "it" : "them");
+    }
     w->reducer_ready = 0;
     w->assigned = 1;
     w->last_step = a->start_step - 1;
@@ -1069,6 +1095,38 @@ static void send_ready(worker *w) {
     sy_heartbeat_set(w->hb, w->epoch, w->last_step, ST_READY, w->rank);
 }
 
+/* A private directory for the local data sockets: $XDG_RUNTIME_DIR (or /tmp)/switchyard-XXXXXX,
+ * mode 0700 (mkdtemp), so only this user can connect there. */
+static int make_local_dir(char *dir, size_t n) {
+    const char *base = getenv("XDG_RUNTIME_DIR");
+    if (!base || base[0] != '/' || access(base, W_OK | X_OK))
+        base = "/tmp";
+    if (snprintf(dir, n, "%s/switchyard-XXXXXX", base) >= (int)n || strchr(dir, '\n')) {
+        dir[0] = '\0';
+        sy_seterr("the directory name under %s is too long", base);
+        return -1;
+    }
+    if (!mkdtemp(dir)) {
+        sy_seterr("cannot make a directory under %s: %s", base, strerror(errno));
+        dir[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+/* After the sockets are closed (ZeroMQ removes the socket files it made). */
+static void remove_local_dir(const char *dir) {
+    if (!dir[0])
+        return;
+    char path[256];
+    snprintf(path, sizeof path, "%s/data", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/overlap", dir);
+    unlink(path);
+    if (rmdir(dir))
+        sy_warn("cannot remove %s: %s", dir, strerror(errno));
+}
+
 static int send_register(worker *w) {
     Switchyard__Register r = SWITCHYARD__REGISTER__INIT;
     char host[256] = "?";
@@ -1079,6 +1137,7 @@ static int send_register(worker *w) {
     r.worker_id = w->id;
     r.host = host;
     r.peer_endpoint = w->advertised;
+    r.local_endpoint = (char *)sy_peer_local_endpoint(w->peer);
     r.cores = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
     r.memory_bytes = (uint64_t)si.totalram * si.mem_unit;
     r.gflops = w->gflops;
@@ -1200,6 +1259,22 @@ int main(int argc, char **argv) {
     {
         const char *bound = sy_reducer_endpoint(w.reducer), *colon = strrchr(bound, ':');
         snprintf(w.reducer_advertised, sizeof w.reducer_advertised, "tcp://%s:%s", advertise, colon ? colon + 1 : "0");
+    }
+    /* both data sockets also listen in a private directory, for workers on this machine */
+    if (make_local_dir(w.local_dir, sizeof w.local_dir)) {
+        sy_warn("no local data sockets (%s): workers on this machine will talk over TCP", sy_lasterr());
+    } else {
+        char path[256];
+        snprintf(path, sizeof path, "%s/data", w.local_dir);
+        int rc = sy_peer_bind_local(w.peer, path);
+        snprintf(path, sizeof path, "%s/overlap", w.local_dir);
+        if (rc || sy_reducer_bind_local(w.reducer, path)) {
+            sy_warn("%s: workers on this machine will talk over TCP", sy_lasterr());
+        } else {
+            size_t o = strlen(w.reducer_advertised);
+            snprintf(w.reducer_advertised + o, sizeof w.reducer_advertised - o, "\n%s",
+                     sy_reducer_local_endpoint(w.reducer));
+        }
     }
     w.ctrl = zmq_socket(w.zctx, ZMQ_DEALER);
     sy_sock_defaults(w.ctrl, 0);
@@ -1378,5 +1453,6 @@ out:;
     sy_tokens_destroy(&w.train);
     sy_zap_destroy(&w.zap);
     zmq_ctx_term(w.zctx);
+    remove_local_dir(w.local_dir);
     return code;
 }

@@ -464,7 +464,12 @@ static void zap_handle(sy_zap *z) {
     pthread_mutex_lock(&z->lock);
     zap_domain *d = domain_get(z, domain, 0);
     int ok = 0, hold = 0;
-    if (!d) {
+    if (!strcmp(domain, SY_ZAP_LOCAL)) {
+        /* a NULL handshake on a local (ipc) listener, in its private directory */
+        ok = !strcmp(mech, "NULL");
+        if (!ok)
+            sy_warn("ZAP: a %s handshake in domain '%s' refused", sy_esc_str(0, mech), SY_ZAP_LOCAL);
+    } else if (!d) {
         sy_warn("ZAP: request for unknown domain '%s' refused", sy_esc_str(0, domain));
     } else if (!curve) {
         refuse_log(d, "none", addr, "not a CURVE handshake");

@@ -57,6 +57,9 @@ typedef struct sy_zap sy_zap;
 
 /* Binds the handler in zctx and starts its thread. NULL on failure. */
 sy_zap *sy_zap_new(void *zctx);
+/* The ZAP domain of local (ipc://) listeners in a private directory (sy_peer_bind_local):
+ * the handler admits NULL handshakes there, and only there. */
+#define SY_ZAP_LOCAL "local"
 void sy_zap_destroy(sy_zap **z);
 /* The keys a domain accepts, from a directory of *.key certificates or a file of keys
  * (certificates or one 40-character key per line); re-read on an unknown key. Fails when

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "bf16.h"
@@ -57,6 +59,13 @@ struct sy_peer {
     int n_keys;
     uint64_t forged;
     sy_ratelog drop_log;
+    /* the same PULL socket also bound at an ipc:// path (no CURVE there: only this user can
+     * reach the private directory), and whether keyless messages (which only that path
+     * delivers) are accepted in this epoch; local[r]: rank r is reached over its path */
+    char local_endpoint[256];
+    char (*local_eps)[256];
+    int n_local_eps;
+    unsigned char *local;
 };
 
 /* ZeroMQ may release a zero-copy payload after the peer has moved to another epoch or
@@ -180,12 +189,85 @@ void sy_peer_destroy(sy_peer **pp) {
     free(p->kept);
     free(p->scratch);
     free(p->keys);
+    free(p->local_eps);
+    free(p->local);
     zc_unref(p->zc_refs);
     free(p);
     *pp = NULL;
 }
 
 const char *sy_peer_endpoint(const sy_peer *p) { return p->endpoint; }
+
+int sy_peer_bind_local(sy_peer *p, const char *path) {
+    char ep[sizeof p->local_endpoint];
+    /* a socket path must fit sockaddr_un's 108 bytes */
+    if (!path || path[0] != '/' || strlen(path) > 100) {
+        sy_seterr("peer: local socket path '%s' is not absolute or longer than 100 bytes", path ? path : "");
+        return -1;
+    }
+    snprintf(ep, sizeof ep, "ipc://%s", path);
+    /* ZeroMQ copies a socket's options into each listener when it binds: the ipc listener
+     * gets the NULL mechanism, the TCP one bound before keeps CURVE. A ZAP domain cannot
+     * be unset, and with one ZeroMQ asks ZAP about NULL handshakes too: the handler
+     * admits those in domain "local" (SY_ZAP_LOCAL), which only this listener has. */
+    int zero = 0, rc;
+    if (p->secure && (zmq_setsockopt(p->pull, ZMQ_CURVE_SERVER, &zero, sizeof zero) ||
+                      zmq_setsockopt(p->pull, ZMQ_ZAP_DOMAIN, SY_ZAP_LOCAL, strlen(SY_ZAP_LOCAL)))) {
+        sy_seterr("peer: local socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    rc = zmq_bind(p->pull, ep);
+    int err = errno;
+    if (p->secure && sy_curve_server(p->pull, &p->own, "data"))
+        return -1;
+    if (rc) {
+        sy_seterr("peer: cannot bind the local data socket at %s: %s", ep, zmq_strerror(err));
+        return -1;
+    }
+    snprintf(p->local_endpoint, sizeof p->local_endpoint, "%s", ep);
+    return 0;
+}
+
+const char *sy_peer_local_endpoint(const sy_peer *p) { return p->local_endpoint; }
+
+/* Whether ep is another worker's local endpoint this process can use: an ipc:// socket
+ * owned by this user in a directory of this user's that no one else may enter (what
+ * sy_peer_bind_local's caller makes). A peer on another machine, in another container or
+ * of another user fails this, and is reached over TCP. */
+static int local_usable(const char *ep) {
+    if (strncmp(ep, "ipc:///", 7) || strlen(ep) >= 256)
+        return 0;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", ep + 6);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    struct stat d, s;
+    uid_t me = geteuid();
+    return !lstat(dir, &d) && S_ISDIR(d.st_mode) && d.st_uid == me && !(d.st_mode & 077) && !lstat(ep + 6, &s) &&
+           S_ISSOCK(s.st_mode) && s.st_uid == me;
+}
+
+int sy_peer_set_local(sy_peer *p, char *const *local_eps, int n) {
+    free(p->local_eps);
+    p->local_eps = NULL;
+    p->n_local_eps = 0;
+    if (!local_eps || n <= 0)
+        return 0;
+    if (!(p->local_eps = calloc((size_t)n, sizeof *p->local_eps))) {
+        sy_seterr("peer: out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        snprintf(p->local_eps[i], sizeof p->local_eps[i], "%s", local_eps[i] ? local_eps[i] : "");
+    p->n_local_eps = n;
+    return 0;
+}
+
+int sy_peer_is_local(const sy_peer *p, int rank) {
+    return p->local && rank >= 0 && rank < p->world && rank != p->rank && p->local[rank];
+}
 
 int sy_peer_set_keys(sy_peer *p, char *const *keys, size_t n) {
     if (!p->secure)
@@ -241,8 +323,10 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
         sy_seterr("peer: %d CURVE keys for a world of %d", p->n_keys, world);
         return -1;
     }
+    free(p->local);
+    p->local = calloc((size_t)world, 1);
     p->push = calloc((size_t)world, sizeof(void *));
-    if (!p->push) {
+    if (!p->push || !p->local) {
         sy_seterr("peer: out of memory");
         return -1;
     }
@@ -258,10 +342,15 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
         int hwm = 0, buf = 4 << 20;
         zmq_setsockopt(p->push[r], ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(p->push[r], ZMQ_SNDBUF, &buf, sizeof buf);
-        if (p->secure && sy_curve_client(p->push[r], &p->own, p->keys[r]))
+        const char *ep = endpoints[r];
+        if (p->n_local_eps == world && p->local_endpoint[0] && local_usable(p->local_eps[r])) {
+            ep = p->local_eps[r]; /* same machine and user: no CURVE needed or wanted */
+            p->local[r] = 1;
+        } else if (p->secure && sy_curve_client(p->push[r], &p->own, p->keys[r])) {
             return -1;
-        if (zmq_connect(p->push[r], endpoints[r])) {
-            sy_seterr("peer: cannot connect to rank %d at %s: %s", r, endpoints[r], zmq_strerror(errno));
+        }
+        if (zmq_connect(p->push[r], ep)) {
+            sy_seterr("peer: cannot connect to rank %d at %s: %s", r, ep, zmq_strerror(errno));
             return -1;
         }
     }
@@ -448,7 +537,12 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             zmq_msg_close(&pl);
             continue;
         }
-        if (p->secure && strcmp(from, p->keys[h->src])) {
+        /* a message without a key came through the local (ipc) socket, which only this
+         * user can reach: it counts as its claimed rank's when local links are on in this
+         * epoch and that rank has a local socket too (so it may have seen this one's) */
+        int via_local = !from[0] && p->n_local_eps == p->world && p->local_endpoint[0] &&
+                        p->local_eps[h->src][0];
+        if (p->secure && !via_local && strcmp(from, p->keys[h->src])) {
             p->forged++;
             sy_ratelog_warn(&p->drop_log,
                             "peer: dropped a message claiming to be rank %u sent with another key (%s); %llu so far",

@@ -40,6 +40,22 @@ void sy_peer_destroy(sy_peer **p);
 /* The endpoint peers should connect to (the bound port filled in). */
 const char *sy_peer_endpoint(const sy_peer *p);
 
+/* Also binds the PULL socket at ipc://path, without CURVE: for peers on the same machine
+ * and of the same user (path's directory must be this user's, mode 0700, which is what
+ * keeps others out). Once, after sy_peer_new*. */
+int sy_peer_bind_local(sy_peer *p, const char *path);
+/* "ipc://path" after sy_peer_bind_local, else "". */
+const char *sy_peer_local_endpoint(const sy_peer *p);
+/* Every rank's local endpoint ("" for none; n = world) for the next sy_peer_setup, or
+ * NULL to use none. sy_peer_setup connects to rank r over its local endpoint, without
+ * CURVE, when this peer has one too and r's is a socket of this user in a directory of
+ * this user's that only it may enter; otherwise over TCP (and CURVE when secure). With
+ * local endpoints set, a message that arrives without a key (which only the local
+ * socket delivers) is taken as its claimed rank's when that rank has a local endpoint. */
+int sy_peer_set_local(sy_peer *p, char *const *local_eps, int n);
+/* 1 when this epoch's link to rank goes over its local endpoint. */
+int sy_peer_is_local(const sy_peer *p, int rank);
+
 /* Starts epoch `epoch` as `rank` of `world` with the peers' endpoints; (re)connects the
  * PUSH sockets and drops queued messages of older epochs. abort_flag: when it becomes
  * non-zero, a waiting operation returns SY_PEER_ABORTED. timeout_ms: the longest wait

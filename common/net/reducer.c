@@ -115,8 +115,17 @@ void sy_reducer_destroy(sy_reducer **rp) {
 
 const char *sy_reducer_endpoint(const sy_reducer *r) { return sy_peer_endpoint(r->peer); }
 
-int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *const *endpoints, int timeout_ms,
-                     const volatile int *abort_flag) {
+int sy_reducer_bind_local(sy_reducer *r, const char *path) {
+    pthread_mutex_lock(&r->mu);
+    int rc = sy_peer_bind_local(r->peer, path);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+const char *sy_reducer_local_endpoint(const sy_reducer *r) { return sy_peer_local_endpoint(r->peer); }
+
+int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *const *endpoints,
+                     char *const *local_eps, int timeout_ms, const volatile int *abort_flag) {
     /* the lock orders the thread's last use of the sockets before this one (ZeroMQ lets
      * a socket change threads across a full memory barrier) */
     pthread_mutex_lock(&r->mu);
@@ -125,7 +134,8 @@ int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *c
         sy_seterr("reducer: setup while parts are still queued");
         rc = -1;
     } else {
-        rc = sy_peer_setup(r->peer, epoch, rank, world, endpoints, timeout_ms, abort_flag);
+        rc = sy_peer_set_local(r->peer, local_eps, local_eps ? world : 0) ||
+             sy_peer_setup(r->peer, epoch, rank, world, endpoints, timeout_ms, abort_flag);
     }
     pthread_mutex_unlock(&r->mu);
     return rc;

@@ -35,10 +35,14 @@ int sy_reducer_set_keys(sy_reducer *r, char *const *keys, size_t n, int64_t limi
 void sy_reducer_destroy(sy_reducer **r);
 const char *sy_reducer_endpoint(const sy_reducer *r);
 
-/* sy_peer_setup of the reducer's peer (endpoints: every rank's reducer endpoint). Only
- * while idle (after sy_reducer_wait). */
-int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *const *endpoints, int timeout_ms,
-                     const volatile int *abort_flag);
+/* sy_peer_setup of the reducer's peer (endpoints: every rank's reducer endpoint;
+ * local_eps: their local ones for sy_peer_set_local, or NULL). Only while idle (after
+ * sy_reducer_wait). */
+int sy_reducer_setup(sy_reducer *r, uint64_t epoch, int rank, int world, char *const *endpoints,
+                     char *const *local_eps, int timeout_ms, const volatile int *abort_flag);
+/* sy_peer_bind_local / sy_peer_local_endpoint of the reducer's peer (before any setup). */
+int sy_reducer_bind_local(sy_reducer *r, const char *path);
+const char *sy_reducer_local_endpoint(const sy_reducer *r);
 
 /* Queues sy_peer_allreduce_part(members, step, tag, data, count, off, len, bf16,
  * chunk_bytes); members and data[off, off+len) must stay untouched until

@@ -40,6 +40,7 @@ typedef struct {
     int chunk_bytes;         /* all-reduce segment size */
     int overlap;             /* 1: a layer's gradients are all-reduced on a thread while the backward goes on */
     int bucket_bytes;        /* overlap: gradients go in buckets of whole layers of at least this many bytes */
+    int local;               /* 1: workers on one machine reach each other over ipc sockets in a private directory */
 } sy_wire_cfg;
 
 typedef struct {

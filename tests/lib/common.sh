@@ -49,6 +49,9 @@ sy_cleanup() {
 sy_tmpdir() {
   tmp=$(mktemp -d) || { echo "FAIL: mktemp -d failed"; exit 1; }
   [ -n "$tmp" ] && [ -d "$tmp" ] || { echo "FAIL: mktemp -d gave no directory"; exit 1; }
+  # workers make their local socket directories here (wire.local), so one killed with
+  # SIGKILL leaves nothing behind in /tmp
+  export XDG_RUNTIME_DIR=$tmp
   trap sy_cleanup EXIT
   trap 'exit 130' INT TERM
 }
