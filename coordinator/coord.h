@@ -93,6 +93,7 @@ typedef struct {
     uint64_t tokens, bytes_sent;
     uint64_t replica_bytes, replica_memory; /* summed over ranks */
     double t_replica;                       /* summed over ranks */
+    double t_busiest;                       /* the largest t_compute + t_optimizer of one rank */
     double started, time;
 } coord_step;
 

@@ -374,7 +374,8 @@ static void log_step(coord *c) {
                       .alltoall = c->last.a2a,
                       .allreduce = c->last.ar,
                       .optimizer = c->cur.t_opt / W,
-                      .replica = c->cur.t_replica / W};
+                      .replica = c->cur.t_replica / W,
+                      .busiest = c->cur.t_busiest};
     sy_runlog_write_step(c->books.log, &(sy_runlog_step){.run_id = c->books.run_id,
                                                          .epoch = c->epoch,
                                                          .step = done,
@@ -821,6 +822,7 @@ static void on_report(coord *c, member *mb, const Switchyard__StepReport *r) {
     c->cur.t_a2a += r->t_alltoall;
     c->cur.t_ar += r->t_allreduce;
     c->cur.t_opt += r->t_optimizer;
+    c->cur.t_busiest = fmax(c->cur.t_busiest, r->t_compute + r->t_optimizer);
     c->cur.bytes_sent += r->bytes_sent;
     c->cur.replica_bytes += r->replica_bytes;
     c->cur.replica_memory += r->replica_memory;

@@ -159,6 +159,8 @@ void sy_runlog_write_step(sy_runlog *log, const sy_runlog_step *s) {
             json_object_set_new(o, "optimizer_ms", num(s->times->optimizer * 1e3, "%.2f"));
         if (s->times->replica > 0)
             json_object_set_new(o, "replica_ms", num(s->times->replica * 1e3, "%.2f"));
+        if (s->times->busiest > 0)
+            json_object_set_new(o, "busiest_ms", num(s->times->busiest * 1e3, "%.2f"));
     }
     if (s->bytes_sent)
         json_object_set_new(o, "bytes_sent", json_integer((json_int_t)s->bytes_sent));

@@ -29,10 +29,13 @@ int sy_run_ckpt_meta(sy_ckpt_writer *w, const char *run_id, int64_t step, int wo
 /* Time of one step by phase, seconds (per rank means in a distributed run). optimizer:
  * AdamW (in a distributed run the commit of the previous step, the buddy replicas' AdamW
  * included); replica: the main thread's time sending and receiving buddy replicas (what
- * the overlap thread sends during the backward is not in it); 0 leaves either out of the
- * run log. */
+ * the overlap thread sends during the backward is not in it); busiest: the largest
+ * compute + optimizer of any one rank (so step - busiest is the step's time that no rank's
+ * own work explains: communication on the critical path; busiest - the means is time
+ * the others waited for the busiest, load imbalance); 0 leaves any of the last three out
+ * of the run log. */
 typedef struct {
-    double step, compute, alltoall, allreduce, optimizer, replica;
+    double step, compute, alltoall, allreduce, optimizer, replica, busiest;
 } sy_run_times;
 
 /* Loss terms and tokens since the last progress line. */
