@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "heartbeat.h"
 
 #include <pthread.h>
@@ -126,6 +127,7 @@ sy_heartbeat *sy_heartbeat_start(void *zctx, const char *coordinator, const char
         sy_seterr("heartbeat: cannot start its thread");
         return NULL;
     }
+    pthread_setname_np(hb->th, "sy-heartbeat");
     hb->started = 1;
     return hb;
 }

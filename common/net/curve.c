@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "curve.h"
 
 #include <dirent.h>
@@ -576,6 +577,7 @@ sy_zap *sy_zap_new(void *zctx) {
         sy_zap_destroy(&z);
         return NULL;
     }
+    pthread_setname_np(z->th, "sy-zap");
     z->started = 1;
     return z;
 }
