@@ -12,7 +12,11 @@
 #   comm = step - compute - optimizer (the part of it spent communicating or waiting:
 #   all-to-all, all-reduce, replica transfers (replica_ms: the blocking ones), the
 #   coordinator's round trip, waiting for the slower peer; optimizer_ms holds the AdamW
-#   of this rank and of the buddy replicas it keeps)
+#   of this rank and of the buddy replicas it keeps); split into
+#     critical = step - busiest (busiest_ms: the largest compute + optimizer of one
+#       rank): time no rank's own work explains, communication on the critical path
+#     imbalance = busiest - compute - optimizer: the others waiting for the busiest rank
+#       (the experts' rows per rank differ from step to step)
 # With AB=replica the halves are instead the replica gradients on the overlap thread
 # during the backward (even steps) against the blocking send after the all-reduce (odd
 # steps; SWITCHYARD_REPLICA_AB=1), the all-reduce overlapped in both.
@@ -77,14 +81,17 @@ where="one machine, local sockets"
 /usr/bin/python3 - "$tmp" "$rounds" "$where" "$what" <<'PY'
 import json, statistics as st, sys
 tmp, rounds, net, what = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-keys = ("step_ms", "compute_ms", "alltoall_ms", "allreduce_ms", "optimizer_ms", "replica_ms", "exposed_ms", "comm_ms")
+keys = ("step_ms", "compute_ms", "alltoall_ms", "allreduce_ms", "optimizer_ms", "replica_ms", "exposed_ms", "comm_ms",
+        "critical_ms", "imbalance_ms")
 agg = {"off": [], "on": []}
 def line(m):
     pct = lambda k: f"{100 * m[k] / m['step_ms']:.1f}%"
     return (f"step {m['step_ms']:.0f} ms, compute {m['compute_ms']:.0f}, all-to-all {m['alltoall_ms']:.0f} "
             f"({pct('alltoall_ms')}), all-reduce {m['allreduce_ms']:.0f} ({pct('allreduce_ms')}), optimizer "
             f"{m['optimizer_ms']:.0f}, replica {m['replica_ms']:.0f}; exposed {m['exposed_ms']:.0f} "
-            f"({pct('exposed_ms')}), communication {m['comm_ms']:.0f} ({pct('comm_ms')})")
+            f"({pct('exposed_ms')}), communication {m['comm_ms']:.0f} ({pct('comm_ms')}) = on the critical path "
+            f"{m['critical_ms']:.0f} ({pct('critical_ms')}) + waiting for the busiest rank {m['imbalance_ms']:.0f} "
+            f"({pct('imbalance_ms')})")
 for r in range(1, rounds + 1):
     rows = [json.loads(l) for l in open(f"{tmp}/run{r}/run_log.jsonl") if l.strip()]
     rows = [x for x in rows if "step_ms" in x and x["step"] >= 3]
@@ -93,6 +100,10 @@ for r in range(1, rounds + 1):
         x.setdefault("replica_ms", 0.0)
         x["exposed_ms"] = x["step_ms"] - x["compute_ms"]
         x["comm_ms"] = x["exposed_ms"] - x["optimizer_ms"]
+        # busiest_ms: the largest compute + optimizer of one rank (absent before it was logged)
+        busiest = x.get("busiest_ms", x["compute_ms"] + x["optimizer_ms"])
+        x["critical_ms"] = x["step_ms"] - busiest
+        x["imbalance_ms"] = busiest - x["compute_ms"] - x["optimizer_ms"]
     for mode in ("on", "off"):  # run-log step s is 0-based step s-1: even = overlapped
         half = [x for x in rows if ((x["step"] - 1) % 2 == 0) == (mode == "on")]
         med = {k: st.median(x[k] for x in half) for k in keys}
