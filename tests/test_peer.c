@@ -393,6 +393,61 @@ static void test_rejects_stale_and_misshapen(void **s) {
     world_close(&w);
 }
 
+/* A header whose source rank is out of range (as a signed int 2^31 and up is negative)
+ * is dropped before anything is looked up by it: with local links on, the keyless check
+ * indexed the local endpoints by it. The all-reduce after it is not disturbed. */
+static void test_rejects_bad_source(void **s) {
+    (void)s;
+    char dir[] = "/tmp/sy-test-src-XXXXXX", path[2][256];
+    assert_non_null(mkdtemp(dir));
+    world_t w;
+    memset(&w, 0, sizeof w);
+    w.ctx = zmq_ctx_new();
+    w.world = 2;
+    char *loc[2];
+    for (int r = 0; r < 2; r++) {
+        w.peer[r] = sy_peer_new(w.ctx, "tcp://127.0.0.1:*");
+        assert_non_null(w.peer[r]);
+        w.eps[r] = strdup(sy_peer_endpoint(w.peer[r]));
+        snprintf(path[r], sizeof path[r], "%s/r%d", dir, r);
+        assert_int_equal(sy_peer_bind_local(w.peer[r], path[r]), 0);
+        loc[r] = (char *)sy_peer_local_endpoint(w.peer[r]);
+    }
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(sy_peer_set_local(w.peer[r], loc, 2), 0);
+        assert_int_equal(sy_peer_setup(w.peer[r], 7, r, 2, w.eps, 5000, &w.abort_flag), 0);
+    }
+    float junk[4] = {1e9f, 1e9f, 1e9f, 1e9f};
+    uint32_t bad[] = {0x80000000u, 0xffffffffu, 2u};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        forge(w.ctx, w.eps[0], 7, 3, 2, (1u << 8) | 0, 0, bad[i], 1, junk, 16);
+        forge(w.ctx, loc[0], 7, 3, 2, (1u << 8) | 0, 0, bad[i], 1, junk, 16);
+    }
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    job jobs[2];
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) {
+        jobs[r] = (job){.w = &w, .rank = r, .n = 8, .op = 0};
+        jobs[r].data = malloc(8 * 4);
+        for (int i = 0; i < 8; i++)
+            jobs[r].data[i] = (float)(r + 1) * (i + 1);
+        pthread_create(&th[r], NULL, run, &jobs[r]);
+    }
+    for (int r = 0; r < 2; r++)
+        pthread_join(th[r], NULL);
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(jobs[r].rc, 0);
+        for (int i = 0; i < 8; i++)
+            assert_true(jobs[r].data[i] == 3.0f * (i + 1));
+        free(jobs[r].data);
+    }
+    world_close(&w);
+    for (int r = 0; r < 2; r++)
+        unlink(path[r]);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 /* ---------------------------------------------------------------- local links */
 
 typedef struct {
@@ -564,6 +619,7 @@ int main(void) {
         cmocka_unit_test(test_alltoall_chunks),
         cmocka_unit_test(test_rejects_stale_and_misshapen),
         cmocka_unit_test(test_dead_peer_deadline_and_abort),
+        cmocka_unit_test(test_rejects_bad_source),
         cmocka_unit_test(test_local_links),
         cmocka_unit_test(test_local_keyless_rules),
     };

@@ -529,7 +529,7 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             zmq_msg_close(&pl);
             continue;
         }
-        if (h->epoch != p->epoch || (int)h->dst != p->rank || (int)h->src >= p->world) {
+        if (h->epoch != p->epoch || h->dst != (uint32_t)p->rank || h->src >= (uint32_t)p->world) {
             sy_ratelog_warn(&p->drop_log, "peer: dropped a message from rank %u of epoch %" PRIu64 " for rank %u (this is rank %d, epoch "
                     "%" PRIu64 ")",
                     h->src, (uint64_t)h->epoch, h->dst, p->rank, p->epoch);
