@@ -3,7 +3,6 @@
  * periodic work is one tick(), each handler is named after the message it handles.
  * Validation runs in a thread (eval.c), the reference-check mode in refcheck.c, the
  * status socket in status.c. */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -26,6 +25,7 @@
 #include "model.h"
 #include "model_ckpt.h"
 #include "msgsize.h"
+#include "peer.h"
 #include "refcase.h"
 #include "sanitize.h"
 
@@ -597,16 +597,6 @@ static member *free_slot(coord *c) {
     return NULL;
 }
 
-/* "ipc:///" followed by a path of letters, digits and / . _ - only, shorter than cap. */
-static int local_endpoint_ok(const char *ep, size_t cap) {
-    if (!ep || strncmp(ep, "ipc:///", 7) || strlen(ep) >= cap)
-        return 0;
-    for (const char *s = ep + 6; *s; s++)
-        if (!isalnum((unsigned char)*s) && !strchr("/._-", *s))
-            return 0;
-    return 1;
-}
-
 static void on_register(coord *c, const char *id, const char *key, const Switchyard__Register *r,
                         const char *conn_addr) {
     char reason[256] = "";
@@ -649,7 +639,7 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
     /* a local endpoint is only ever used by workers that find it theirs (peer.h); one that
      * is not a plain ipc:// path is left out, not refused */
     mb->local_ep[0] = '\0';
-    if (local_endpoint_ok(r->local_endpoint, sizeof mb->local_ep))
+    if (sy_peer_local_endpoint_ok(r->local_endpoint, sizeof mb->local_ep))
         snprintf(mb->local_ep, sizeof mb->local_ep, "%s", r->local_endpoint);
     snprintf(mb->conn_addr, sizeof mb->conn_addr, "%s", conn_addr ? conn_addr : "");
     mb->gflops = r->gflops;

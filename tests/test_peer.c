@@ -466,8 +466,10 @@ static void *run_local(void *arg) {
 }
 
 /* Two CURVE peers with local sockets in dir, set up with tcp (NULL: their real TCP
- * endpoints) and one all-reduce run between them; returns how many links went local. */
-static int local_pair(const char *dir, char *const *tcp, int expect_ok) {
+ * endpoints) and one all-reduce run between them; returns how many links went local.
+ * unrelayed0: the table leaves rank 0's local endpoint out (a coordinator that would not
+ * relay its path). */
+static int local_pair_ex(const char *dir, char *const *tcp, int expect_ok, int unrelayed0) {
     void *ctx = zmq_ctx_new();
     sy_zap *zap = sy_zap_new(ctx);
     assert_non_null(zap);
@@ -489,6 +491,9 @@ static int local_pair(const char *dir, char *const *tcp, int expect_ok) {
     }
     volatile int abort_flag = 0;
     int n_local = 0;
+    char none[] = "";
+    if (unrelayed0)
+        loc[0] = none;
     for (int r = 0; r < 2; r++) {
         assert_int_equal(sy_peer_set_local(p[r], loc, 2), 0);
         assert_int_equal(sy_peer_set_keys(p[r], keys, 2), 0);
@@ -518,15 +523,30 @@ static int local_pair(const char *dir, char *const *tcp, int expect_ok) {
     return n_local;
 }
 
+static int local_pair(const char *dir, char *const *tcp, int expect_ok) {
+    return local_pair_ex(dir, tcp, expect_ok, 0);
+}
+
 static void test_local_links(void **s) {
     (void)s;
-    char dir[] = "/tmp/sy-test-local-XXXXXX";
-    assert_non_null(mkdtemp(dir)); /* mode 0700 */
+    /* as a worker makes them: a private directory in a private parent */
+    char parent[] = "/tmp/sy-test-local-XXXXXX", dir[64];
+    assert_non_null(mkdtemp(parent)); /* mode 0700 */
+    snprintf(dir, sizeof dir, "%s/d", parent);
+    assert_int_equal(mkdir(dir, 0700), 0);
     /* TCP endpoints nobody listens on: the all-reduce can only have gone over the local sockets */
     char dead0[] = "tcp://127.0.0.1:1", dead1[] = "tcp://127.0.0.1:1";
     char *dead[2] = {dead0, dead1};
     assert_int_equal(local_pair(dir, dead, 1), 2);
-    /* a directory others may enter is not private: both links go over TCP (with CURVE) */
+    /* rank 0's own local endpoint missing from the table: rank 1 would drop its keyless
+     * messages, so rank 0 must not go local either; both stay on TCP and it works */
+    assert_int_equal(local_pair_ex(dir, NULL, 1, 1), 0);
+    /* a parent others may enter is not private (a directory of an exited worker could be
+     * made again there by someone else): both links go over TCP (with CURVE) */
+    assert_int_equal(chmod(parent, 0755), 0);
+    assert_int_equal(local_pair(dir, NULL, 1), 0);
+    assert_int_equal(chmod(parent, 0700), 0);
+    /* nor is a directory others may enter */
     assert_int_equal(chmod(dir, 0755), 0);
     assert_int_equal(local_pair(dir, NULL, 1), 0);
     /* ... so with dead TCP endpoints nothing gets through */
@@ -537,11 +557,13 @@ static void test_local_links(void **s) {
         unlink(f);
     }
     assert_int_equal(rmdir(dir), 0);
+    assert_int_equal(rmdir(parent), 0);
 }
 
 /* A keyless message (what the local socket delivers) counts only while local links are
  * on in this epoch and only from a rank with a local endpoint; otherwise it is dropped
- * as forged and the operation is not disturbed. */
+ * as forged and the operation is not disturbed. A plain client at the TCP endpoint, bound
+ * with CURVE before the local one, gets nothing in. */
 static void test_local_keyless_rules(void **s) {
     (void)s;
     char dir[] = "/tmp/sy-test-local-XXXXXX", path[256];
@@ -568,10 +590,14 @@ static void test_local_keyless_rules(void **s) {
         /* mode 0: local links off this epoch; mode 1: on, but rank 1 has no local endpoint */
         assert_int_equal(sy_peer_set_local(p, mode ? loc_on : NULL, 2), 0);
         assert_int_equal(sy_peer_set_keys(p, keys, 2), 0);
-        assert_int_equal(sy_peer_setup(p, 4, 0, 2, eps, 800, &abort_flag), 0);
+        /* an epoch of its own per mode: a late message of the one before is dropped as old */
+        uint64_t epoch = 4 + (uint64_t)mode;
+        assert_int_equal(sy_peer_setup(p, epoch, 0, 2, eps, 1500, &abort_flag), 0);
         uint64_t before = sy_peer_forged(p);
         float junk[4] = {1e9f, 1e9f, 1e9f, 1e9f};
-        forge(ctx, loc_on[0], 4, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
+        forge(ctx, loc_on[0], epoch, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
+        /* a plain client at the CURVE TCP listener never gets a message in at all */
+        forge(ctx, eps[0], epoch, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
         memset(d, 0, sizeof d);
         int rc = sy_peer_allreduce(p, members, 2, 3, 1, d, 8, 0, 4096);
         assert_int_not_equal(rc, 0); /* rank 1 never really answers */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
@@ -1095,26 +1096,49 @@ static void send_ready(worker *w) {
     sy_heartbeat_set(w->hb, w->epoch, w->last_step, ST_READY, w->rank);
 }
 
-/* A private directory for the local data sockets: $XDG_RUNTIME_DIR (or /tmp)/switchyard-XXXXXX,
- * mode 0700 (mkdtemp), so only this user can connect there. */
+/* A private directory for the local data sockets, BASE/switchyard-UID/XXXXXX: BASE is
+ * $XDG_RUNTIME_DIR when it is set and writable, else /tmp; switchyard-UID is made 0700
+ * once and never removed, and must be a real directory of this user's that no one else
+ * may enter (in a /tmp anyone can write, a directory of an exited worker could otherwise
+ * be made again by someone else while a peer still reconnects to its path); XXXXXX is
+ * mkdtemp's (0700). The path must also be one the coordinator relays
+ * (sy_peer_local_endpoint_ok). */
 static int make_local_dir(char *dir, size_t n) {
-    const char *base = getenv("XDG_RUNTIME_DIR");
-    if (!base || base[0] != '/' || access(base, W_OK | X_OK))
-        base = "/tmp";
-    if (snprintf(dir, n, "%s/switchyard-XXXXXX", base) >= (int)n || strchr(dir, '\n')) {
-        dir[0] = '\0';
-        sy_seterr("the directory name under %s is too long", base);
-        return -1;
+    const char *bases[2] = {getenv("XDG_RUNTIME_DIR"), "/tmp"};
+    char why[300] = "";
+    for (int b = 0; b < 2; b++) {
+        const char *base = bases[b];
+        if (!base || base[0] != '/' || access(base, W_OK | X_OK))
+            continue;
+        char parent[128], ep[160];
+        if (snprintf(parent, sizeof parent, "%s/switchyard-%u", base, (unsigned)geteuid()) >= (int)sizeof parent ||
+            snprintf(dir, n, "%s/XXXXXX", parent) >= (int)n ||
+            snprintf(ep, sizeof ep, "ipc://%s/overlap", dir) >= (int)sizeof ep || !sy_peer_local_endpoint_ok(ep, 160)) {
+            snprintf(why, sizeof why, "%s: not a short path of plain characters", base);
+            continue;
+        }
+        if (mkdir(parent, 0700) && errno != EEXIST) {
+            snprintf(why, sizeof why, "cannot make %s: %s", parent, strerror(errno));
+            continue;
+        }
+        struct stat st;
+        if (lstat(parent, &st) || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
+            snprintf(why, sizeof why, "%s is not a directory of this user's closed to others", parent);
+            continue;
+        }
+        if (!mkdtemp(dir)) {
+            snprintf(why, sizeof why, "cannot make a directory in %s: %s", parent, strerror(errno));
+            continue;
+        }
+        return 0;
     }
-    if (!mkdtemp(dir)) {
-        sy_seterr("cannot make a directory under %s: %s", base, strerror(errno));
-        dir[0] = '\0';
-        return -1;
-    }
-    return 0;
+    dir[0] = '\0';
+    sy_seterr("%s", why[0] ? why : "no writable $XDG_RUNTIME_DIR or /tmp");
+    return -1;
 }
 
-/* After the sockets are closed (ZeroMQ removes the socket files it made). */
+/* After the sockets are closed (ZeroMQ removes the socket files it made); the per-user
+ * parent stays (see make_local_dir). */
 static void remove_local_dir(const char *dir) {
     if (!dir[0])
         return;
@@ -1266,10 +1290,10 @@ int main(int argc, char **argv) {
     } else {
         char path[256];
         snprintf(path, sizeof path, "%s/data", w.local_dir);
-        int rc = sy_peer_bind_local(w.peer, path);
-        snprintf(path, sizeof path, "%s/overlap", w.local_dir);
-        if (rc || sy_reducer_bind_local(w.reducer, path)) {
+        if (sy_peer_bind_local(w.peer, path)) {
             sy_warn("%s: workers on this machine will talk over TCP", sy_lasterr());
+        } else if (snprintf(path, sizeof path, "%s/overlap", w.local_dir), sy_reducer_bind_local(w.reducer, path)) {
+            sy_warn("%s: the overlap thread's links to workers on this machine stay on TCP", sy_lasterr());
         } else {
             size_t o = strlen(w.reducer_advertised);
             snprintf(w.reducer_advertised + o, sizeof w.reducer_advertised - o, "\n%s",

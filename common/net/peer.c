@@ -207,9 +207,10 @@ int sy_peer_bind_local(sy_peer *p, const char *path) {
     }
     snprintf(ep, sizeof ep, "ipc://%s", path);
     /* ZeroMQ copies a socket's options into each listener when it binds: the ipc listener
-     * gets the NULL mechanism, the TCP one bound before keeps CURVE. A ZAP domain cannot
-     * be unset, and with one ZeroMQ asks ZAP about NULL handshakes too: the handler
-     * admits those in domain "local" (SY_ZAP_LOCAL), which only this listener has. */
+     * gets the NULL mechanism, the TCP one bound before keeps CURVE. With a ZAP domain set
+     * ZeroMQ asks ZAP about NULL handshakes too, and this libzmq (4.3.4) refuses an empty
+     * one (EINVAL): the handler admits NULL in domain "local" (SY_ZAP_LOCAL), which only
+     * this listener has. */
     int zero = 0, rc;
     if (p->secure && (zmq_setsockopt(p->pull, ZMQ_CURVE_SERVER, &zero, sizeof zero) ||
                       zmq_setsockopt(p->pull, ZMQ_ZAP_DOMAIN, SY_ZAP_LOCAL, strlen(SY_ZAP_LOCAL)))) {
@@ -218,8 +219,11 @@ int sy_peer_bind_local(sy_peer *p, const char *path) {
     }
     rc = zmq_bind(p->pull, ep);
     int err = errno;
-    if (p->secure && sy_curve_server(p->pull, &p->own, "data"))
+    if (p->secure && sy_curve_server(p->pull, &p->own, "data")) {
+        if (!rc)
+            zmq_unbind(p->pull, ep); /* no listener this peer does not announce */
         return -1;
+    }
     if (rc) {
         sy_seterr("peer: cannot bind the local data socket at %s: %s", ep, zmq_strerror(err));
         return -1;
@@ -230,12 +234,29 @@ int sy_peer_bind_local(sy_peer *p, const char *path) {
 
 const char *sy_peer_local_endpoint(const sy_peer *p) { return p->local_endpoint; }
 
+int sy_peer_local_endpoint_ok(const char *ep, size_t cap) {
+    if (!ep || strncmp(ep, "ipc:///", 7) || strlen(ep) >= cap)
+        return 0;
+    for (const char *s = ep + 6; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || strchr("/._-", *s)))
+            return 0;
+    return !strstr(ep, "/../") && !strstr(ep, "/./");
+}
+
+/* A real directory (not a link) of this user's that no one else may enter. */
+static int private_dir(const char *dir) {
+    struct stat d;
+    return !lstat(dir, &d) && S_ISDIR(d.st_mode) && d.st_uid == geteuid() && !(d.st_mode & 077);
+}
+
 /* Whether ep is another worker's local endpoint this process can use: an ipc:// socket
- * owned by this user in a directory of this user's that no one else may enter (what
- * sy_peer_bind_local's caller makes). A peer on another machine, in another container or
- * of another user fails this, and is reached over TCP. */
+ * of this user's in a private directory whose parent is private too (what the worker
+ * makes: BASE/switchyard-UID/XXXXXX). The parent matters: a directory of a worker that
+ * has exited could otherwise be made again by anyone who may write to BASE, and ZeroMQ
+ * reconnects to the same path. A peer on another machine, in another container or of
+ * another user fails this, and is reached over TCP. */
 static int local_usable(const char *ep) {
-    if (strncmp(ep, "ipc:///", 7) || strlen(ep) >= 256)
+    if (!sy_peer_local_endpoint_ok(ep, 256))
         return 0;
     char dir[256];
     snprintf(dir, sizeof dir, "%s", ep + 6);
@@ -243,10 +264,16 @@ static int local_usable(const char *ep) {
     if (!slash || slash == dir)
         return 0;
     *slash = '\0';
-    struct stat d, s;
-    uid_t me = geteuid();
-    return !lstat(dir, &d) && S_ISDIR(d.st_mode) && d.st_uid == me && !(d.st_mode & 077) && !lstat(ep + 6, &s) &&
-           S_ISSOCK(s.st_mode) && s.st_uid == me;
+    if (!private_dir(dir))
+        return 0;
+    char parent[256];
+    snprintf(parent, sizeof parent, "%s", dir);
+    slash = strrchr(parent, '/');
+    if (!slash || slash == parent)
+        return 0;
+    *slash = '\0';
+    struct stat s;
+    return private_dir(parent) && !lstat(ep + 6, &s) && S_ISSOCK(s.st_mode) && s.st_uid == geteuid();
 }
 
 int sy_peer_set_local(sy_peer *p, char *const *local_eps, int n) {
@@ -314,6 +341,8 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
     for (int i = p->n_pending - 1; i >= 0; i--)
         if (p->pending[i].h->epoch < epoch)
             drop_pending(p, i);
+    free(p->local); /* before world changes: it has world entries */
+    p->local = NULL;
     p->epoch = epoch;
     p->rank = rank;
     p->world = world;
@@ -323,7 +352,6 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
         sy_seterr("peer: %d CURVE keys for a world of %d", p->n_keys, world);
         return -1;
     }
-    free(p->local);
     p->local = calloc((size_t)world, 1);
     p->push = calloc((size_t)world, sizeof(void *));
     if (!p->push || !p->local) {
@@ -343,7 +371,10 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
         zmq_setsockopt(p->push[r], ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(p->push[r], ZMQ_SNDBUF, &buf, sizeof buf);
         const char *ep = endpoints[r];
-        if (p->n_local_eps == world && p->local_endpoint[0] && local_usable(p->local_eps[r])) {
+        /* local only when the table carries this peer's own local endpoint as it is: then
+         * r has it too and takes keyless messages from this rank (the rule in recv_msg) */
+        if (p->n_local_eps == world && p->local_endpoint[0] && !strcmp(p->local_eps[rank], p->local_endpoint) &&
+            local_usable(p->local_eps[r])) {
             ep = p->local_eps[r]; /* same machine and user: no CURVE needed or wanted */
             p->local[r] = 1;
         } else if (p->secure && sy_curve_client(p->push[r], &p->own, p->keys[r])) {

@@ -53,6 +53,10 @@ const char *sy_peer_local_endpoint(const sy_peer *p);
  * local endpoints set, a message that arrives without a key (which only the local
  * socket delivers) is taken as its claimed rank's when that rank has a local endpoint. */
 int sy_peer_set_local(sy_peer *p, char *const *local_eps, int n);
+/* Whether ep has the form of a local endpoint: "ipc:///" and a path of letters, digits
+ * and / . _ - (no "." or ".." parts), shorter than cap bytes. Workers make only such
+ * paths and the coordinator relays only such. */
+int sy_peer_local_endpoint_ok(const char *ep, size_t cap);
 /* 1 when this epoch's link to rank goes over its local endpoint. */
 int sy_peer_is_local(const sy_peer *p, int rank);
 
