@@ -150,6 +150,7 @@ static void kept_free(kept_state *k);
 static int64_t g_fault_step = -1;
 static char g_fault_where[32];
 static int g_fault_register_twice;
+static int g_fault_slow_monitor; /* drill: 0.5 s between connecting the control socket and watching it */
 /* SWITCHYARD_FAULT="stale-abort": the heartbeat thread takes 0.4 s between seeing an Abort
  * of its epoch and raising the flag, and this thread applies a re-homing Assignment 0.2 s
  * late, so the old epoch's Abort lands after the new epoch began (tests/drill_stale_abort.sh) */
@@ -175,6 +176,7 @@ static void fault_init(void) {
         g_fault_step = st;
     g_fault_register_twice = f && !strcmp(f, "register-twice");
     g_fault_stale_abort = f && !strcmp(f, "stale-abort");
+    g_fault_slow_monitor = f && !strcmp(f, "slow-monitor");
 }
 
 static void fault_point(int64_t step, const char *where) {
@@ -327,6 +329,14 @@ static int send_env(worker *w, Switchyard__Envelope *env, const void *payload, s
     return sy_ctrl_send(w->ctrl, NULL, 0, env, payload, n);
 }
 
+/* Sends a message the worker may be stopping after: with no connection up (a refused
+ * handshake, a coordinator gone) a blocking send would keep it from ever exiting. */
+static void send_last(worker *w, Switchyard__Envelope *env) {
+    int sndtimeo = 1000;
+    zmq_setsockopt(w->ctrl, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    send_env(w, env, NULL, 0);
+}
+
 static void send_error(worker *w, const char *msg) {
     Switchyard__Error e = SWITCHYARD__ERROR__INIT;
     e.epoch = w->epoch;
@@ -335,11 +345,7 @@ static void send_error(worker *w, const char *msg) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
     env.error = &e;
-    /* the worker is stopping: with no connection up (a refused handshake, a coordinator
-     * gone) a blocking send would keep it from ever exiting */
-    int sndtimeo = 1000;
-    zmq_setsockopt(w->ctrl, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
-    send_env(w, &env, NULL, 0);
+    send_last(w, &env);
 }
 
 /* Tells the coordinator this worker leaves the run (so it re-plans at once instead of
@@ -358,7 +364,7 @@ static void send_leaving(worker *w, const char *why) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_ERROR;
     env.error = &e;
-    send_env(w, &env, NULL, 0);
+    send_last(w, &env);
 }
 
 static int send_tensor(worker *w, int64_t step, const char *name, const char *dtype, int ndim, const int64_t *shape,
@@ -1308,17 +1314,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
         goto out;
     }
+    /* a refused CURVE handshake is never retried by libzmq: say so instead of waiting. The
+     * watch begins before the connection, or a refusal that comes first goes unseen. */
+    mon = sy_curve_monitor_new(w.zctx, w.ctrl, "ctrl");
     if (zmq_connect(w.ctrl, coordinator)) {
         fprintf(stderr, "switchyard-worker: cannot connect to %s: %s\n", coordinator, zmq_strerror(errno));
         goto out;
+    }
+    if (g_fault_slow_monitor) { /* as a loaded machine may: the handshake is over before the watch begins */
+        struct timespec ts = {0, 500 * 1000000L};
+        nanosleep(&ts, NULL);
     }
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
     g_hb = w.hb;
     if (g_fault_stale_abort)
         sy_heartbeat_drill_slow_abort(w.hb);
-    /* a refused CURVE handshake is never retried by libzmq: say so instead of waiting */
-    mon = sy_curve_monitor_new(w.zctx, w.ctrl, "ctrl");
     sy_info("worker %s: data endpoint %s, %.1f GFLOP/s sgemm (%d threads); registering with %s", w.id,
             w.advertised, w.gflops, w.threads, coordinator);
     double next_register = 0.0, backoff = 1.0, ctrl_heard = 0.0;
