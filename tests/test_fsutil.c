@@ -1,7 +1,8 @@
 /* test_fsutil.c: the shared file helpers (common/base/fsutil.c) on a real file system:
  * mkdir -p over existing and missing levels and a file in the way; whole-file reads
  * with and without a size limit, of empty files and of things that are not regular
- * files; atomic replacement that leaves no temporary behind; create-only writes. */
+ * files; atomic replacement that leaves no temporary behind; create-only writes; which
+ * directories count as private. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +38,24 @@ static void test_mkdirs(void **state) {
     assert_err_has("not a directory");
     assert_int_equal(sy_mkdirs(tpath("a/file/sub")), -1); /* a file on the way */
     assert_err_has("a/file");
+}
+
+static void test_dir_private(void **state) {
+    (void)state;
+    assert_int_equal(mkdir(tpath("p"), 0700), 0);
+    assert_int_equal(chmod(tpath("p"), 0700), 0); /* whatever the umask */
+    assert_int_equal(sy_dir_private(tpath("p")), 1);
+    assert_int_equal(chmod(tpath("p"), 0750), 0);
+    assert_int_equal(sy_dir_private(tpath("p")), 0); /* the group may enter */
+    assert_int_equal(chmod(tpath("p"), 0701), 0);
+    assert_int_equal(sy_dir_private(tpath("p")), 0); /* others may pass through */
+    assert_int_equal(chmod(tpath("p"), 0700), 0);
+    assert_int_equal(symlink(tpath("p"), tpath("link")), 0);
+    assert_int_equal(sy_dir_private(tpath("link")), 0); /* a link to one is not one */
+    write_file(tpath("pf"), "x", 1);
+    assert_int_equal(chmod(tpath("pf"), 0600), 0);
+    assert_int_equal(sy_dir_private(tpath("pf")), 0); /* not a directory */
+    assert_int_equal(sy_dir_private(tpath("missing")), 0);
 }
 
 static void test_read_file(void **state) {
@@ -107,6 +126,7 @@ int main(void) {
         cmocka_unit_test(test_read_file),
         cmocka_unit_test(test_write_atomic),
         cmocka_unit_test(test_write_new),
+        cmocka_unit_test(test_dir_private),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }

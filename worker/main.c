@@ -25,6 +25,7 @@
 #include "curve.h"
 #include "data.h"
 #include "exchange.h"
+#include "fsutil.h"
 #include "heartbeat.h"
 #include "msgsize.h"
 #include "log.h"
@@ -1127,8 +1128,7 @@ static int make_local_dir(char *dir, size_t n) {
             snprintf(why, sizeof why, "cannot make %s: %s", parent, strerror(errno));
             continue;
         }
-        struct stat st;
-        if (lstat(parent, &st) || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
+        if (!sy_dir_private(parent)) {
             snprintf(why, sizeof why, "%s is not a directory of this user's closed to others", parent);
             continue;
         }

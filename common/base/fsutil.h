@@ -25,6 +25,10 @@ int sy_write_atomic(const char *path, const void *data, size_t n);
  * temporary directory that is itself renamed into place. */
 int sy_write_new(const char *path, const void *data, size_t n);
 
+/* 1 when path is a real directory (lstat: not a link to one) of this process's effective
+ * user that no one else may enter or read (no group or other permission bits), else 0. */
+int sy_dir_private(const char *path);
+
 /* fsync of a directory, so entries created or renamed in it are durable (a file system
  * that cannot sync directories is not an error). */
 int sy_fsync_dir(const char *path);

@@ -14,6 +14,7 @@
 #include "bf16.h"
 #include "ctrl.h"
 #include "curve.h"
+#include "fsutil.h"
 #include "sanitize.h"
 #include "msgsize.h"
 #include "log.h"
@@ -243,12 +244,6 @@ int sy_peer_local_endpoint_ok(const char *ep, size_t cap) {
     return !strstr(ep, "/../") && !strstr(ep, "/./");
 }
 
-/* A real directory (not a link) of this user's that no one else may enter. */
-static int private_dir(const char *dir) {
-    struct stat d;
-    return !lstat(dir, &d) && S_ISDIR(d.st_mode) && d.st_uid == geteuid() && !(d.st_mode & 077);
-}
-
 /* Whether ep is another worker's local endpoint this process can use: an ipc:// socket
  * of this user's in a private directory whose parent is private too (what the worker
  * makes: BASE/switchyard-UID/XXXXXX). The parent matters: a directory of a worker that
@@ -258,22 +253,21 @@ static int private_dir(const char *dir) {
 static int local_usable(const char *ep) {
     if (!sy_peer_local_endpoint_ok(ep, 256))
         return 0;
+    struct stat s;
+    if (lstat(ep + 6, &s) || !S_ISSOCK(s.st_mode) || s.st_uid != geteuid())
+        return 0;
+    /* the socket's directory, then its parent: the path cut at its last two slashes */
     char dir[256];
     snprintf(dir, sizeof dir, "%s", ep + 6);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
-    *slash = '\0';
-    if (!private_dir(dir))
-        return 0;
-    char parent[256];
-    snprintf(parent, sizeof parent, "%s", dir);
-    slash = strrchr(parent, '/');
-    if (!slash || slash == parent)
-        return 0;
-    *slash = '\0';
-    struct stat s;
-    return private_dir(parent) && !lstat(ep + 6, &s) && S_ISSOCK(s.st_mode) && s.st_uid == geteuid();
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+            return 0;
+        *slash = '\0';
+        if (!sy_dir_private(dir))
+            return 0;
+    }
+    return 1;
 }
 
 int sy_peer_set_local(sy_peer *p, char *const *local_eps, int n) {
