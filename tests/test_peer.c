@@ -35,18 +35,31 @@ typedef struct {
     volatile int abort_flag;
 } world_t;
 
-static void world_open(world_t *w, int n, int timeout_ms) {
+/* n ranks at epoch 7; local_dir: each also bound at local_dir/rR with local links on. */
+static void world_open_in(world_t *w, int n, int timeout_ms, const char *local_dir) {
     memset(w, 0, sizeof *w);
     w->ctx = zmq_ctx_new();
     w->world = n;
+    char *loc[MAXR];
     for (int r = 0; r < n; r++) {
         w->peer[r] = sy_peer_new(w->ctx, "tcp://127.0.0.1:*");
         assert_non_null(w->peer[r]);
         w->eps[r] = strdup(sy_peer_endpoint(w->peer[r]));
+        if (local_dir) {
+            char path[256];
+            snprintf(path, sizeof path, "%s/r%d", local_dir, r);
+            assert_int_equal(sy_peer_bind_local(w->peer[r], path), 0);
+            loc[r] = (char *)sy_peer_local_endpoint(w->peer[r]);
+        }
     }
-    for (int r = 0; r < n; r++)
+    for (int r = 0; r < n; r++) {
+        if (local_dir)
+            assert_int_equal(sy_peer_set_local(w->peer[r], loc, n), 0);
         assert_int_equal(sy_peer_setup(w->peer[r], 7, r, n, w->eps, timeout_ms, &w->abort_flag), 0);
+    }
 }
+
+static void world_open(world_t *w, int n, int timeout_ms) { world_open_in(w, n, timeout_ms, NULL); }
 
 static void world_close(world_t *w) {
     for (int r = 0; r < w->world; r++) {
@@ -347,23 +360,13 @@ static void forge(void *ctx, const char *ep, uint64_t epoch, int64_t step, uint3
     zmq_close(s);
 }
 
-/* Messages from another epoch and for a finished step are dropped; the all-reduce still
- * gives the right sum. A message of the right op and step but the wrong size fails the
- * operation instead of being summed. */
-static void test_rejects_stale_and_misshapen(void **s) {
-    world_t w;
-    world_open(&w, 2, 3000);
-    float junk[8] = {1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f};
-    /* ring all-reduce of 8 floats on 2 ranks: rank 0 receives segment 1 (4 floats) at
-     * tag (1<<8)|0, chunk 0 from rank 1 first */
-    forge(w.ctx, w.eps[0], 6 /* old epoch */, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
-    forge(w.ctx, w.eps[0], 7, 2 /* finished step */, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
-    struct timespec pause = {0, 200 * 1000000L};
-    nanosleep(&pause, NULL);
+/* Both ranks of a 2-rank world all-reduce 8 floats (rank r holds (r+1)(i+1)); every
+ * result must be exactly 3(i+1): nothing forged before it was summed in. */
+static void allreduce_8_exact(world_t *w) {
     job jobs[2];
     pthread_t th[2];
     for (int r = 0; r < 2; r++) {
-        jobs[r] = (job){.w = &w, .rank = r, .n = 8, .op = 0};
+        jobs[r] = (job){.w = w, .rank = r, .n = 8, .op = 0};
         jobs[r].data = malloc(8 * 4);
         for (int i = 0; i < 8; i++)
             jobs[r].data[i] = (float)(r + 1) * (i + 1);
@@ -377,6 +380,22 @@ static void test_rejects_stale_and_misshapen(void **s) {
             assert_true(jobs[r].data[i] == 3.0f * (i + 1));
         free(jobs[r].data);
     }
+}
+
+/* Messages from another epoch and for a finished step are dropped; the all-reduce still
+ * gives the right sum. A message of the right op and step but the wrong size fails the
+ * operation instead of being summed. */
+static void test_rejects_stale_and_misshapen(void **s) {
+    world_t w;
+    world_open(&w, 2, 3000);
+    float junk[8] = {1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f, 1e9f};
+    /* ring all-reduce of 8 floats on 2 ranks: rank 0 receives segment 1 (4 floats) at
+     * tag (1<<8)|0, chunk 0 from rank 1 first */
+    forge(w.ctx, w.eps[0], 6 /* old epoch */, 3, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
+    forge(w.ctx, w.eps[0], 7, 2 /* finished step */, 2, (1u << 8) | 0, 0, 1, 1, junk, 16);
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    allreduce_8_exact(&w);
     world_close(&w);
 
     /* a well-addressed message with the wrong size: the operation fails, naming it */
@@ -398,53 +417,25 @@ static void test_rejects_stale_and_misshapen(void **s) {
  * indexed the local endpoints by it. The all-reduce after it is not disturbed. */
 static void test_rejects_bad_source(void **s) {
     (void)s;
-    char dir[] = "/tmp/sy-test-src-XXXXXX", path[2][256];
+    char dir[] = "/tmp/sy-test-src-XXXXXX", path[256];
     assert_non_null(mkdtemp(dir));
     world_t w;
-    memset(&w, 0, sizeof w);
-    w.ctx = zmq_ctx_new();
-    w.world = 2;
-    char *loc[2];
-    for (int r = 0; r < 2; r++) {
-        w.peer[r] = sy_peer_new(w.ctx, "tcp://127.0.0.1:*");
-        assert_non_null(w.peer[r]);
-        w.eps[r] = strdup(sy_peer_endpoint(w.peer[r]));
-        snprintf(path[r], sizeof path[r], "%s/r%d", dir, r);
-        assert_int_equal(sy_peer_bind_local(w.peer[r], path[r]), 0);
-        loc[r] = (char *)sy_peer_local_endpoint(w.peer[r]);
-    }
-    for (int r = 0; r < 2; r++) {
-        assert_int_equal(sy_peer_set_local(w.peer[r], loc, 2), 0);
-        assert_int_equal(sy_peer_setup(w.peer[r], 7, r, 2, w.eps, 5000, &w.abort_flag), 0);
-    }
+    world_open_in(&w, 2, 5000, dir);
+    const char *loc0 = sy_peer_local_endpoint(w.peer[0]);
     float junk[4] = {1e9f, 1e9f, 1e9f, 1e9f};
     uint32_t bad[] = {0x80000000u, 0xffffffffu, 2u};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         forge(w.ctx, w.eps[0], 7, 3, 2, (1u << 8) | 0, 0, bad[i], 1, junk, 16);
-        forge(w.ctx, loc[0], 7, 3, 2, (1u << 8) | 0, 0, bad[i], 1, junk, 16);
+        forge(w.ctx, loc0, 7, 3, 2, (1u << 8) | 0, 0, bad[i], 1, junk, 16);
     }
     struct timespec pause = {0, 200 * 1000000L};
     nanosleep(&pause, NULL);
-    job jobs[2];
-    pthread_t th[2];
-    for (int r = 0; r < 2; r++) {
-        jobs[r] = (job){.w = &w, .rank = r, .n = 8, .op = 0};
-        jobs[r].data = malloc(8 * 4);
-        for (int i = 0; i < 8; i++)
-            jobs[r].data[i] = (float)(r + 1) * (i + 1);
-        pthread_create(&th[r], NULL, run, &jobs[r]);
-    }
-    for (int r = 0; r < 2; r++)
-        pthread_join(th[r], NULL);
-    for (int r = 0; r < 2; r++) {
-        assert_int_equal(jobs[r].rc, 0);
-        for (int i = 0; i < 8; i++)
-            assert_true(jobs[r].data[i] == 3.0f * (i + 1));
-        free(jobs[r].data);
-    }
+    allreduce_8_exact(&w);
     world_close(&w);
-    for (int r = 0; r < 2; r++)
-        unlink(path[r]);
+    for (int r = 0; r < 2; r++) {
+        snprintf(path, sizeof path, "%s/r%d", dir, r);
+        unlink(path);
+    }
     assert_int_equal(rmdir(dir), 0);
 }
 
