@@ -10,6 +10,23 @@ bin=$1 src=$3
 sy_prepare
 drill_job "$tmp/job.yaml" 100000
 
+# exited_in_time PART WHAT: waits (30 s at most) for the coordinator $cpid signalled at
+# $t0 and checks it exited within 10 s; sets crc
+exited_in_time() {
+  local ms
+  wait_exit "$cpid" 30 || true
+  crc=$rc
+  ms=$(($(now_ms) - t0))
+  check "$1: $2 (rc $crc, $ms ms)" '[ "$crc" -ne 124 ] && [ $ms -lt 10000 ]'
+}
+# stopped_on_signal PART LOG: it said so (rc 130) and never began to wait for workers after it
+stopped_on_signal() {
+  local log=$2 # named: check's eval sees its own $2
+  check "$1: it says it stopped on a signal (rc 130)" '[ "$crc" -eq 130 ]'
+  check "$1: it never starts waiting for workers after the signal" \
+    '[ -s "$log" ] && ! sed -n "/signal 15/,\$p" "$log" | grep -q "waiting for workers"'
+}
+
 # A: coordinator and 3 workers, SIGTERM to all four in one kill(1)
 coord a "$tmp/job.yaml" 1 --start-workers 3
 ws=()
@@ -17,14 +34,9 @@ for i in 1 2 3; do worker "a.w$i"; ws+=("$wpid"); done
 wait_for "checkpoint .*step-00000020" "$tmp/a.log" 60
 t0=$(now_ms)
 kill -TERM "$cpid" "${ws[@]}"
-wait_exit "$cpid" 30 || true
-crc=$rc
-ms=$(($(now_ms) - t0))
-check "A: the coordinator exits within 10 s of a SIGTERM shared with its workers (rc $crc, $ms ms)" \
-  '[ "$crc" -ne 124 ] && [ $ms -lt 10000 ]'
-check "A: it says it stopped on a signal (rc 130)" '[ "$crc" -eq 130 ]'
+exited_in_time A "the coordinator exits within 10 s of a SIGTERM shared with its workers"
+stopped_on_signal A "$tmp/a.log"
 check "A: it names the checkpoint a restart resumes from" 'grep -qE "(resume|restart).*step-000000[0-9]+" "$tmp/a.log"'
-check "A: it never starts waiting for workers after the signal" '! sed -n "/signal 15/,\$p" "$tmp/a.log" | grep -q "waiting for workers"'
 alive=0; for p in "${ws[@]}"; do wait_exit "$p" 5 || alive=$((alive + 1)); done
 check "A: every worker has exited" '[ $alive -eq 0 ]'
 
@@ -43,13 +55,8 @@ t0=$(now_ms)
 kill -TERM "$cpid"
 sleep 0.1
 kill -TERM "$w2" 2> /dev/null || true # it may have gone already, told to by the stopping coordinator
-wait_exit "$cpid" 30 || true
-crc=$rc
-ms=$(($(now_ms) - t0))
-check "C: with one worker killed, the coordinator exits within 10 s of a SIGTERM (rc $crc, $ms ms)" \
-  '[ "$crc" -ne 124 ] && [ $ms -lt 10000 ]'
-check "C: it says it stopped on a signal (rc 130)" '[ "$crc" -eq 130 ]'
-check "C: it never starts waiting for workers after the signal" '! sed -n "/signal 15/,\$p" "$tmp/c.log" | grep -q "waiting for workers"'
+exited_in_time C "with one worker killed, the coordinator exits within 10 s of a SIGTERM"
+stopped_on_signal C "$tmp/c.log"
 wait_exit "$w2" 5 || true
 
 # D: a validation pass in flight (a long one: 2 million batches) does not hold the exit:
@@ -63,11 +70,7 @@ wait_for "checkpoint .*step-00000010" "$tmp/d.log" 60
 sleep 0.5
 t0=$(now_ms)
 kill -TERM "$cpid" "$w1" "$w2"
-wait_exit "$cpid" 30 || true
-crc=$rc
-ms=$(($(now_ms) - t0))
-check "D: with a validation running, the coordinator exits within 10 s of a SIGTERM (rc $crc, $ms ms)" \
-  '[ "$crc" -ne 124 ] && [ $ms -lt 10000 ]'
+exited_in_time D "with a validation running, the coordinator exits within 10 s of a SIGTERM"
 check "D: the validation was still running when it stopped" '! grep -q "validation loss" "$tmp/d.log"'
 wait_exit "$w1" 5 || true
 wait_exit "$w2" 5 || true
