@@ -131,6 +131,20 @@ static void test_clip(void **state) {
     for (int i = 1; i <= 1000; i++)
         big[i] = 1.0f;
     assert_true(sy_sumsq(big, 1001) == 16777216.0 + 1000.0);
+    /* every length, the blocks of eight and the tail: 1^2 + ... + n^2 (exact in double) */
+    float seq[40];
+    for (int i = 0; i < 40; i++)
+        seq[i] = (float)(i + 1);
+    for (int n = 0; n <= 40; n++)
+        assert_true(sy_sumsq(seq, (size_t)n) == (double)n * (n + 1) * (2 * n + 1) / 6);
+    /* and a long array of fractions against one running sum in long double */
+    static float r[100003];
+    long double ref = 0;
+    for (int i = 0; i < 100003; i++) {
+        r[i] = (float)((i * 2654435761u) % 1000u) / 997.0f - 0.5f;
+        ref += (long double)r[i] * r[i];
+    }
+    assert_rel(sy_sumsq(r, 100003), (double)ref, 1e-13, "sum of squares of 100003 values");
 }
 
 /* ------------------------------------------------------------ AdamW */

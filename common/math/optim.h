@@ -13,7 +13,8 @@
  * (cosine or linear) to min_lr at the last step, steps - 1; or constant. */
 float sy_lr_at(const sy_train_cfg *tc, int64_t step);
 
-/* Sum of squares of a gradient array (double accumulation). */
+/* Sum of squares of a gradient array (double accumulation, in eight interleaved sums
+ * added in a fixed order: the same bits for the same values). */
 double sy_sumsq(const float *g, size_t n);
 
 /* Multiplier that brings a gradient of global norm `norm` under `clip` (1 when clip <= 0
