@@ -104,7 +104,7 @@ static void *rank_main(void *arg) {
             /* in backward order, as the worker's overlap thread sends them */
             for (int l = r->mc->n_layers - 1; l >= 0; l--)
                 if (sy_is_switch_layer(r->mc, l) && !(r->by_layer == 2 && s == 2 && l == 1))
-                    assert_int_equal(sy_replica_grads_layer(r->rep, s, l, r->g, board_a2a, r), 0);
+                    assert_int_equal(sy_replica_grads_layer(r->rep, s, l, r->g, NULL, board_a2a, r), 0);
             if (r->by_layer == 2 && s == 2 && r->rank > 0) { /* ranks 1 and 2 keep wards (0 and 2; 1) */
                 char want[80];
                 snprintf(want, sizeof want, "layer 1 of rank %d for step 2 never arrived", r->rank == 1 ? 0 : 1);

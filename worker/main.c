@@ -135,6 +135,12 @@ struct worker {
     rep_job *rep_jobs;      /* [n_layers] */
     int rep_queued;         /* jobs queued in this step */
     double t_rep_thread;    /* seconds the overlap thread spent on them in this step */
+    /* stand-ins (exchange.h): the expert runner's views of the model's experts and of the
+     * wards' kept here, and the buddy table (ranks = group indices: one data group) */
+    sy_weights sv, sg;
+    float **view_ptrs;
+    int *buddy;             /* [world], or NULL: no stand-ins in this assignment */
+    uint64_t standin_rows;  /* rows of the wards' experts run here since the last log line */
 };
 
 static void kept_free(kept_state *k);
@@ -296,7 +302,8 @@ static int rep_job_fn(void *arg, sy_peer *peer) {
     double t0 = sy_now();
     j->peer = peer;
     fault_point(j->step, "replica");
-    int rc = sy_replica_grads_layer(j->w->replica, j->step, j->layer, sy_model_grads(j->w->model), rep_a2a_thread, j);
+    int rc = sy_replica_grads_layer(j->w->replica, j->step, j->layer, sy_model_grads(j->w->model),
+                                    sy_exchange_runners(j->w->exchange, j->layer), rep_a2a_thread, j);
     j->w->t_rep_thread += sy_now() - t0; /* read by the main thread after part_wait */
     return rc;
 }
@@ -412,6 +419,55 @@ static int local_addr_towards(const char *endpoint, char *out, size_t n) {
 
 /* ---------------------------------------------------------------- assignment */
 
+static void free_views(worker *w) {
+    free(w->sv.layers);
+    free(w->sg.layers);
+    free(w->view_ptrs);
+    free(w->buddy);
+    memset(&w->sv, 0, sizeof w->sv);
+    memset(&w->sg, 0, sizeof w->sg);
+    w->view_ptrs = NULL;
+    w->buddy = NULL;
+}
+
+/* The expert runner's views for stand-ins: the model's experts, and the wards' replicas
+ * (their weights and gradients) where the model holds none. */
+static int standin_views(worker *w, const int *buddy) {
+    const sy_model_cfg *mc = &w->cfg.model;
+    const sy_weights *mw = sy_model_weights(w->model), *mg = sy_model_grad_views(w->model);
+    int L = mc->n_layers, E = mc->n_experts;
+    w->sv = *mw;
+    w->sg = *mg;
+    w->sv.layers = calloc((size_t)L, sizeof(sy_layer_w));
+    w->sg.layers = calloc((size_t)L, sizeof(sy_layer_w));
+    w->view_ptrs = calloc((size_t)L * 4 * E + 1, sizeof(float *));
+    w->buddy = malloc((size_t)w->mesh.world * sizeof(int));
+    if (!w->sv.layers || !w->sg.layers || !w->view_ptrs || !w->buddy) {
+        free_views(w);
+        sy_seterr("stand-ins: out of memory");
+        return -1;
+    }
+    memcpy(w->buddy, buddy, (size_t)w->mesh.world * sizeof(int));
+    for (int l = 0; l < L; l++) {
+        w->sv.layers[l] = mw->layers[l];
+        w->sg.layers[l] = mg->layers[l];
+        if (!sy_is_switch_layer(mc, l))
+            continue;
+        float **p = w->view_ptrs + (size_t)l * 4 * E;
+        sy_layer_w *v = &w->sv.layers[l], *g = &w->sg.layers[l];
+        memcpy(p, v->ew1, (size_t)E * sizeof(float *));
+        memcpy(p + E, v->ew2, (size_t)E * sizeof(float *));
+        memcpy(p + 2 * E, g->ew1, (size_t)E * sizeof(float *));
+        memcpy(p + 3 * E, g->ew2, (size_t)E * sizeof(float *));
+        v->ew1 = p, v->ew2 = p + E, g->ew1 = p + 2 * E, g->ew2 = p + 3 * E;
+        for (int e = 0; e < E; e++)
+            if (!v->ew1[e])
+                sy_replica_expert(w->replica, l, e, &v->ew1[e], &v->ew2[e], &g->ew1[e], &g->ew2[e]);
+    }
+    sy_experts_set_views(w->experts, &w->sv, &w->sg);
+    return 0;
+}
+
 static void drop_assignment(worker *w) {
     sy_replica_destroy(&w->replica);
     free(w->rep_jobs);
@@ -424,6 +480,7 @@ static void drop_assignment(worker *w) {
     w->pending_step = -1;
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
+    free_views(w);
     sy_model_destroy(&w->model);
     sy_model_destroy(&w->distill.teacher);
     free(w->distill.dlogits);
@@ -743,6 +800,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
             sy_seterr("replicas: out of memory");
             return -1;
         }
+        if (w->replica_every == 1 && w->cfg.wire.stand_in && standin_views(w, buddy))
+            return -1;
         sy_info("replicas: rank %d keeps its experts, %d rank%s keep%s theirs here (%.1f MB); %.1f MB of expert "
                 "%s go to the buddy %s",
                 buddy[w->rank], sy_replica_wards(w->replica), sy_replica_wards(w->replica) == 1 ? "" : "s",
@@ -961,6 +1020,11 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
     }
     w->rep_queued = 0;
     w->t_rep_thread = 0;
+    /* stand-ins: the same on every rank (the configuration, the mesh and the step's mode),
+     * but for whether this rank's replicas are at this step, which it tells the others */
+    int standin = w->buddy && w->rep_jobs && w->stepper.comm.part_start && w->cfg.wire.overlap &&
+                  !(g_replica_ab && step % 2);
+    sy_exchange_standins(w->exchange, standin ? w->buddy : NULL, standin && sy_replica_current(w->replica, step));
     if ((rc = sy_step_prepare(&w->stepper, w->train, step, res)))
         return rc;
     /* the step is reported only once the buddy has this rank's gradients and this rank
@@ -1029,12 +1093,20 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         return 0;
     }
     w->last_step_time = sy_now() - t0;
+    if (w->exchange)
+        w->standin_rows += sy_exchange_standin_rows(w->exchange, 1);
     /* less often than the coordinator's summary, which `up` prints on the same terminal */
     int64_t every = 5 * (w->cfg.train.log_every > 0 ? w->cfg.train.log_every : 10);
     if (w->job != SWITCHYARD__JOB__JOB_REFCHECK && (c->step + 1) % every == 0) {
-        char rep[80] = "";
+        char rep[160] = "";
+        size_t o = 0;
         if (w->rep_queued > 0) /* hidden unless the all-reduce time grew by it */
-            snprintf(rep, sizeof rep, "; replica gradients %.0f ms on the overlap thread", w->t_rep_thread * 1e3);
+            o += (size_t)snprintf(rep, sizeof rep, "; replica gradients %.0f ms on the overlap thread",
+                                  w->t_rep_thread * 1e3);
+        if (w->buddy && o < sizeof rep)
+            snprintf(rep + o, sizeof rep - o, "; ran %" PRIu64 " rows of its wards' experts (stand-in) since the last line",
+                     w->standin_rows);
+        w->standin_rows = 0;
         sy_info("step %" PRId64 ": loss share %.4f, %.0f ms (compute %.0f, all-to-all %.0f, all-reduce %.0f), "
                 "%" PRId64 " tokens%s",
                 c->step + 1, res.loss.total, w->last_step_time * 1e3, res.t.compute * 1e3, res.t.alltoall * 1e3,

@@ -1,6 +1,7 @@
 /* replica.c: buddy replicas of expert state (replica.h). */
 #include "replica.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ typedef struct {
     int64_t at;           /* the step its state is at; -1: never received */
     int64_t g_step;       /* the step of the pending gradients; -1: none */
     span *layer;          /* [n_layers] where each layer's experts are in lay */
+    span *expert;         /* [n_layers * E] where each expert of each layer is in lay (lo == hi: not the ward's) */
     int64_t *g_layer;     /* [n_layers] the step whose gradients of that layer arrived; -1: none */
 } ward;
 
@@ -34,6 +36,10 @@ struct sy_replica {
     size_t own_off;       /* where it starts in its arenas (the dense total) */
     int n_layers;
     span *own_layer;      /* [n_layers] each layer's experts in this rank's expert part */
+    span *own_expert;     /* [n_layers * E] each of its experts of each layer in it (lo == hi: not its own) */
+    int n_experts;
+    uint8_t **scratch;    /* [world] send buffers of gradients from stand-ins (pieces not side by side) */
+    size_t *scratch_cap;
     ward *wards;
     int n_wards;
     void **send;          /* [world] scratch */
@@ -52,6 +58,23 @@ static void layer_spans(span *out, int n_layers, const sy_layout *lay, size_t ba
         if (p->expert < 0 || p->layer < 0 || p->layer >= n_layers)
             continue;
         span *s = &out[p->layer];
+        size_t lo = p->offset - base, hi = lo + p->numel;
+        if (s->lo == s->hi)
+            *s = (span){lo, hi};
+        else
+            *s = (span){lo < s->lo ? lo : s->lo, hi > s->hi ? hi : s->hi};
+    }
+}
+
+/* Each expert's span (w1 then w2, side by side) in each layer of lay, from `base`. */
+static void expert_spans(span *out, int n_layers, int E, const sy_layout *lay, size_t base) {
+    for (int i = 0; i < n_layers * E; i++)
+        out[i] = (span){0, 0};
+    for (int i = 0; i < lay->n_params; i++) {
+        const sy_param *p = &lay->params[i];
+        if (p->expert < 0 || p->expert >= E || p->layer < 0 || p->layer >= n_layers)
+            continue;
+        span *s = &out[p->layer * E + p->expert];
         size_t lo = p->offset - base, hi = lo + p->numel;
         if (s->lo == s->hi)
             *s = (span){lo, hi};
@@ -100,19 +123,25 @@ sy_replica *sy_replica_new(const sy_model_cfg *mc, const sy_mesh *m, int rank, c
     r->own_n = own->total - own->dense_total;
     r->n_layers = mc->n_layers;
     r->own_layer = calloc((size_t)mc->n_layers + 1, sizeof(span));
+    r->n_experts = mc->n_experts;
+    size_t le = (size_t)mc->n_layers * mc->n_experts + 1;
+    r->own_expert = calloc(le, sizeof(span));
+    r->scratch = calloc((size_t)m->world, sizeof(uint8_t *));
+    r->scratch_cap = calloc((size_t)m->world, sizeof(size_t));
     r->wards = calloc((size_t)m->world, sizeof(ward));
     r->send = calloc((size_t)m->world, sizeof(void *));
     r->send_bytes = calloc((size_t)m->world, sizeof(size_t));
     r->recv = calloc((size_t)m->world, sizeof(void *));
     r->recv_bytes = calloc((size_t)m->world, sizeof(size_t));
     unsigned char *held = calloc((size_t)mc->n_experts + 1, 1);
-    if (!r->own_layer || !r->wards || !r->send || !r->send_bytes || !r->recv || !r->recv_bytes || !held) {
+    if (!r->own_layer || !r->own_expert || !r->scratch || !r->scratch_cap || !r->wards || !r->send || !r->send_bytes || !r->recv || !r->recv_bytes || !held) {
         free(held);
         sy_replica_destroy(&r);
         sy_seterr("replica: out of memory");
         return NULL;
     }
     layer_spans(r->own_layer, r->n_layers, own, own->dense_total);
+    expert_spans(r->own_expert, r->n_layers, r->n_experts, own, own->dense_total);
     for (int q = 0; q < m->world; q++) {
         if (q == rank || buddy[q] != rank)
             continue;
@@ -135,13 +164,15 @@ sy_replica *sy_replica_new(const sy_model_cfg *mc, const sy_mesh *m, int rank, c
         w->g = calloc(n, sizeof(float));
         w->layer = calloc((size_t)mc->n_layers + 1, sizeof(span));
         w->g_layer = calloc((size_t)mc->n_layers + 1, sizeof(int64_t));
-        if (!w->p || !w->m || !w->v || !w->g || !w->layer || !w->g_layer) {
+        w->expert = calloc(le, sizeof(span));
+        if (!w->p || !w->m || !w->v || !w->g || !w->layer || !w->g_layer || !w->expert) {
             free(held);
             sy_replica_destroy(&r);
             sy_seterr("replica: out of memory");
             return NULL;
         }
         layer_spans(w->layer, r->n_layers, &w->lay, 0);
+        expert_spans(w->expert, r->n_layers, r->n_experts, &w->lay, 0);
         for (int l = 0; l < r->n_layers; l++)
             w->g_layer[l] = -1;
     }
@@ -161,8 +192,14 @@ void sy_replica_destroy(sy_replica **rp) {
         free(w->g);
         free(w->layer);
         free(w->g_layer);
+        free(w->expert);
         free(w->lay.params);
     }
+    for (int q = 0; r->scratch && q < r->world; q++)
+        free(r->scratch[q]);
+    free(r->scratch);
+    free(r->scratch_cap);
+    free(r->own_expert);
     free(r->own_layer);
     free(r->wards);
     free(r->send);
@@ -235,8 +272,8 @@ int sy_replica_send_grads(sy_replica *r, int64_t step, const float *grads) {
     return 0;
 }
 
-int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, const float *grads, sy_replica_a2a_fn a2a,
-                           void *ctx) {
+static int sy_replica_grads_layer_owners(sy_replica *r, int64_t step, int layer, const float *grads,
+                                         sy_replica_a2a_fn a2a, void *ctx) {
     if (layer < 0 || layer >= r->n_layers) {
         sy_seterr("replica: no layer %d", layer);
         return -1;
@@ -244,6 +281,123 @@ int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, const float *
     int rc = exchange_span(r, a2a, ctx, TAG_GRADS_LAYER + (uint32_t)layer, step, grads + r->own_off, layer, 3);
     if (rc)
         return rc;
+    for (int i = 0; i < r->n_wards; i++)
+        r->wards[i].g_layer[layer] = step;
+    return 0;
+}
+
+/* Where expert e of `layer` is kept here and who else keeps it: its gradients (this
+ * rank's own arena from `own`, or a ward's), the other holder (the buddy, or the ward),
+ * and the owner. 0 when it is not kept here. */
+typedef struct {
+    float *g;
+    size_t n;
+    int other, owner;
+    ward *w;
+} kept;
+
+static int kept_here(sy_replica *r, float *own, int layer, int e, kept *k) {
+    span s = r->own_expert[layer * r->n_experts + e];
+    if (s.hi > s.lo) {
+        *k = (kept){own + s.lo, s.hi - s.lo, r->buddy, r->rank, NULL};
+        return k->other >= 0 && k->other != r->rank;
+    }
+    for (int i = 0; i < r->n_wards; i++) {
+        ward *w = &r->wards[i];
+        s = w->expert[layer * r->n_experts + e];
+        if (s.hi > s.lo) {
+            *k = (kept){w->g + s.lo, s.hi - s.lo, w->rank, w->rank, w};
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads, const int *runners,
+                           sy_replica_a2a_fn a2a, void *ctx) {
+    if (layer < 0 || layer >= r->n_layers) {
+        sy_seterr("replica: no layer %d", layer);
+        return -1;
+    }
+    if (!runners) /* every expert ran at its owner: the layer's span at once, as before */
+        return sy_replica_grads_layer_owners(r, step, layer, grads, a2a, ctx);
+    float *own = grads + r->own_off;
+    /* to each other holder: the gradients of the experts this rank ran, by expert */
+    for (int q = 0; q < r->world; q++) {
+        r->send[q] = (void *)"";
+        r->send_bytes[q] = 0;
+    }
+    for (int q = 0; q < r->world; q++) {
+        size_t bytes = 0, pieces = 0;
+        const float *first = NULL, *next = NULL;
+        int side_by_side = 1;
+        for (int e = 0; e < r->n_experts; e++) {
+            kept k;
+            if (!kept_here(r, own, layer, e, &k) || runners[e] != r->rank || k.other != q)
+                continue;
+            if (pieces++ == 0)
+                first = k.g;
+            else if (k.g != next)
+                side_by_side = 0;
+            next = k.g + k.n;
+            bytes += k.n * sizeof(float);
+        }
+        if (!pieces)
+            continue;
+        if (side_by_side) {
+            r->send[q] = (void *)first;
+        } else {
+            if (bytes > r->scratch_cap[q]) {
+                uint8_t *b = realloc(r->scratch[q], bytes);
+                if (!b) {
+                    sy_seterr("replica: out of memory (%zu bytes)", bytes);
+                    return -1;
+                }
+                r->scratch[q] = b;
+                r->scratch_cap[q] = bytes;
+            }
+            size_t off = 0;
+            for (int e = 0; e < r->n_experts; e++) {
+                kept k;
+                if (!kept_here(r, own, layer, e, &k) || runners[e] != r->rank || k.other != q)
+                    continue;
+                memcpy(r->scratch[q] + off, k.g, k.n * sizeof(float));
+                off += k.n * sizeof(float);
+            }
+            r->send[q] = r->scratch[q];
+        }
+        r->send_bytes[q] = bytes;
+    }
+    int rc = a2a(ctx, TAG_GRADS_LAYER + (uint32_t)layer, step, r->send, r->send_bytes, r->recv, r->recv_bytes);
+    if (rc)
+        return rc;
+    for (int q = 0; q < r->world; q++)
+        r->bytes_sent += r->send_bytes[q];
+    /* from each other holder: the gradients of the experts it ran, by expert */
+    for (int q = 0; q < r->world; q++) {
+        if (q == r->rank)
+            continue;
+        size_t want = 0;
+        for (int e = 0; e < r->n_experts; e++) {
+            kept k;
+            if (kept_here(r, own, layer, e, &k) && runners[e] == q && k.other == q)
+                want += k.n * sizeof(float);
+        }
+        if (r->recv_bytes[q] != want) {
+            sy_seterr("replica: rank %d sent %zu bytes of layer %d expert gradients (tag %#x), the experts it ran "
+                      "for this rank have %zu",
+                      q, r->recv_bytes[q], layer, TAG_GRADS_LAYER + (uint32_t)layer, want);
+            return -1;
+        }
+        const uint8_t *b = r->recv[q];
+        for (int e = 0; e < r->n_experts; e++) {
+            kept k;
+            if (!kept_here(r, own, layer, e, &k) || runners[e] != q || k.other != q)
+                continue;
+            memcpy(k.g, b, k.n * sizeof(float));
+            b += k.n * sizeof(float);
+        }
+    }
     for (int i = 0; i < r->n_wards; i++)
         r->wards[i].g_layer[layer] = step;
     return 0;
@@ -309,6 +463,34 @@ size_t sy_replica_memory(const sy_replica *r) {
 }
 
 int sy_replica_wards(const sy_replica *r) { return r ? r->n_wards : 0; }
+
+int sy_replica_current(const sy_replica *r, int64_t step) {
+    if (!r || r->n_wards == 0)
+        return 0;
+    for (int i = 0; i < r->n_wards; i++)
+        if (r->wards[i].at != step)
+            return 0;
+    return 1;
+}
+
+int sy_replica_expert(sy_replica *r, int layer, int e, float **w1, float **w2, float **g1, float **g2) {
+    for (int i = 0; r && i < r->n_wards; i++) {
+        ward *w = &r->wards[i];
+        char name[64];
+        snprintf(name, sizeof name, "layers.%d.experts.%d.w1", layer, e);
+        int k1 = sy_layout_find(&w->lay, name);
+        snprintf(name, sizeof name, "layers.%d.experts.%d.w2", layer, e);
+        int k2 = sy_layout_find(&w->lay, name);
+        if (k1 < 0 || k2 < 0)
+            continue;
+        *w1 = w->p + w->lay.params[k1].offset;
+        *w2 = w->p + w->lay.params[k2].offset;
+        *g1 = w->g + w->lay.params[k1].offset;
+        *g2 = w->g + w->lay.params[k2].offset;
+        return 0;
+    }
+    return -1;
+}
 
 int sy_replica_rehome(const sy_layout *nl, float *np, float *nm, float *nv, const sy_layout *ol, const float *op,
                       const float *om, const float *ov, const sy_replica *r, int64_t step) {

@@ -55,9 +55,14 @@ int sy_replica_send_grads(sy_replica *r, int64_t step, const float *grads);
  * sockets) and receives its wards' of that layer. Every rank calls it for the same
  * layers in the same order. Once every switch layer went, sy_replica_grads_done(step)
  * makes them pending as sy_replica_send_grads would (the bits are the same: the layers
- * are copied, not summed). */
-int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, const float *grads, sy_replica_a2a_fn a2a,
-                           void *ctx);
+ * are copied, not summed).
+ * runners: [E] the rank that ran each expert of the layer (sy_exchange_runners, with
+ * stand-ins), or NULL (its owner). An expert's gradients go from the holder that ran
+ * it to its other holder: an owner's own experts its buddy ran come back into grads, and
+ * the wards' experts this rank ran (their gradients in the replica, sy_replica_expert)
+ * go to the ward. */
+int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads, const int *runners,
+                           sy_replica_a2a_fn a2a, void *ctx);
 /* -1 naming the layer and ward when some ward's gradients of step `step` did not all
  * arrive (nothing is pending then). */
 int sy_replica_grads_done(sy_replica *r, int64_t step);
@@ -82,5 +87,11 @@ int sy_replica_rehome(const sy_layout *nl, float *np, float *nm, float *nv, cons
 uint64_t sy_replica_bytes_sent(sy_replica *r, int reset);
 size_t sy_replica_memory(const sy_replica *r);
 int sy_replica_wards(const sy_replica *r);
+/* 1 when this rank keeps wards and every one's state is at step `step` (their experts
+ * may run here in that step: stand-ins, exchange.h). */
+int sy_replica_current(const sy_replica *r, int64_t step);
+/* The replica's weights and gradients of ward expert e of switch layer `layer`; -1 when
+ * no ward here holds it. The pointers stay valid while the replica lives. */
+int sy_replica_expert(sy_replica *r, int layer, int e, float **w1, float **w2, float **g1, float **g2);
 
 #endif

@@ -615,6 +615,22 @@ int sy_experts_backward_weights_one(void *ctx, int layer, int e, const float *do
     return 0;
 }
 
+void sy_experts_zero_grads_one(void *ctx, int layer, int e) {
+    sy_experts *x = ctx;
+    size_t n = (size_t)x->cfg.d_model * x->cfg.d_ff;
+    if (e < 0 || e >= x->cfg.n_experts || !x->g->layers[layer].ew1 || !x->g->layers[layer].ew1[e])
+        return;
+    memset(x->g->layers[layer].ew1[e], 0, n * sizeof(float));
+    memset(x->g->layers[layer].ew2[e], 0, n * sizeof(float));
+}
+
+void sy_experts_set_views(sy_experts *x, const sy_weights *w, const sy_weights *g) {
+    if (w)
+        x->w = w;
+    if (g)
+        x->g = g;
+}
+
 int sy_experts_backward_one(void *ctx, const sy_pass *pass, int layer, int e, const float *dout, float *din) {
     if (sy_experts_backward_input_one(ctx, pass, layer, e, dout, din))
         return -1;

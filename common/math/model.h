@@ -139,6 +139,12 @@ int sy_experts_backward_one(void *x, const sy_pass *pass, int layer, int e, cons
  * scratch, so the input halves of all experts may come first. Same bits as whole calls. */
 int sy_experts_backward_input_one(void *x, const sy_pass *pass, int layer, int e, const float *dout, float *din);
 int sy_experts_backward_weights_one(void *x, int layer, int e, const float *dout);
+/* Zeroes expert e's weight gradients in layer `layer` (an expert run here for another
+ * rank: its gradients live outside the model's arena, which sy_model_zero_grad zeroes). */
+void sy_experts_zero_grads_one(void *x, int layer, int e);
+/* Points the runner at other views of the weights and gradients (the model's experts,
+ * and where another rank's experts are kept here, theirs); NULL keeps the current one. */
+void sy_experts_set_views(sy_experts *x, const sy_weights *w, const sy_weights *g);
 
 /* tokens: [B, T+1] (inputs then shifted targets). Returns 0 or -1 (sy_lasterr). */
 int sy_model_forward(sy_model *m, const sy_pass *pass, const int32_t *tokens, sy_losses *out);

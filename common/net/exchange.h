@@ -45,6 +45,20 @@ void sy_exchange_destroy(sy_exchange **x);
  * whether the next layers use it (on) or the whole all-to-all (off; the default). */
 void sy_exchange_set_chunks(sy_exchange *x, const sy_a2a_chunks *t);
 void sy_exchange_pipeline(sy_exchange *x, int on);
+/* Stand-ins for the pipelined exchange of the next steps (call after sy_exchange_pipeline,
+ * every step, with the same buddy table on every rank of the group): buddy[q] is the
+ * group index that keeps a replica of index q's experts, current every step (-1: none),
+ * or NULL for no stand-ins. ready: this rank's replicas of its wards are at this step, so
+ * it may run their experts. Then at each switch layer the ranks pick, from everyone's
+ * counts, which holder of an expert runs it (see exchange.c); the results are the same
+ * bits, and the weight gradients of an expert end up at whichever holder ran it
+ * (sy_exchange_runners says which). */
+void sy_exchange_standins(sy_exchange *x, const int *buddy, int ready);
+/* [E]: the group index that ran expert e of switch layer `layer` in the last forward
+ * (NULL for a layer that is not a switch layer). */
+const int *sy_exchange_runners(const sy_exchange *x, int layer);
+/* Rows of the wards' experts this rank ran since the last reset. */
+uint64_t sy_exchange_standin_rows(sy_exchange *x, int reset);
 /* The model-facing interface (ctx = the sy_exchange). */
 sy_expert_exchange sy_exchange_interface(sy_exchange *x);
 /* Seconds spent inside the all-to-all transport since the last reset, and bytes sent. */

@@ -41,6 +41,8 @@ typedef struct {
     int overlap;             /* 1: a layer's gradients are all-reduced on a thread while the backward goes on */
     int bucket_bytes;        /* overlap: gradients go in buckets of whole layers of at least this many bytes */
     int local;               /* 1: workers on one machine reach each other over ipc sockets in a private directory */
+    int stand_in;            /* 1: a buddy that keeps an owner's experts current runs some of them when that
+                              * evens out a layer's rows (needs overlap and cluster.replica_every 1) */
 } sy_wire_cfg;
 
 typedef struct {
