@@ -7,7 +7,11 @@
 # handshake, so a missed refusal left the worker waiting forever, and then on SIGTERM its
 # goodbye to the coordinator blocked forever too (no connection to send on).
 # SWITCHYARD_FAULT=slow-monitor puts 0.5 s between connecting and watching, to make that
-# order certain.
+# order certain, and then has the socket take in the end of the refused connection
+# before the first Register: seen once more in a fresh-clone CI run (session 5), where the
+# worker's first Register blocked for ever on a DEALER with no connection left (rc 124),
+# before its loop ever read the refusal. The worker now reads the refusal first and
+# never waits to register.
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1 src=$3

@@ -1250,7 +1250,14 @@ static int send_register(worker *w) {
     Switchyard__Envelope env = SWITCHYARD__ENVELOPE__INIT;
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REGISTER;
     env.register_ = &r;
-    return send_env(w, &env, NULL, 0);
+    /* never waiting: with no connection up (refused, or the coordinator not there yet) the
+     * DEALER has nowhere to queue it and a blocking send would wait for ever, past the
+     * refusal the loop is about to read from the monitor; the loop registers again later */
+    int nowait = 0, wait = -1;
+    zmq_setsockopt(w->ctrl, ZMQ_SNDTIMEO, &nowait, sizeof nowait);
+    int rc = send_env(w, &env, NULL, 0);
+    zmq_setsockopt(w->ctrl, ZMQ_SNDTIMEO, &wait, sizeof wait);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -1396,6 +1403,11 @@ int main(int argc, char **argv) {
     if (g_fault_slow_monitor) { /* as a loaded machine may: the handshake is over before the watch begins */
         struct timespec ts = {0, 500 * 1000000L};
         nanosleep(&ts, NULL);
+        /* and the socket has taken in the end of the refused connection (its pipe) before
+         * the first message: ZMQ_EVENTS makes it process its pending commands */
+        int events;
+        size_t len = sizeof events;
+        zmq_getsockopt(w.ctrl, ZMQ_EVENTS, &events, &len);
     }
     if (!(w.hb = sy_heartbeat_start(w.zctx, coordinator, w.id, 1000, 5000)))
         goto out;
@@ -1410,6 +1422,13 @@ int main(int argc, char **argv) {
         if (sy_heartbeat_shutdown(w.hb)) {
             sy_info("shutdown requested by the coordinator");
             code = 0;
+            break;
+        }
+        /* a refused handshake first: libzmq never retries it */
+        char why[400];
+        if (mon && sy_curve_monitor_failed(mon, coordinator, why, sizeof why)) {
+            sy_error("%s", why);
+            code = 3;
             break;
         }
         /* until assigned, (re-)register with back-off: the coordinator may be starting
@@ -1438,12 +1457,6 @@ int main(int argc, char **argv) {
             registered = 0;
             backoff = 1.0;
             next_register = 0.0;
-        }
-        char why[400];
-        if (mon && sy_curve_monitor_failed(mon, coordinator, why, sizeof why)) {
-            sy_error("%s", why);
-            code = 3;
-            break;
         }
         zmq_pollitem_t it = {w.ctrl, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) <= 0)
