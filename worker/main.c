@@ -321,6 +321,16 @@ static int stage_final_fn(void *comm, int stage) {
     return 0;
 }
 
+static int comm_job_fn(void *arg, sy_peer *peer) {
+    (void)peer;
+    sy_comm_job *j = arg;
+    return j->fn(j);
+}
+
+static int part_call_fn(void *comm, sy_comm_job *job) {
+    return sy_reducer_call(((worker *)comm)->reducer, comm_job_fn, job);
+}
+
 static int part_wait_fn(void *comm) { return sy_reducer_wait(((worker *)comm)->reducer); }
 
 static void part_cancel_fn(void *comm) { sy_reducer_cancel(((worker *)comm)->reducer); }
@@ -761,7 +771,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
                                        .part_start = part_start_fn,
                                        .part_wait = part_wait_fn,
                                        .part_cancel = part_cancel_fn,
-                                       .stage_final = stage_final_fn},
+                                       .stage_final = stage_final_fn,
+                                       .part_call = part_call_fn},
                               .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));

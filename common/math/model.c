@@ -218,6 +218,7 @@ struct sy_model {
     sy_model_cfg cfg;
     sy_layout lay;
     float *params, *grads;
+    double *grad_sq;      /* [n_params] each gradient's sum of squares (the step fills it) */
     sy_weights w, g;
     int max_B, T;
     float *act_arena;
@@ -331,7 +332,8 @@ sy_model *sy_model_new(const sy_model_cfg *cfg, int max_B, int T, const unsigned
         goto fail;
     m->params = aligned_alloc(64, ((m->lay.total * 4 + 63) / 64) * 64);
     m->grads = aligned_alloc(64, ((m->lay.total * 4 + 63) / 64) * 64);
-    if (!m->params || !m->grads)
+    m->grad_sq = calloc((size_t)m->lay.n_params + 1, sizeof(double));
+    if (!m->params || !m->grads || !m->grad_sq)
         goto oom;
     memset(m->params, 0, m->lay.total * 4);
     memset(m->grads, 0, m->lay.total * 4);
@@ -381,6 +383,7 @@ void sy_model_destroy(sy_model **pm) {
     free_views(&m->g, &m->cfg);
     free(m->params);
     free(m->grads);
+    free(m->grad_sq);
     free(m->act_arena);
     free(m->la);
     sy_layout_free(&m->lay);
@@ -391,6 +394,7 @@ void sy_model_destroy(sy_model **pm) {
 const sy_layout *sy_model_layout(const sy_model *m) { return &m->lay; }
 float *sy_model_params(sy_model *m) { return m->params; }
 float *sy_model_grads(sy_model *m) { return m->grads; }
+double *sy_model_grad_sumsq(sy_model *m) { return m->grad_sq; }
 const sy_weights *sy_model_weights(const sy_model *m) { return &m->w; }
 const sy_weights *sy_model_grad_views(const sy_model *m) { return &m->g; }
 void sy_model_zero_grad(sy_model *m) { memset(m->grads, 0, m->lay.total * sizeof(float)); }

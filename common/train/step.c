@@ -37,11 +37,36 @@ int sy_stepper_local(sy_stepper *st, sy_mesh *mesh, sy_model *m, const sy_config
  * the layout's order (embeddings, layers 0..L-1, head; experts by layer) that is whole
  * half-layers as soon as they are done; another order would only overlap less. */
 
+/* Sums of squares of the gradients whose offsets are in [lo, hi) (layer -1), or of layer
+ * `layer`'s experts, into psq: a job on the communication thread once they are final. */
+typedef struct {
+    sy_comm_job job;
+    const sy_layout *lay;
+    const float *g;
+    double *psq;
+    size_t lo, hi;
+    int layer;
+} sq_job;
+
+static int sq_job_fn(sy_comm_job *job) {
+    sq_job *j = (sq_job *)job;
+    for (int i = 0; i < j->lay->n_params; i++) {
+        const sy_param *p = &j->lay->params[i];
+        if (j->layer >= 0 ? p->layer == j->layer && p->expert >= 0 : p->offset >= j->lo && p->offset < j->hi)
+            j->psq[i] = sy_sumsq(j->g + p->offset, p->numel);
+    }
+    return 0;
+}
+
 typedef struct {
     const sy_comm *c;
     const sy_layout *lay;
+    const sy_model_cfg *mc;
     int n_layers;
     float *g;
+    double *psq;         /* each gradient's sum of squares, or NULL: not on the thread */
+    sq_job *jobs;
+    int n_jobs, cap_jobs;
     int regions;         /* 1: dense only; 2: the expert gradients too (replicated experts) */
     size_t lo[2], hi[2]; /* region r is [lo, hi) of the arena; [lo, hi[r]) not queued yet */
     size_t bucket;       /* floats */
@@ -58,6 +83,14 @@ static int param_stage(const sy_param *p, int n_layers) {
         return 2 * p->layer + !attn;
     }
     return strcmp(p->name, "normf") && strcmp(p->name, "lm_head") ? -1 : 2 * n_layers;
+}
+
+static int queue_sq(overlap *o, size_t lo, size_t hi, int layer) {
+    if (!o->psq || o->n_jobs == o->cap_jobs)
+        return 0; /* the main thread sums what no job did */
+    sq_job *j = &o->jobs[o->n_jobs++];
+    *j = (sq_job){.job = {.fn = sq_job_fn}, .lay = o->lay, .g = o->g, .psq = o->psq, .lo = lo, .hi = hi, .layer = layer};
+    return o->c->part_call(o->c->ctx, &j->job);
 }
 
 static int overlap_queue(overlap *o, int stage) {
@@ -77,6 +110,8 @@ static int overlap_queue(overlap *o, int stage) {
         if (o->c->part_start(o->c->ctx, r, o->g + base, end - base, bound - base, o->hi[r] - bound,
                              o->tag + (uint32_t)(o->queued++ << 1 | r)))
             return -1;
+        if (queue_sq(o, bound, o->hi[r], -1))
+            return -1;
         o->hi[r] = bound;
     }
     return 0;
@@ -86,7 +121,13 @@ static int on_grads_final(void *ctx, int stage) {
     overlap *o = ctx;
     if (overlap_queue(o, stage))
         return -1;
-    return o->c->stage_final ? o->c->stage_final(o->c->ctx, stage) : 0;
+    if (o->c->stage_final && o->c->stage_final(o->c->ctx, stage))
+        return -1;
+    /* experts that are not all-reduced: final here, the replica job's (stand-ins) included */
+    if (o->regions == 1 && stage >= 0 && (stage & 1) && stage < 2 * o->n_layers &&
+        sy_is_switch_layer(o->mc, (stage - 1) / 2))
+        return queue_sq(o, 0, 0, (stage - 1) / 2);
+    return 0;
 }
 
 static double a2a_now(const sy_comm *c) { return c->a2a_seconds ? c->a2a_seconds(c->a2a_ctx) : 0.0; }
@@ -96,8 +137,13 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
     const sy_layout *lay = sy_model_layout(st->model);
     float *g = sy_model_grads(st->model);
     int replicated = st->mesh->dp > 1 && lay->total > lay->dense_total;
+    int L = st->cfg->model.n_layers;
+    sq_job jobs[4 * L + 8];
     overlap ov = {.c = c,
+                  .jobs = jobs,
+                  .cap_jobs = 4 * L + 8,
                   .lay = lay,
+                  .mc = &st->cfg->model,
                   .n_layers = st->cfg->model.n_layers,
                   .g = g,
                   .regions = replicated ? 2 : 1,
@@ -112,6 +158,8 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
             return -1;
         ps.grads_final = on_grads_final;
         ps.grads_ctx = &ov;
+        if (c->part_call)
+            ov.psq = sy_model_grad_sumsq(st->model);
     }
     double t0 = sy_now(), a0 = a2a_now(c);
     sy_model_zero_grad(st->model);
@@ -156,6 +204,13 @@ int sy_step_prepare(sy_stepper *st, const sy_tokens *train, int64_t step, sy_ste
     double t0 = sy_now();
     if (train && sy_batch_fill(train, tc->seed, step, row0, rows, T, st->batch, st->lang))
         return -1;
+    /* the gradients' sums of squares: each by a job on the communication thread once its
+     * bucket is reduced (overlapped), else all after the all-reduce; then added up in the
+     * layout's order, so the norm has the same bits either way */
+    const sy_layout *lay0 = sy_model_layout(st->model);
+    double *psq0 = sy_model_grad_sumsq(st->model);
+    for (int i = 0; i < lay0->n_params; i++)
+        psq0[i] = NAN;
     double fill = sy_now() - t0;
     sy_pass ps = {.B = rows,
                   .T = T,
@@ -177,8 +232,17 @@ int sy_step_prepare(sy_stepper *st, const sy_tokens *train, int64_t step, sy_ste
      * both then clip by the same scale. */
     const sy_layout *lay = sy_model_layout(st->model);
     const float *g = sy_model_grads(st->model);
-    float sq[2] = {(float)sy_sumsq(g, lay->dense_total),
-                   (float)(sy_sumsq(g + lay->dense_total, lay->total - lay->dense_total) / mesh->dp)};
+    double *psq = sy_model_grad_sumsq(st->model), dense = 0, expert = 0;
+    for (int i = 0; i < lay->n_params; i++) {
+        const sy_param *p = &lay->params[i];
+        if (isnan(psq[i])) /* no job on the communication thread did it */
+            psq[i] = sy_sumsq(g + p->offset, p->numel);
+        if (p->expert < 0)
+            dense += psq[i];
+        else
+            expert += psq[i];
+    }
+    float sq[2] = {(float)dense, (float)(expert / mesh->dp)};
     if (st->comm.allreduce(st->comm.ctx, 0, sq + 1, 1, (uint32_t)(step << 2) | 2))
         return -1;
     out->t.allreduce += sy_now() - t2;

@@ -23,6 +23,12 @@
  * this rank's experts, i.e. ranks with the same expert index in every data group). */
 typedef int (*sy_allreduce_fn)(void *ctx, int group, float *data, size_t n, uint32_t tag);
 
+/* A job for the communication thread (sy_comm.part_call): fn gets the job back; the step
+ * puts its own fields after it. */
+typedef struct sy_comm_job {
+    int (*fn)(struct sy_comm_job *job);
+} sy_comm_job;
+
 /* How a step reaches the other ranks (the expert all-to-all is the model's exchange). */
 typedef struct {
     sy_allreduce_fn allreduce;
@@ -48,6 +54,11 @@ typedef struct {
      * is final) after that stage's parts were queued, so the caller can queue work of
      * its own on the same thread (part_wait waits for it, part_cancel calls it off). */
     int (*stage_final)(void *ctx, int stage);
+    /* Or NULL. In an overlapped step, queues job->fn(job) on the same thread after what
+     * is queued so far (part_wait waits for it, part_cancel calls it off); job stays
+     * valid until part_wait. The step sums the squares of each bucket's gradients there
+     * once it is reduced, while the data is still in cache, instead of all of them after. */
+    int (*part_call)(void *ctx, struct sy_comm_job *job);
 } sy_comm;
 
 /* The communicator of a single process: a world of one rank, so every all-reduce is the
