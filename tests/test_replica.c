@@ -32,7 +32,7 @@ typedef struct {
     const size_t *bytes[W];
 } board;
 
-typedef struct {
+typedef struct rank_ctx {
     board *b;
     int rank;
     sy_layout lay;
@@ -40,7 +40,11 @@ typedef struct {
     sy_replica *rep;
     sy_train_cfg tc;
     int steps, sync_every;
-    int by_layer;         /* gradients layer by layer (sy_replica_grads_layer); 2: layer 1 never goes at step 2 */
+    const sy_mesh *mesh;
+    int by_layer;         /* gradients layer by layer (sy_replica_grads_layer); 2: layer 1 never goes at step 2;
+                           * 3: with stand-ins (some experts run by their owner's buddy) */
+    struct rank_ctx *all; /* every rank (the stand-in case reads the owners' layouts) */
+    const int *buddy;
     const sy_model_cfg *mc;
     void *inbox[W];       /* copies of what arrived (a socket's receive buffers) */
 } rank_ctx;
@@ -92,6 +96,65 @@ static float frand(uint32_t *s) {
     return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
+/* The gradient owner q's arena holds at index i in step s (whoever computes it). */
+static float truth(int q, int64_t s, size_t i) {
+    uint32_t h = (uint32_t)(q * 7919 + s * 104729) ^ (uint32_t)i * 2654435761u;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    return (float)(h & 0xffff) / 65536.0f - 0.5f;
+}
+
+static int owner_of(const sy_mesh *m, int e) {
+    for (int q = 0; q < m->ep; q++)
+        if (e >= m->e_begin[q] && e < m->e_end[q])
+            return q;
+    return -1;
+}
+
+/* Stand-ins, as the exchange would leave them: expert e of layer l in step s ran at its
+ * owner or (every other one) at the owner's buddy, which wrote its weight gradients
+ * into its replica; the owner's arena holds nothing for those. After each layer's
+ * sy_replica_grads_layer with those runners the owner holds every gradient of its own. */
+static void standin_step(rank_ctx *r, const sy_mesh *mesh, int64_t s) {
+    const sy_model_cfg *mc = r->mc;
+    int E = mc->n_experts;
+    for (size_t i = 0; i < r->lay.total; i++)
+        r->g[i] = truth(r->rank, s, i);
+    for (int l = mc->n_layers - 1; l >= 0; l--) {
+        if (!sy_is_switch_layer(mc, l))
+            continue;
+        int runners[16];
+        for (int e = 0; e < E; e++) {
+            int o = owner_of(mesh, e);
+            runners[e] = (s + e + l) % 2 ? r->buddy[o] : o;
+        }
+        for (int e = 0; e < E; e++) {
+            int o = owner_of(mesh, e);
+            char name[64];
+            snprintf(name, sizeof name, "layers.%d.experts.%d.w1", l, e);
+            const sy_layout *ol = &r->all[o].lay;
+            int k = sy_layout_find(ol, name);
+            assert_true(k >= 0);
+            size_t off = ol->params[k].offset, n = ol->params[k].numel;
+            if (o == r->rank && runners[e] != r->rank) /* ran at the buddy: nothing here */
+                memset(r->g + off, 0, 2 * n * sizeof(float));
+            if (o != r->rank && runners[e] == r->rank) { /* this rank stood in: into the replica */
+                float *w1, *w2, *g1, *g2;
+                assert_int_equal(sy_replica_expert(r->rep, l, e, &w1, &w2, &g1, &g2), 0);
+                assert_ptr_equal(g2, g1 + n); /* w1 then w2, side by side */
+                for (size_t j = 0; j < 2 * n; j++)
+                    g1[j] = truth(o, s, off + j);
+            }
+        }
+        assert_int_equal(sy_replica_grads_layer(r->rep, s, l, r->g, runners, board_a2a, r), 0);
+    }
+    for (size_t i = 0; i < r->lay.total; i++)
+        if (r->g[i] != truth(r->rank, s, i))
+            fail_msg("rank %d step %lld: gradient %zu is %g after the exchange, its own is %g", r->rank, (long long)s,
+                     i, r->g[i], truth(r->rank, s, i));
+}
+
 static void *rank_main(void *arg) {
     rank_ctx *r = arg;
     uint32_t seed = 77u + (uint32_t)r->rank;
@@ -100,7 +163,10 @@ static void *rank_main(void *arg) {
             assert_int_equal(sy_replica_sync(r->rep, s, r->p, r->m, r->v), 0);
         for (size_t i = 0; i < r->lay.total; i++)
             r->g[i] = frand(&seed) * 0.3f;
-        if (r->sync_every == 1 && r->by_layer) {
+        if (r->sync_every == 1 && r->by_layer == 3) {
+            standin_step(r, r->mesh, s);
+            assert_int_equal(sy_replica_grads_done(r->rep, s), 0);
+        } else if (r->sync_every == 1 && r->by_layer) {
             /* in backward order, as the worker's overlap thread sends them */
             for (int l = r->mc->n_layers - 1; l >= 0; l--)
                 if (sy_is_switch_layer(r->mc, l) && !(r->by_layer == 2 && s == 2 && l == 1))
@@ -147,6 +213,9 @@ static void world_init(world *w, int steps, int sync_every) {
         r->steps = steps;
         r->sync_every = sync_every;
         r->mc = &w->mc;
+        r->mesh = &w->mesh;
+        r->all = w->r;
+        r->buddy = w->buddy;
         unsigned char held[8] = {0};
         for (int e = w->mesh.e_begin[q]; e < w->mesh.e_end[q]; e++)
             held[e] = 1;
@@ -246,6 +315,21 @@ static void test_layer_by_layer_replicas_are_exact(void **state) {
     world_free(&w);
 }
 
+/* Stand-ins: experts run by their owner's buddy (every other one, by step and layer) have
+ * their gradients sent back to the owner, the others go to the buddy as before; the
+ * owner ends with every gradient of its own (checked in standin_step) and the replicas
+ * stay exact. Rank 1 keeps two wards, rank 2 keeps rank 1, rank 0 keeps none. */
+static void test_standin_gradients_reach_both_holders(void **state) {
+    (void)state;
+    world w;
+    world_init(&w, 7, 1);
+    for (int q = 0; q < W; q++)
+        w.r[q].by_layer = 3;
+    world_run(&w);
+    assert_replicas_exact(&w, 7);
+    world_free(&w);
+}
+
 /* A layer whose gradients never arrived is named, nothing of that step is applied, and
  * the replica stays at the step before: stale, never wrong. */
 static void test_missing_layer_leaves_replica_stale(void **state) {
@@ -335,6 +419,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_step_replicas_are_exact),
         cmocka_unit_test(test_layer_by_layer_replicas_are_exact),
+        cmocka_unit_test(test_standin_gradients_reach_both_holders),
         cmocka_unit_test(test_missing_layer_leaves_replica_stale),
         cmocka_unit_test(test_stale_replica_is_refused),
         cmocka_unit_test(test_rehome_fills_merged_rank),
