@@ -40,8 +40,9 @@ for c in "2 fp32" "3 fp32" "2 bf16"; do
   check "$W workers, $D wire: a run with stand-ins equals the run without bit for bit" \
     '"$bin/switchyard" ckpt diff "$tmp/on$k/step-00000010" "$tmp/off$k/step-00000010" --tol 0 > "$tmp/diff$k" 2>&1 || { cat "$tmp/diff$k"; false; }'
   n_on=$(standin_rows "$tmp/on$k.log") n_off=$(standin_rows "$tmp/off$k.log")
-  check "$W workers, $D wire: stand-ins ran ($n_on rows) and none without them ($n_off)" \
-    '[ "$n_on" -gt 0 ] && [ "$n_off" -eq 0 ]'
+  lines_off=$(grep -c 'rows of its wards' "$tmp/off$k.log" || true)
+  check "$W workers, $D wire: stand-ins ran ($n_on rows) and none without them ($n_off rows in $lines_off lines)" \
+    '[ "$n_on" -gt 0 ] && [ "$n_off" -eq 0 ] && [ "$lines_off" -gt 0 ]'
 done
 [ $fail -eq 0 ] || { for f in "$tmp"/on*.log; do echo "--- $f"; tail -20 "$f"; done; }
 sy_summary

@@ -327,8 +327,13 @@ static int comm_job_fn(void *arg, sy_peer *peer) {
     return j->fn(j);
 }
 
+/* The norm's sums of squares ride on the item queued just before (their bucket, or the
+ * layer's replica job): they take no place of the queue's, which the parts need. If there
+ * is none left the main thread sums them (they stay NaN). */
 static int part_call_fn(void *comm, sy_comm_job *job) {
-    return sy_reducer_call(((worker *)comm)->reducer, comm_job_fn, job);
+    if (sy_reducer_then(((worker *)comm)->reducer, comm_job_fn, job))
+        sy_debug("norm: %s; the main thread sums these gradients", sy_lasterr());
+    return 0;
 }
 
 static int part_wait_fn(void *comm) { return sy_reducer_wait(((worker *)comm)->reducer); }
@@ -1114,7 +1119,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         if (w->rep_queued > 0) /* hidden unless the all-reduce time grew by it */
             o += (size_t)snprintf(rep, sizeof rep, "; replica gradients %.0f ms on the overlap thread",
                                   w->t_rep_thread * 1e3);
-        if (w->buddy && o < sizeof rep)
+        if (w->rep_jobs && o < sizeof rep) /* every-step replicas: stand-ins may run (0 rows when off) */
             snprintf(rep + o, sizeof rep - o, "; ran %" PRIu64 " rows of its wards' experts (stand-in) since the last line",
                      w->standin_rows);
         w->standin_rows = 0;

@@ -808,7 +808,8 @@ void sy_exchange_set_chunks(sy_exchange *x, const sy_a2a_chunks *t) {
 void sy_exchange_pipeline(sy_exchange *x, int on) { x->pipeline = on && x->chunks.send && x->chunks.recv; }
 
 void sy_exchange_standins(sy_exchange *x, const int *buddy, int ready) {
-    x->standin_on = buddy && x->P > 1 && x->P <= 256 && x->pipeline;
+    /* buddy holds group indices: with one data group they are the ranks replicas name */
+    x->standin_on = buddy && x->P > 1 && x->P <= 256 && x->pipeline && x->mesh->dp == 1;
     x->standin_ready = ready;
     for (int q = 0; q < x->P; q++)
         x->standin_buddy[q] = buddy && buddy[q] >= 0 && buddy[q] < x->P ? buddy[q] : -1;

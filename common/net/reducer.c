@@ -9,7 +9,7 @@
 #include "log.h"
 #include "peer.h"
 
-#define MAX_PARTS 256
+#define MAX_PARTS 1024
 
 typedef struct {
     sy_reducer_job_fn fn; /* a job (sy_reducer_call), or NULL: an all-reduce part */
@@ -22,6 +22,8 @@ typedef struct {
     size_t count, off, len;
     int bf16;
     size_t chunk_bytes;
+    sy_reducer_job_fn then[2]; /* sy_reducer_then: run after it, in this order, without a place of their own */
+    void *then_arg[2];
 } part;
 
 struct sy_reducer {
@@ -55,6 +57,8 @@ static void *run(void *arg) {
                  : j.fn ? j.fn(j.arg, r->peer)
                         : sy_peer_allreduce_part(r->peer, j.members, j.n, j.step, j.tag, j.data, j.count, j.off, j.len,
                                                  j.bf16, j.chunk_bytes);
+        for (int k = 0; k < 2 && !skip && !rc && j.then[k]; k++)
+            rc = j.then[k](j.then_arg[k], r->peer);
         pthread_mutex_lock(&r->mu);
         if (rc && !r->rc) {
             r->rc = rc;
@@ -173,6 +177,25 @@ int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uin
 
 int sy_reducer_call(sy_reducer *r, sy_reducer_job_fn fn, void *arg) {
     return enqueue(r, &(part){.fn = fn, .arg = arg});
+}
+
+int sy_reducer_then(sy_reducer *r, sy_reducer_job_fn fn, void *arg) {
+    pthread_mutex_lock(&r->mu);
+    /* the last queued item, if the thread has not taken it yet (it copies an item when
+     * it starts it) and it has room for one more */
+    int last = r->tail - 1;
+    if (last >= r->head && !(last == r->head && r->busy)) {
+        part *p = &r->q[last % MAX_PARTS];
+        for (int k = 0; k < 2; k++)
+            if (!p->then[k]) {
+                p->then[k] = fn;
+                p->then_arg[k] = arg;
+                pthread_mutex_unlock(&r->mu);
+                return 0;
+            }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return sy_reducer_call(r, fn, arg);
 }
 
 static int drain(sy_reducer *r) {

@@ -61,6 +61,10 @@ int sy_reducer_start(sy_reducer *r, const int *members, int n, int64_t step, uin
  * writes, the caller may read after sy_reducer_wait (the reducer's lock orders them). */
 typedef int (*sy_reducer_job_fn)(void *arg, sy_peer *peer);
 int sy_reducer_call(sy_reducer *r, sy_reducer_job_fn fn, void *arg);
+/* The same job, but run right after the last item queued (part or job) when the thread has
+ * not started that one yet, without a place of its own in the queue (which holds 1024);
+ * else queued as sy_reducer_call does. Skipped when that item fails. */
+int sy_reducer_then(sy_reducer *r, sy_reducer_job_fn fn, void *arg);
 
 /* Waits until every queued part is done. 0, or the first failure's code
  * (SY_PEER_ABORTED when the abort flag was raised) with its message; parts queued after
