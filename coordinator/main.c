@@ -604,6 +604,11 @@ static void on_register(coord *c, const char *id, const char *key, const Switchy
     if (r->protocol_version != SWITCHYARD__VERSION__PROTOCOL_VERSION)
         snprintf(reason, sizeof reason, "protocol version %u, this coordinator speaks %d", r->protocol_version,
                  SWITCHYARD__VERSION__PROTOCOL_VERSION);
+    else if (r->data_version != SWITCHYARD__VERSION__DATA_VERSION)
+        snprintf(reason, sizeof reason,
+                 "data protocol version %u, this coordinator's workers speak %d: run the same switchyard build "
+                 "on every machine",
+                 r->data_version, SWITCHYARD__VERSION__DATA_VERSION);
     else if (r->byte_order != 1)
         snprintf(reason, sizeof reason, "big-endian workers are not supported (tensors travel little-endian)");
     else if (!r->peer_endpoint || strncmp(r->peer_endpoint, "tcp://", 6))

@@ -1252,6 +1252,7 @@ static int send_register(worker *w) {
     struct sysinfo si;
     sysinfo(&si);
     r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
+    r.data_version = SWITCHYARD__VERSION__DATA_VERSION;
     r.worker_id = w->id;
     r.host = host;
     r.peer_endpoint = w->advertised;

@@ -7,6 +7,8 @@
  *   reuse-id    --coord EP --id ID                         Register with a live worker's id
  *   spoof-error --coord EP --id ID --epoch E               an Error envelope under a live id
  *   flood       --coord EP [--count 260] [--seconds T]     that many registrations, heartbeating
+ *   old-worker  --coord EP                                 Register as a build before the data protocol
+ *               version (data_version 0); prints the coordinator's Refuse reason, rc 0 if refused
  * Security: --server-key K (the server's public key) makes the sockets CURVE clients with a
  * fresh key pair, or with --cert FILE (an insider's key); without it they speak plain
  * ZeroMQ. Prints one line: what was sent and what came back. */
@@ -46,9 +48,10 @@ static int send_env(void *s, Switchyard__Envelope *env) {
     return zmq_send(s, buf, n, ZMQ_DONTWAIT) < 0 ? -1 : 0;
 }
 
-static int send_register(void *s, const char *id) {
+static int send_register_as(void *s, const char *id, uint32_t data_version) {
     Switchyard__Register r = SWITCHYARD__REGISTER__INIT;
     r.protocol_version = SWITCHYARD__VERSION__PROTOCOL_VERSION;
+    r.data_version = data_version;
     r.worker_id = (char *)id;
     r.host = "attacker";
     r.peer_endpoint = "tcp://127.0.0.1:9";
@@ -60,6 +63,46 @@ static int send_register(void *s, const char *id) {
     env.msg_case = SWITCHYARD__ENVELOPE__MSG_REGISTER;
     env.register_ = &r;
     return send_env(s, &env);
+}
+
+static int send_register(void *s, const char *id) { return send_register_as(s, id, SWITCHYARD__VERSION__DATA_VERSION); }
+
+static void sleep_ms(int ms);
+
+/* A worker of an older build: registers and prints what the coordinator answers. */
+static int old_worker(void *ctx, const char *ep) {
+    char id[64];
+    snprintf(id, sizeof id, "old-worker-%d", (int)getpid());
+    void *s = sock(ctx, ZMQ_DEALER, id);
+    zmq_connect(s, ep);
+    int rc = 1;
+    double t0 = sy_now();
+    while (sy_now() - t0 < 5 && rc) {
+        if (send_register_as(s, id, 0)) {
+            sleep_ms(100);
+            continue;
+        }
+        zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 1000) <= 0)
+            continue;
+        uint8_t buf[8192];
+        int n = zmq_recv(s, buf, sizeof buf, 0);
+        Switchyard__Envelope *env = n > 0 ? switchyard__envelope__unpack(NULL, (size_t)n, buf) : NULL;
+        if (env && env->msg_case == SWITCHYARD__ENVELOPE__MSG_REFUSE && env->refuse) {
+            printf("old-worker: refused: %s\n", env->refuse->reason);
+            rc = 0;
+        } else {
+            printf("old-worker: got %s\n", env ? "another message" : "an unreadable reply");
+        }
+        if (env)
+            switchyard__envelope__free_unpacked(env, NULL);
+        if (rc)
+            break;
+    }
+    if (rc)
+        printf("old-worker: not refused\n");
+    zmq_close(s);
+    return rc;
 }
 
 static int send_heartbeat(void *s) {
@@ -249,6 +292,8 @@ int main(int argc, char **argv) {
         rc = data_attack(ctx, data, epoch, step, count > 0 ? count : 10, 1);
     else if (!strcmp(mode, "fake-worker") && coord)
         rc = fake_workers(ctx, coord, 1, secs, "fake-worker");
+    else if (!strcmp(mode, "old-worker") && coord)
+        rc = old_worker(ctx, coord);
     else if (!strcmp(mode, "flood") && coord)
         rc = fake_workers(ctx, coord, count > 0 ? count : 260, secs, "flood");
     else if (!strcmp(mode, "reuse-id") && coord && id)
