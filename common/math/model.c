@@ -397,7 +397,11 @@ float *sy_model_grads(sy_model *m) { return m->grads; }
 double *sy_model_grad_sumsq(sy_model *m) { return m->grad_sq; }
 const sy_weights *sy_model_weights(const sy_model *m) { return &m->w; }
 const sy_weights *sy_model_grad_views(const sy_model *m) { return &m->g; }
-void sy_model_zero_grad(sy_model *m) { memset(m->grads, 0, m->lay.total * sizeof(float)); }
+void sy_model_zero_grad(sy_model *m) {
+    memset(m->grads, 0, m->lay.total * sizeof(float));
+    for (int i = 0; i < m->lay.n_params; i++)
+        m->grad_sq[i] = NAN; /* not summed yet */
+}
 
 void sy_model_set_exchange(sy_model *m, const sy_expert_exchange *ex) {
     if (ex) {

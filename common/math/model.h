@@ -107,7 +107,8 @@ void sy_model_destroy(sy_model **m);
 const sy_layout *sy_model_layout(const sy_model *m);
 float *sy_model_params(sy_model *m);
 float *sy_model_grads(sy_model *m);
-/* [n_params]: room for each gradient's sum of squares (the step's global norm). */
+/* [n_params]: room for each gradient's sum of squares (the step's global norm); NaN
+ * until someone sums it (sy_model_zero_grad resets them). */
 double *sy_model_grad_sumsq(sy_model *m);
 const sy_weights *sy_model_weights(const sy_model *m);
 const sy_weights *sy_model_grad_views(const sy_model *m);

@@ -204,13 +204,6 @@ int sy_step_prepare(sy_stepper *st, const sy_tokens *train, int64_t step, sy_ste
     double t0 = sy_now();
     if (train && sy_batch_fill(train, tc->seed, step, row0, rows, T, st->batch, st->lang))
         return -1;
-    /* the gradients' sums of squares: each by a job on the communication thread once its
-     * bucket is reduced (overlapped), else all after the all-reduce; then added up in the
-     * layout's order, so the norm has the same bits either way */
-    const sy_layout *lay0 = sy_model_layout(st->model);
-    double *psq0 = sy_model_grad_sumsq(st->model);
-    for (int i = 0; i < lay0->n_params; i++)
-        psq0[i] = NAN;
     double fill = sy_now() - t0;
     sy_pass ps = {.B = rows,
                   .T = T,
@@ -229,7 +222,9 @@ int sy_step_prepare(sy_stepper *st, const sy_tokens *train, int64_t step, sy_ste
      * P ranks of a data group (and repeated in every data group), so each rank adds its
      * expert sum of squares divided by D and the total is summed over all ranks. The sums
      * travel as floats (the collective's type), so one process rounds them to float too:
-     * both then clip by the same scale. */
+     * both then clip by the same scale. Each gradient's sum of squares was done by a job
+     * on the communication thread once its bucket was reduced (overlapped), else it is
+     * done here; added up in the layout's order, so the norm has the same bits either way. */
     const sy_layout *lay = sy_model_layout(st->model);
     const float *g = sy_model_grads(st->model);
     double *psq = sy_model_grad_sumsq(st->model), dense = 0, expert = 0;
