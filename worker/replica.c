@@ -35,7 +35,6 @@ struct sy_replica {
     size_t own_n;         /* floats of this rank's expert part */
     size_t own_off;       /* where it starts in its arenas (the dense total) */
     int n_layers;
-    span *own_layer;      /* [n_layers] each layer's experts in this rank's expert part */
     span *own_expert;     /* [n_layers * E] each of its experts of each layer in it (lo == hi: not its own) */
     int n_experts;
     uint8_t **scratch;    /* [world] send buffers of gradients from stand-ins (pieces not side by side) */
@@ -122,7 +121,6 @@ sy_replica *sy_replica_new(const sy_model_cfg *mc, const sy_mesh *m, int rank, c
     r->own_off = own->dense_total;
     r->own_n = own->total - own->dense_total;
     r->n_layers = mc->n_layers;
-    r->own_layer = calloc((size_t)mc->n_layers + 1, sizeof(span));
     r->n_experts = mc->n_experts;
     size_t le = (size_t)mc->n_layers * mc->n_experts + 1;
     r->own_expert = calloc(le, sizeof(span));
@@ -134,13 +132,13 @@ sy_replica *sy_replica_new(const sy_model_cfg *mc, const sy_mesh *m, int rank, c
     r->recv = calloc((size_t)m->world, sizeof(void *));
     r->recv_bytes = calloc((size_t)m->world, sizeof(size_t));
     unsigned char *held = calloc((size_t)mc->n_experts + 1, 1);
-    if (!r->own_layer || !r->own_expert || !r->scratch || !r->scratch_cap || !r->wards || !r->send || !r->send_bytes || !r->recv || !r->recv_bytes || !held) {
+    if (!r->own_expert || !r->scratch || !r->scratch_cap || !r->wards || !r->send || !r->send_bytes || !r->recv ||
+        !r->recv_bytes || !held) {
         free(held);
         sy_replica_destroy(&r);
         sy_seterr("replica: out of memory");
         return NULL;
     }
-    layer_spans(r->own_layer, r->n_layers, own, own->dense_total);
     expert_spans(r->own_expert, r->n_layers, r->n_experts, own, own->dense_total);
     for (int q = 0; q < m->world; q++) {
         if (q == rank || buddy[q] != rank)
@@ -200,7 +198,6 @@ void sy_replica_destroy(sy_replica **rp) {
     free(r->scratch);
     free(r->scratch_cap);
     free(r->own_expert);
-    free(r->own_layer);
     free(r->wards);
     free(r->send);
     free(r->send_bytes);
@@ -210,13 +207,10 @@ void sy_replica_destroy(sy_replica **rp) {
     *rp = NULL;
 }
 
-/* One all-to-all through a2a/ctx: this rank's floats [s.lo, s.hi) of its expert part
- * `own` to its buddy; what each ward sent is copied into [lo, hi) of the ward's array
- * `which` (0 p, 1 m, 2 v, 3 g), with the ward's span of the same layer (layer -1: the
- * whole expert part). */
-static int exchange_span(sy_replica *r, sy_replica_a2a_fn a2a, void *ctx, uint32_t tag, int64_t step,
-                         const float *own, int layer, int which) {
-    span s = layer < 0 ? (span){0, r->own_n} : r->own_layer[layer];
+/* One all-to-all: this rank's whole expert part `own` to its buddy; what each ward sent
+ * is copied into the ward's array `which` (0 p, 1 m, 2 v, 3 g). */
+static int exchange(sy_replica *r, uint32_t tag, int64_t step, const float *own, int which) {
+    span s = {0, r->own_n};
     int sends = r->buddy >= 0 && r->buddy != r->rank && s.hi > s.lo;
     for (int i = 0; i < r->world; i++) {
         r->send[i] = (void *)"";
@@ -226,13 +220,13 @@ static int exchange_span(sy_replica *r, sy_replica_a2a_fn a2a, void *ctx, uint32
         r->send[r->buddy] = (void *)(own + s.lo);
         r->send_bytes[r->buddy] = (s.hi - s.lo) * sizeof(float);
     }
-    int rc = a2a(ctx, tag, step, r->send, r->send_bytes, r->recv, r->recv_bytes);
+    int rc = r->a2a(r->ctx, tag, step, r->send, r->send_bytes, r->recv, r->recv_bytes);
     if (rc)
         return rc;
     r->bytes_sent += sends ? (s.hi - s.lo) * sizeof(float) : 0;
     for (int i = 0; i < r->n_wards; i++) {
         ward *w = &r->wards[i];
-        span d = layer < 0 ? (span){0, w->lay.total} : w->layer[layer];
+        span d = {0, w->lay.total};
         size_t want = (d.hi - d.lo) * sizeof(float);
         if (r->recv_bytes[w->rank] != want) {
             sy_seterr("replica: rank %d sent %zu bytes of expert state (tag %#x), its experts have %zu", w->rank,
@@ -243,10 +237,6 @@ static int exchange_span(sy_replica *r, sy_replica_a2a_fn a2a, void *ctx, uint32
         memcpy(dst + d.lo, r->recv[w->rank], want);
     }
     return 0;
-}
-
-static int exchange(sy_replica *r, uint32_t tag, int64_t step, const float *own, int which) {
-    return exchange_span(r, r->a2a, r->ctx, tag, step, own, -1, which);
 }
 
 int sy_replica_sync(sy_replica *r, int64_t step, const float *params, const float *m, const float *v) {
@@ -272,45 +262,35 @@ int sy_replica_send_grads(sy_replica *r, int64_t step, const float *grads) {
     return 0;
 }
 
-static int sy_replica_grads_layer_owners(sy_replica *r, int64_t step, int layer, const float *grads,
-                                         sy_replica_a2a_fn a2a, void *ctx) {
-    if (layer < 0 || layer >= r->n_layers) {
-        sy_seterr("replica: no layer %d", layer);
-        return -1;
-    }
-    int rc = exchange_span(r, a2a, ctx, TAG_GRADS_LAYER + (uint32_t)layer, step, grads + r->own_off, layer, 3);
-    if (rc)
-        return rc;
-    for (int i = 0; i < r->n_wards; i++)
-        r->wards[i].g_layer[layer] = step;
-    return 0;
-}
-
 /* Where expert e of `layer` is kept here and who else keeps it: its gradients (this
  * rank's own arena from `own`, or a ward's), the other holder (the buddy, or the ward),
- * and the owner. 0 when it is not kept here. */
+ * and the owner. */
 typedef struct {
     float *g;
     size_t n;
     int other, owner;
-    ward *w;
 } kept;
 
-static int kept_here(sy_replica *r, float *own, int layer, int e, kept *k) {
+/* 1 when expert e's gradients travel between this rank and rank q in this layer: it is
+ * kept here and at q, and `runner` ran it (runners[e]; its owner without runners). */
+static int travels(sy_replica *r, float *own, int layer, int e, const int *runners, int runner, int q, kept *k) {
     span s = r->own_expert[layer * r->n_experts + e];
     if (s.hi > s.lo) {
-        *k = (kept){own + s.lo, s.hi - s.lo, r->buddy, r->rank, NULL};
-        return k->other >= 0 && k->other != r->rank;
-    }
-    for (int i = 0; i < r->n_wards; i++) {
-        ward *w = &r->wards[i];
-        s = w->expert[layer * r->n_experts + e];
-        if (s.hi > s.lo) {
-            *k = (kept){w->g + s.lo, s.hi - s.lo, w->rank, w->rank, w};
-            return 1;
+        *k = (kept){own + s.lo, s.hi - s.lo, r->buddy, r->rank};
+    } else {
+        const ward *w = NULL;
+        for (int i = 0; i < r->n_wards && !w; i++) {
+            span t = r->wards[i].expert[layer * r->n_experts + e];
+            if (t.hi > t.lo) {
+                w = &r->wards[i];
+                s = t;
+            }
         }
+        if (!w)
+            return 0;
+        *k = (kept){w->g + s.lo, s.hi - s.lo, w->rank, w->rank};
     }
-    return 0;
+    return k->other == q && q != r->rank && (runners ? runners[e] : k->owner) == runner;
 }
 
 int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads, const int *runners,
@@ -319,8 +299,6 @@ int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads,
         sy_seterr("replica: no layer %d", layer);
         return -1;
     }
-    if (!runners) /* every expert ran at its owner: the layer's span at once, as before */
-        return sy_replica_grads_layer_owners(r, step, layer, grads, a2a, ctx);
     float *own = grads + r->own_off;
     /* to each other holder: the gradients of the experts this rank ran, by expert */
     for (int q = 0; q < r->world; q++) {
@@ -333,7 +311,7 @@ int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads,
         int side_by_side = 1;
         for (int e = 0; e < r->n_experts; e++) {
             kept k;
-            if (!kept_here(r, own, layer, e, &k) || runners[e] != r->rank || k.other != q)
+            if (!travels(r, own, layer, e, runners, r->rank, q, &k))
                 continue;
             if (pieces++ == 0)
                 first = k.g;
@@ -359,7 +337,7 @@ int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads,
             size_t off = 0;
             for (int e = 0; e < r->n_experts; e++) {
                 kept k;
-                if (!kept_here(r, own, layer, e, &k) || runners[e] != r->rank || k.other != q)
+                if (!travels(r, own, layer, e, runners, r->rank, q, &k))
                     continue;
                 memcpy(r->scratch[q] + off, k.g, k.n * sizeof(float));
                 off += k.n * sizeof(float);
@@ -380,7 +358,7 @@ int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads,
         size_t want = 0;
         for (int e = 0; e < r->n_experts; e++) {
             kept k;
-            if (kept_here(r, own, layer, e, &k) && runners[e] == q && k.other == q)
+            if (travels(r, own, layer, e, runners, q, q, &k))
                 want += k.n * sizeof(float);
         }
         if (r->recv_bytes[q] != want) {
@@ -392,7 +370,7 @@ int sy_replica_grads_layer(sy_replica *r, int64_t step, int layer, float *grads,
         const uint8_t *b = r->recv[q];
         for (int e = 0; e < r->n_experts; e++) {
             kept k;
-            if (!kept_here(r, own, layer, e, &k) || runners[e] != q || k.other != q)
+            if (!travels(r, own, layer, e, runners, q, q, &k))
                 continue;
             memcpy(k.g, b, k.n * sizeof(float));
             b += k.n * sizeof(float);
