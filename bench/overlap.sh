@@ -20,9 +20,12 @@
 # With AB=replica the halves are instead the replica gradients on the overlap thread
 # during the backward (even steps) against the blocking send after the all-reduce (odd
 # steps; SWITCHYARD_REPLICA_AB=1), the all-reduce overlapped in both.
+# With AB=fill the halves are the backward that fills the expert exchange's waits with
+# put-off weight gradients (wire.fill_waits; even steps) against the one that computes
+# them in place (odd steps; SWITCHYARD_FILL_AB=1), everything else overlapped in both.
 # usage: bench/overlap.sh [BIN_DIR]
 #   env: NETNS=1 (namespaces + tbf, root), RATE (1gbit), ROUNDS (3), STEPS (30), KEEP=1,
-#   AB=replica, INSECURE=1 (no CURVE: on one machine its encryption takes CPU from the
+#   AB=replica|fill, INSECURE=1 (no CURVE: on one machine its encryption takes CPU from the
 #   compute), REPLICAS=0 (cluster.replica_every=0: no buddy replicas), LOCAL=0 (loopback
 #   TCP between the workers instead of their local ipc sockets; always so with NETNS=1)
 set -euo pipefail
@@ -42,6 +45,9 @@ what=overlap
 if [ "${AB:-}" = replica ]; then
   export SWITCHYARD_REPLICA_AB=1
   what=replica-offpath
+elif [ "${AB:-}" = fill ]; then
+  export SWITCHYARD_FILL_AB=1
+  what=fill-waits
 else
   export SWITCHYARD_OVERLAP_AB=1
 fi

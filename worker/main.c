@@ -171,12 +171,18 @@ static int g_overlap_ab;
  * go on the overlap thread during the backward in even steps only; odd steps send them
  * after the all-reduce, as before (the same bits either way). */
 static int g_replica_ab;
+/* SWITCHYARD_FILL_AB=1 (benchmarks only, bench/overlap.sh AB=fill): the backward fills the
+ * exchange's waits with put-off weight gradients (wire.fill_waits) on even steps only, and
+ * computes them in place on odd steps (the same bits either way). */
+static int g_fill_ab;
 
 static void fault_init(void) {
     const char *ab = getenv("SWITCHYARD_OVERLAP_AB");
     g_overlap_ab = ab && !strcmp(ab, "1");
     ab = getenv("SWITCHYARD_REPLICA_AB");
     g_replica_ab = ab && !strcmp(ab, "1");
+    ab = getenv("SWITCHYARD_FILL_AB");
+    g_fill_ab = ab && !strcmp(ab, "1");
     const char *f = getenv("SWITCHYARD_FAULT");
     long long st;
     if (f && sscanf(f, "kill@%lld:%31s", &st, g_fault_where) == 2)
@@ -202,6 +208,8 @@ static int a2a_fn(void *comm, uint32_t tag, void *const *send, const size_t *sen
     return sy_peer_alltoall(w->peer, w->group_data, w->n_data, w->last_step, tag, send, send_bytes, recv,
                             recv_bytes);
 }
+
+static int peer_idle(void *model) { return sy_model_backward_idle(model); }
 
 /* The same all-to-all in chunks, for the exchange's pipeline (wire.overlap). */
 static int a2a_send_chunk(void *comm, uint32_t tag, uint32_t chunk, int q, const void *data, size_t bytes) {
@@ -496,6 +504,8 @@ static void drop_assignment(worker *w) {
     sy_exchange_destroy(&w->exchange);
     sy_experts_destroy(&w->experts);
     free_views(w);
+    if (w->peer)
+        sy_peer_set_idle(w->peer, NULL, NULL);
     sy_model_destroy(&w->model);
     sy_model_destroy(&w->distill.teacher);
     free(w->distill.dlogits);
@@ -567,6 +577,7 @@ static int keep_state(worker *w, const Switchyard__Assignment *a, kept_state *k)
                   (long long)w->state_step, (long long)a->start_step);
         return -1;
     }
+    sy_peer_set_idle(w->peer, NULL, NULL); /* the next model takes the waits */
     k->model = w->model;
     k->mom = w->mom;
     k->vel = w->vel;
@@ -701,6 +712,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
     free(held);
     if (!w->model)
         return -1;
+    /* the exchange's waits compute the backward's put-off weight gradients */
+    sy_peer_set_idle(w->peer, peer_idle, w->model);
     if (w->cfg.train.distill_from && w->job != SWITCHYARD__JOB__JOB_REFCHECK) {
         /* the teacher's checkpoint must be readable here at the same path */
         sy_config tcfg;
@@ -777,7 +790,8 @@ static int apply_assignment_state(worker *w, const Switchyard__Assignment *a, ke
                                        .part_wait = part_wait_fn,
                                        .part_cancel = part_cancel_fn,
                                        .stage_final = stage_final_fn,
-                                       .part_call = part_call_fn},
+                                       .part_call = part_call_fn,
+                                       .fill_waits = w->cfg.wire.fill_waits},
                               .distill = &w->distill};
     if (tokens) {
         memcpy(w->batch, tokens + (size_t)m->row0[w->rank] * (T + 1), (size_t)rows * (T + 1) * sizeof(int32_t));
@@ -1086,6 +1100,7 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     } else {
         w->last_step = c->step;
         w->stepper.comm.part_start = overlap ? part_start_fn : NULL;
+        w->stepper.comm.fill_waits = w->cfg.wire.fill_waits && !(g_fill_ab && c->step % 2);
         rc = train_step(w, c->step, &res);
     }
     if (rc) {

@@ -214,6 +214,19 @@ struct sy_experts {
     float *dh;            /* [max_rows, F] scratch */
 };
 
+/* A weight gradient the backward put off (sy_pass.defer), or the mark after a stage's
+ * last one: running it calls grads_final and frees the stage's slot. */
+enum { DJ_MATMUL, DJ_FINAL };
+typedef struct {
+    int kind;
+    float *dw; /* MATMUL: dw[k,m] += x[n,k]^T dy[n,m] (sy_matmul_backward's weight half) */
+    const float *x, *dy;
+    int n, k, m;
+    int stage, slot; /* FINAL */
+} defer_job;
+#define DQ_CAP 64
+#define DQ_SLOTS 3
+
 struct sy_model {
     sy_model_cfg cfg;
     sy_layout lay;
@@ -234,6 +247,13 @@ struct sy_model {
     float *dys, *dxs;
     sy_pass pass;         /* of the last forward */
     int have_forward;
+    /* put-off weight gradients of the backward (sy_pass.defer), first in, first out; a
+     * job's inputs live in one of the slots until its stage's final mark has run */
+    defer_job dq[DQ_CAP];
+    int dq_head, dq_len;
+    float *dslot[DQ_SLOTS][2]; /* [N,C] branch gradient; [N, max(3C, F)] qkv or hidden gradient */
+    int dslot_busy[DQ_SLOTS];
+    int in_backward, dq_failed;
     sy_experts *local;
     sy_expert_exchange ex;
     sy_model_times times;
@@ -385,6 +405,10 @@ void sy_model_destroy(sy_model **pm) {
     free(m->grads);
     free(m->grad_sq);
     free(m->act_arena);
+    for (int i = 0; i < DQ_SLOTS; i++) {
+        free(m->dslot[i][0]);
+        free(m->dslot[i][1]);
+    }
     free(m->la);
     sy_layout_free(&m->lay);
     free(m);
@@ -881,15 +905,120 @@ static int switch_backward(sy_model *m, int l, const sy_pass *ps, const float *d
     return 0;
 }
 
+/* ---------------------------------------------------------------- put-off weight gradients */
+
+static int dq_push(sy_model *m, defer_job j) {
+    if (m->dq_failed) /* a put-off stage failed inside a wait: the pass stops here */
+        return -1;
+    if (m->dq_len == DQ_CAP) { /* cannot happen: DQ_SLOTS stages of at most three jobs, the head's and marks */
+        sy_seterr("model: too many put-off weight gradients");
+        return -1;
+    }
+    m->dq[(m->dq_head + m->dq_len++) % DQ_CAP] = j;
+    return 0;
+}
+
+/* 1: ran the oldest job; 0: none waiting; -1: its grads_final failed */
+static int dq_run_one(sy_model *m) {
+    if (m->dq_failed)
+        return -1;
+    if (!m->dq_len)
+        return 0;
+    defer_job j = m->dq[m->dq_head];
+    m->dq_head = (m->dq_head + 1) % DQ_CAP;
+    m->dq_len--;
+    if (j.kind == DJ_MATMUL) {
+        sy_matmul_backward(NULL, j.dw, j.dy, j.x, NULL, j.n, j.k, j.m);
+    } else {
+        if (j.slot >= 0)
+            m->dslot_busy[j.slot] = 0;
+        const sy_pass *ps = &m->pass;
+        if (ps->grads_final && ps->grads_final(ps->grads_ctx, j.stage)) {
+            m->dq_failed = 1;
+            return -1;
+        }
+    }
+    return 1;
+}
+
+static int dq_drain(sy_model *m) {
+    int rc;
+    while ((rc = dq_run_one(m)) > 0)
+        ;
+    return rc;
+}
+
+/* The end of a stage: its grads_final now, or after the jobs put off before it. */
+static int dq_final(sy_model *m, int stage, int slot) {
+    if (m->dq_failed)
+        return -1;
+    if (!m->dq_len && slot < 0) {
+        const sy_pass *ps = &m->pass;
+        return ps->grads_final ? ps->grads_final(ps->grads_ctx, stage) : 0;
+    }
+    return dq_push(m, (defer_job){.kind = DJ_FINAL, .stage = stage, .slot = slot});
+}
+
+/* A free slot for the next stage's put-off inputs (running the oldest jobs until one
+ * frees), allocated on first use; -1 on failure. */
+static int dq_slot(sy_model *m) {
+    for (;;) {
+        for (int i = 0; i < DQ_SLOTS; i++) {
+            if (m->dslot_busy[i])
+                continue;
+            if (!m->dslot[i][0] || !m->dslot[i][1]) {
+                size_t N = (size_t)m->max_B * m->T, C = (size_t)m->cfg.d_model, F = (size_t)m->cfg.d_ff;
+                size_t wide = 3 * C > F ? 3 * C : F;
+                if (!m->dslot[i][0])
+                    m->dslot[i][0] = malloc(N * C * sizeof(float));
+                if (!m->dslot[i][1])
+                    m->dslot[i][1] = malloc(N * wide * sizeof(float));
+                if (!m->dslot[i][0] || !m->dslot[i][1]) {
+                    sy_seterr("model: out of memory (put-off weight gradients)");
+                    return -1;
+                }
+            }
+            m->dslot_busy[i] = 1;
+            return i;
+        }
+        if (dq_run_one(m) <= 0) {
+            if (!m->dq_failed)
+                sy_seterr("model: no free buffer for put-off weight gradients");
+            return -1;
+        }
+    }
+}
+
+int sy_model_backward_idle(sy_model *m) {
+    if (!m->in_backward || m->dq_failed || !m->dq_len)
+        return 0;
+    double t0 = sy_now();
+    int rc = dq_run_one(m);
+    m->times.idle += sy_now() - t0;
+    return rc > 0;
+}
+
 int sy_model_backward(sy_model *m) { return sy_model_backward_mix(m, 1.0f, NULL); }
 
 const float *sy_model_logits(const sy_model *m) { return m->have_forward ? m->logits : NULL; }
+
+static int backward_body(sy_model *m, float hard_scale, const float *dlogits_extra);
 
 int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_extra) {
     if (!m->have_forward) {
         sy_seterr("model: backward without a forward");
         return -1;
     }
+    m->dq_head = m->dq_len = m->dq_failed = 0;
+    memset(m->dslot_busy, 0, sizeof m->dslot_busy);
+    m->in_backward = 1;
+    int rc = backward_body(m, hard_scale, dlogits_extra);
+    m->in_backward = 0;
+    m->dq_len = 0; /* after a failure: nothing put off outlives the pass */
+    return rc;
+}
+
+static int backward_body(sy_model *m, float hard_scale, const float *dlogits_extra) {
     const sy_model_cfg *c = &m->cfg;
     const sy_pass *ps = &m->pass;
     int B = ps->B, T = ps->T, C = c->d_model, V = c->vocab, L = c->n_layers, H = c->n_heads, F = c->d_ff;
@@ -897,23 +1026,45 @@ int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_ex
     size_t NC = (size_t)N * C;
     int drop = ps->training && c->dropout > 0;
     double t_start = sy_now();
+    /* put off weight gradients only above the lowest switch layer: below it no exchange
+     * waits that they could fill, and their stages' buckets should go at once */
+    int low_switch = L;
+    for (int l = L - 1; l >= 0; l--)
+        if (sy_is_switch_layer(c, l))
+            low_switch = l;
+    int defer_head = ps->defer && low_switch < L;
     double cd = ps->ce_denom > 0 ? ps->ce_denom : (double)N;
     /* logits become dlogits in place: hard_scale * d(mean CE), plus the caller's term */
     sy_crossentropy(m->logits, m->logits, m->targets, N, V, (float)(hard_scale / cd));
     if (dlogits_extra)
         sy_axpy(m->logits, dlogits_extra, 1.0f, (size_t)N * V);
     memset(m->dtmp, 0, NC * sizeof(float));
-    sy_matmul_backward(m->dtmp, m->g.lm_head, m->logits, m->lnf, m->w.lm_head, N, C, V);
+    /* dlogits and lnf stay as they are until the next forward: no slot needed */
+    sy_matmul_backward(m->dtmp, defer_head ? NULL : m->g.lm_head, m->logits, m->lnf, m->w.lm_head, N, C, V);
+    if (defer_head && dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = m->g.lm_head, .x = m->lnf, .dy = m->logits,
+                                             .n = N, .k = C, .m = V}))
+        return -1;
     memset(m->dres, 0, NC * sizeof(float));
     sy_rmsnorm_backward(m->dres, m->g.normf, m->dtmp, m->final_resid, m->w.normf, m->rstdf, N, C);
-    if (ps->grads_final && ps->grads_final(ps->grads_ctx, 2 * L))
+    if (dq_final(m, 2 * L, -1))
         return -1;
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *a = &m->la[l];
         const sy_layer_w *lw = &m->w.layers[l];
         sy_layer_w *gw = &m->g.layers[l];
+        /* an exchange is still ahead of this layer's attention half if a switch layer is
+         * below it, and of its feed-forward half also if it is one (its waits are filled) */
+        int defer = ps->defer && low_switch < l, slot = -1;
         /* next = mid + drop2 * branch(ln2(mid)) */
-        float *dbr = m->dtmp;
+        float *dbr = m->dtmp, *dwide = m->dhid;
+        if (!(ps->defer && low_switch <= l) && dq_drain(m))
+            return -1;
+        if (defer && !sy_is_switch_layer(c, l)) {
+            if ((slot = dq_slot(m)) < 0)
+                return -1;
+            dbr = m->dslot[slot][0];
+            dwide = m->dslot[slot][1];
+        }
         memcpy(dbr, m->dres, NC * sizeof(float));
         if (drop)
             apply_mask(dbr, a->drop2, NC);
@@ -921,26 +1072,54 @@ int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_ex
         if (sy_is_switch_layer(c, l)) {
             if (switch_backward(m, l, ps, dbr, m->dln))
                 return -1;
+        } else if (slot >= 0) {
+            sy_ffn_backward_input(m->dln, dwide, dbr, a->hid, lw->w1, lw->w2, NULL, N, C, F);
+            /* sy_ffn_backward_weights's two calls as two jobs: a wait gets the first word
+             * back sooner */
+            if (dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->w2, .x = a->hid, .dy = dbr, .n = N, .k = F,
+                                       .m = C}) ||
+                dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->w1, .x = a->ln2, .dy = dwide, .n = N, .k = C,
+                                       .m = F}))
+                return -1;
         } else {
-            sy_ffn_backward(m->dln, gw->w1, gw->w2, m->dhid, dbr, a->ln2, a->hid, lw->w1, lw->w2, NULL, N, C, F);
+            sy_ffn_backward(m->dln, gw->w1, gw->w2, dwide, dbr, a->ln2, a->hid, lw->w1, lw->w2, NULL, N, C, F);
         }
         sy_rmsnorm_backward(m->dres, gw->norm2, m->dln, a->mid, lw->norm2, a->rstd2, N, C);
-        if (ps->grads_final && ps->grads_final(ps->grads_ctx, 2 * l + 1))
+        if (dq_final(m, 2 * l + 1, slot))
             return -1;
         /* mid = x + drop1 * (atto @ wo) */
+        if (!defer && dq_drain(m))
+            return -1;
+        dbr = m->dtmp;
+        float *dqkv = m->dqkv;
+        slot = -1;
+        if (defer) {
+            if ((slot = dq_slot(m)) < 0)
+                return -1;
+            dbr = m->dslot[slot][0];
+            dqkv = m->dslot[slot][1];
+        }
         memcpy(dbr, m->dres, NC * sizeof(float));
         if (drop)
             apply_mask(dbr, a->drop1, NC);
         memset(m->dln, 0, NC * sizeof(float));
-        sy_matmul_backward(m->dln, gw->wo, dbr, a->atto, lw->wo, N, C, C);
-        memset(m->dqkv, 0, NC * 3 * sizeof(float));
-        sy_attention_backward(m->dqkv, m->datt_scratch, m->dln, a->qkv, a->att, B, T, C, H);
+        sy_matmul_backward(m->dln, defer ? NULL : gw->wo, dbr, a->atto, lw->wo, N, C, C);
+        if (defer && dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->wo, .x = a->atto, .dy = dbr, .n = N, .k = C,
+                                            .m = C}))
+            return -1;
+        memset(dqkv, 0, NC * 3 * sizeof(float));
+        sy_attention_backward(dqkv, m->datt_scratch, m->dln, a->qkv, a->att, B, T, C, H);
         memset(m->dln, 0, NC * sizeof(float));
-        sy_matmul_backward(m->dln, gw->wqkv, m->dqkv, a->ln1, lw->wqkv, N, C, 3 * C);
+        sy_matmul_backward(m->dln, defer ? NULL : gw->wqkv, dqkv, a->ln1, lw->wqkv, N, C, 3 * C);
+        if (defer && dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->wqkv, .x = a->ln1, .dy = dqkv, .n = N,
+                                            .k = C, .m = 3 * C}))
+            return -1;
         sy_rmsnorm_backward(m->dres, gw->norm1, m->dln, a->resid_in, lw->norm1, a->rstd1, N, C);
-        if (ps->grads_final && ps->grads_final(ps->grads_ctx, 2 * l))
+        if (dq_final(m, 2 * l, slot))
             return -1;
     }
+    if (dq_drain(m))
+        return -1;
     for (int i = 0; i < N; i++) {
         float *dte = m->g.wte + (size_t)m->inputs[i] * C, *dpe = m->g.wpe + (size_t)(i % T) * C;
         const float *d = m->dres + (size_t)i * C;

@@ -79,6 +79,13 @@ typedef struct {
      * NULL: no calls. */
     int (*grads_final)(void *ctx, int stage);
     void *grads_ctx;
+    /* Non-zero: the backward may put off the weight gradients of the dense matrices of the
+     * layers above the lowest switch layer (the head, attention, dense feed-forward), up
+     * to two half-layers behind, and compute them while the expert exchange waits for a
+     * peer (sy_model_backward_idle) or when their buffers are needed; their grads_final
+     * calls follow them, in the same order. Every gradient is the same call on the same
+     * inputs, so the same bits. */
+    int defer;
 } sy_pass;
 
 /* Loss terms from the tokens here, already divided by the global denominators, so the
@@ -161,6 +168,11 @@ const float *sy_model_logits(const sy_model *m);
  * NULL) is dX/dlogits, already divided by the caller's denominators. hard_scale 1 and
  * NULL is sy_model_backward. Used by distillation (distill.h). */
 int sy_model_backward_mix(sy_model *m, float hard_scale, const float *dlogits_extra);
+/* Computes one put-off weight gradient (sy_pass.defer) if the backward has one waiting:
+ * for a caller that waits for a peer inside the backward (the expert exchange). Returns 1
+ * if it did work, 0 if there was none (or outside a backward); a failure is kept and fails
+ * the backward where it is. */
+int sy_model_backward_idle(sy_model *m);
 
 /* Routing of the last forward for switch layer l: [N, k] expert per choice (-1 dropped),
  * in (row, position) order. NULL for a dense layer. */
@@ -169,9 +181,11 @@ const int *sy_model_routing(const sy_model *m, int layer, int *k);
 void sy_model_expert_load(const sy_model *m, int layer, int *wanted, int *kept);
 
 /* Seconds spent in phases since the last reset (forward and backward in total, and the
- * routing math and expert compute inside them). */
+ * routing math and expert compute inside them; idle: put-off weight gradients computed
+ * inside a caller's wait, sy_model_backward_idle, which the caller's own timing of that
+ * wait includes). */
 typedef struct {
-    double forward, backward, router, experts;
+    double forward, backward, router, experts, idle;
 } sy_model_times;
 void sy_model_timers(sy_model *m, sy_model_times *out, int reset);
 

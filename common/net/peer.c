@@ -67,6 +67,8 @@ struct sy_peer {
     char (*local_eps)[256];
     int n_local_eps;
     unsigned char *local;
+    int (*idle)(void *ctx); /* sy_peer_set_idle */
+    void *idle_ctx;
 };
 
 /* ZeroMQ may release a zero-copy payload after the peer has moved to another epoch or
@@ -384,6 +386,11 @@ int sy_peer_setup(sy_peer *p, uint64_t epoch, int rank, int world, char *const *
 
 void sy_peer_set_cancel(sy_peer *p, const volatile int *cancel_flag) { p->cancel_flag = cancel_flag; }
 
+void sy_peer_set_idle(sy_peer *p, int (*idle)(void *ctx), void *ctx) {
+    p->idle = idle;
+    p->idle_ctx = ctx;
+}
+
 uint64_t sy_peer_bytes_sent(sy_peer *p, int reset) {
     uint64_t b = p->bytes_sent;
     if (reset)
@@ -502,7 +509,12 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             return SY_PEER_ABORTED;
         }
         zmq_pollitem_t it = {p->pull, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&it, 1, 50);
+        int rc = zmq_poll(&it, 1, p->idle ? 0 : 50);
+        if (rc == 0 && p->idle) { /* not here yet: the caller's work for the wait first */
+            if (p->idle(p->idle_ctx))
+                continue;
+            rc = zmq_poll(&it, 1, 50);
+        }
         if (rc < 0 && errno != EINTR) {
             sy_seterr("peer: poll: %s", zmq_strerror(errno));
             return -1;

@@ -107,6 +107,10 @@ int sy_peer_barrier(sy_peer *p, const int *members, int n, int64_t step, uint32_
  * must call off its own operations, e.g. the overlap thread after a failed backward);
  * NULL for none. Survives sy_peer_setup. */
 void sy_peer_set_cancel(sy_peer *p, const volatile int *cancel_flag);
+/* Work for the waits: while a receive waits for its message, idle(ctx) is called again and
+ * again as long as it returns non-zero (it did some work; 0: none left), between checks for
+ * the message. NULL: none. Survives sy_peer_setup. */
+void sy_peer_set_idle(sy_peer *p, int (*idle)(void *ctx), void *ctx);
 
 /* Bytes of payload sent since the last reset. */
 uint64_t sy_peer_bytes_sent(sy_peer *p, int reset);

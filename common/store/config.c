@@ -159,6 +159,7 @@ static const key_def g_keys[] = {
     {SEC_WIRE, "bucket_bytes", K_INT, OFF(wire.bucket_bytes), 4, INT_MAX, 0, 0, 0, 4, NULL, 0},
     {SEC_WIRE, "local", K_BOOL, OFF(wire.local), 0, 0, 0, 0, 0, 0, NULL, 0},
     {SEC_WIRE, "stand_in", K_BOOL, OFF(wire.stand_in), 0, 0, 0, 0, 0, 0, NULL, 0},
+    {SEC_WIRE, "fill_waits", K_BOOL, OFF(wire.fill_waits), 0, 0, 0, 0, 0, 0, NULL, 0},
 };
 #define N_KEYS ((int)(sizeof g_keys / sizeof g_keys[0]))
 
@@ -737,6 +738,7 @@ void sy_config_defaults(sy_config *cfg) {
     cfg->wire.bucket_bytes = 1 << 20;
     cfg->wire.local = 1;
     cfg->wire.stand_in = 1;
+    cfg->wire.fill_waits = 1;
     cfg->data.dir = strdup("data");
     cfg->checkpoint.dir = strdup("runs/default");
     cfg->cluster.coordinator = strdup("tcp://127.0.0.1:5555");

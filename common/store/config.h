@@ -43,6 +43,8 @@ typedef struct {
     int local;               /* 1: workers on one machine reach each other over ipc sockets in a private directory */
     int stand_in;            /* 1: a buddy that keeps an owner's experts current runs some of them when that
                               * evens out a layer's rows (needs overlap and cluster.replica_every 1) */
+    int fill_waits;          /* 1: the overlapped backward puts off dense weight gradients and computes them
+                              * while the expert exchange waits for a slower peer (same bits) */
 } sy_wire_cfg;
 
 typedef struct {

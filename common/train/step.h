@@ -59,6 +59,10 @@ typedef struct {
      * valid until part_wait. The step sums the squares of each bucket's gradients there
      * once it is reduced, while the data is still in cache, instead of all of them after. */
     int (*part_call)(void *ctx, struct sy_comm_job *job);
+    /* Non-zero: while the expert exchange waits for a peer, the overlapped backward may
+     * fill the wait with weight gradients it put off (sy_pass.defer); the caller's
+     * transport then calls sy_model_backward_idle while it waits. */
+    int fill_waits;
 } sy_comm;
 
 /* The communicator of a single process: a world of one rank, so every all-reduce is the
