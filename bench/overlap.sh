@@ -57,6 +57,7 @@ run() { # NAME
   # namespaces stand for machines (their shared /tmp must not carry the data); LOCAL=0
   # makes workers on one machine use loopback TCP instead of their local sockets
   if [ -n "$netns" ] || [ "${LOCAL:-1}" = 0 ]; then sets+=(--set "wire.local=false"); fi
+  [ "${AB:-}" != fill ] || sets+=(--set "wire.fill_waits=true") # on even steps (SWITCHYARD_FILL_AB)
   if [ -z "$netns" ]; then
     "$bin/switchyard" up configs/bench.yaml --workers 2 --fresh ${INSECURE:+--insecure} "${sets[@]}" > "$tmp/$1.log" 2>&1 ||
       { echo "run $1 failed:"; tail -5 "$tmp/$1.log"; exit 1; }

@@ -158,7 +158,7 @@ static void assert_documented_defaults(const sy_config *c) {
     assert_int_equal(c->wire.bucket_bytes, 1048576);
     assert_int_equal(c->wire.local, 1);
     assert_int_equal(c->wire.stand_in, 1);
-    assert_int_equal(c->wire.fill_waits, 1);
+    assert_int_equal(c->wire.fill_waits, 0);
 }
 
 static void test_defaults_are_valid(void **state) {
@@ -202,7 +202,7 @@ static void scramble(sy_config *c) {
         "cluster.join_at_once=yes",  "wire.dtype=bf16",
         "wire.chunk_bytes=65536",    "wire.overlap=false",
         "wire.bucket_bytes=4096",    "wire.local=false",          "wire.stand_in=false",
-        "wire.fill_waits=false",
+        "wire.fill_waits=true",
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         if (sy_config_set(c, sets[i]) < 0)

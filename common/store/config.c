@@ -738,7 +738,7 @@ void sy_config_defaults(sy_config *cfg) {
     cfg->wire.bucket_bytes = 1 << 20;
     cfg->wire.local = 1;
     cfg->wire.stand_in = 1;
-    cfg->wire.fill_waits = 1;
+    cfg->wire.fill_waits = 0;
     cfg->data.dir = strdup("data");
     cfg->checkpoint.dir = strdup("runs/default");
     cfg->cluster.coordinator = strdup("tcp://127.0.0.1:5555");
