@@ -117,6 +117,16 @@ static void tokens_fill(int32_t *tokens) {
     }
 }
 
+/* The gradients of a pass with nothing put off (the caller frees them); *bytes: their size. */
+static float *ref_grads(rig *r, const int32_t *tokens, size_t *bytes) {
+    *bytes = sy_model_layout(r->m)->total * sizeof(float);
+    assert_int_equal(pass_once(r, tokens, 0, 0), 0);
+    float *ref = malloc(*bytes);
+    assert_non_null(ref);
+    memcpy(ref, sy_model_grads(r->m), *bytes);
+    return ref;
+}
+
 static void test_same_bits_same_stages(void **state) {
     (void)state;
     rig r;
@@ -124,11 +134,8 @@ static void test_same_bits_same_stages(void **state) {
     int32_t tokens[B * (T + 1)];
     tokens_fill(tokens);
     const sy_layout *lay = sy_model_layout(r.m);
-    size_t bytes = lay->total * sizeof(float);
-    assert_int_equal(pass_once(&r, tokens, 0, 0), 0);
-    float *ref = malloc(bytes);
-    assert_non_null(ref);
-    memcpy(ref, sy_model_grads(r.m), bytes);
+    size_t bytes;
+    float *ref = ref_grads(&r, tokens, &bytes);
     int ref_stages[MAX_STAGES], n_ref = r.n_stages;
     memcpy(ref_stages, r.stages, sizeof ref_stages);
     assert_int_equal(n_ref, 2 * 6 + 2); /* the head, two halves of six layers, the embeddings */
@@ -169,12 +176,8 @@ static void test_failing_stage(void **state) {
     rig_open(&r);
     int32_t tokens[B * (T + 1)];
     tokens_fill(tokens);
-    const sy_layout *lay = sy_model_layout(r.m);
-    size_t bytes = lay->total * sizeof(float);
-    assert_int_equal(pass_once(&r, tokens, 0, 0), 0);
-    float *ref = malloc(bytes);
-    assert_non_null(ref);
-    memcpy(ref, sy_model_grads(r.m), bytes);
+    size_t bytes;
+    float *ref = ref_grads(&r, tokens, &bytes);
     /* layer 4's feed-forward half is put off: its grads_final runs from the queue, here
      * inside the exchange's wait at layer 2, or when the buffers run out */
     const int idle_calls[] = {-1, 0};

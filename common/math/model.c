@@ -989,6 +989,31 @@ static int dq_slot(sy_model *m) {
     }
 }
 
+/* dw[k,mm] += x[n,k]^T dy[n,mm] (sy_matmul_backward's weight half) now, or put off; x and
+ * dy must then stay as they are until the stage's final mark runs. */
+static int weight_grad(sy_model *m, int defer, float *dw, const float *x, const float *dy, int n, int k, int mm) {
+    if (!defer) {
+        sy_matmul_backward(NULL, dw, dy, x, NULL, n, k, mm);
+        return 0;
+    }
+    return dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = dw, .x = x, .dy = dy, .n = n, .k = k, .m = mm});
+}
+
+/* The buffers for a stage's branch gradient and its wide one (qkv or hidden): the shared
+ * scratch, or, when the stage's weight gradients are put off, a free slot's (*slot). */
+static int stage_buffers(sy_model *m, int defer, float *wide_scratch, int *slot, float **dbr, float **wide) {
+    *slot = -1;
+    *dbr = m->dtmp;
+    *wide = wide_scratch;
+    if (!defer)
+        return 0;
+    if ((*slot = dq_slot(m)) < 0)
+        return -1;
+    *dbr = m->dslot[*slot][0];
+    *wide = m->dslot[*slot][1];
+    return 0;
+}
+
 int sy_model_backward_idle(sy_model *m) {
     if (!m->in_backward || m->dq_failed || !m->dq_len)
         return 0;
@@ -1040,9 +1065,8 @@ static int backward_body(sy_model *m, float hard_scale, const float *dlogits_ext
         sy_axpy(m->logits, dlogits_extra, 1.0f, (size_t)N * V);
     memset(m->dtmp, 0, NC * sizeof(float));
     /* dlogits and lnf stay as they are until the next forward: no slot needed */
-    sy_matmul_backward(m->dtmp, defer_head ? NULL : m->g.lm_head, m->logits, m->lnf, m->w.lm_head, N, C, V);
-    if (defer_head && dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = m->g.lm_head, .x = m->lnf, .dy = m->logits,
-                                             .n = N, .k = C, .m = V}))
+    sy_matmul_backward(m->dtmp, NULL, m->logits, m->lnf, m->w.lm_head, N, C, V);
+    if (weight_grad(m, defer_head, m->g.lm_head, m->lnf, m->logits, N, C, V))
         return -1;
     memset(m->dres, 0, NC * sizeof(float));
     sy_rmsnorm_backward(m->dres, m->g.normf, m->dtmp, m->final_resid, m->w.normf, m->rstdf, N, C);
@@ -1054,17 +1078,13 @@ static int backward_body(sy_model *m, float hard_scale, const float *dlogits_ext
         sy_layer_w *gw = &m->g.layers[l];
         /* an exchange is still ahead of this layer's attention half if a switch layer is
          * below it, and of its feed-forward half also if it is one (its waits are filled) */
-        int defer = ps->defer && low_switch < l, slot = -1;
+        int defer = ps->defer && low_switch < l, slot;
         /* next = mid + drop2 * branch(ln2(mid)) */
-        float *dbr = m->dtmp, *dwide = m->dhid;
+        float *dbr, *dwide;
         if (!(ps->defer && low_switch <= l) && dq_drain(m))
             return -1;
-        if (defer && !sy_is_switch_layer(c, l)) {
-            if ((slot = dq_slot(m)) < 0)
-                return -1;
-            dbr = m->dslot[slot][0];
-            dwide = m->dslot[slot][1];
-        }
+        if (stage_buffers(m, defer && !sy_is_switch_layer(c, l), m->dhid, &slot, &dbr, &dwide))
+            return -1;
         memcpy(dbr, m->dres, NC * sizeof(float));
         if (drop)
             apply_mask(dbr, a->drop2, NC);
@@ -1076,10 +1096,7 @@ static int backward_body(sy_model *m, float hard_scale, const float *dlogits_ext
             sy_ffn_backward_input(m->dln, dwide, dbr, a->hid, lw->w1, lw->w2, NULL, N, C, F);
             /* sy_ffn_backward_weights's two calls as two jobs: a wait gets the first word
              * back sooner */
-            if (dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->w2, .x = a->hid, .dy = dbr, .n = N, .k = F,
-                                       .m = C}) ||
-                dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->w1, .x = a->ln2, .dy = dwide, .n = N, .k = C,
-                                       .m = F}))
+            if (weight_grad(m, 1, gw->w2, a->hid, dbr, N, F, C) || weight_grad(m, 1, gw->w1, a->ln2, dwide, N, C, F))
                 return -1;
         } else {
             sy_ffn_backward(m->dln, gw->w1, gw->w2, dwide, dbr, a->ln2, a->hid, lw->w1, lw->w2, NULL, N, C, F);
@@ -1088,31 +1105,21 @@ static int backward_body(sy_model *m, float hard_scale, const float *dlogits_ext
         if (dq_final(m, 2 * l + 1, slot))
             return -1;
         /* mid = x + drop1 * (atto @ wo) */
-        if (!defer && dq_drain(m))
+        float *dqkv;
+        if ((!defer && dq_drain(m)) || stage_buffers(m, defer, m->dqkv, &slot, &dbr, &dqkv))
             return -1;
-        dbr = m->dtmp;
-        float *dqkv = m->dqkv;
-        slot = -1;
-        if (defer) {
-            if ((slot = dq_slot(m)) < 0)
-                return -1;
-            dbr = m->dslot[slot][0];
-            dqkv = m->dslot[slot][1];
-        }
         memcpy(dbr, m->dres, NC * sizeof(float));
         if (drop)
             apply_mask(dbr, a->drop1, NC);
         memset(m->dln, 0, NC * sizeof(float));
-        sy_matmul_backward(m->dln, defer ? NULL : gw->wo, dbr, a->atto, lw->wo, N, C, C);
-        if (defer && dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->wo, .x = a->atto, .dy = dbr, .n = N, .k = C,
-                                            .m = C}))
+        sy_matmul_backward(m->dln, NULL, dbr, a->atto, lw->wo, N, C, C);
+        if (weight_grad(m, defer, gw->wo, a->atto, dbr, N, C, C))
             return -1;
         memset(dqkv, 0, NC * 3 * sizeof(float));
         sy_attention_backward(dqkv, m->datt_scratch, m->dln, a->qkv, a->att, B, T, C, H);
         memset(m->dln, 0, NC * sizeof(float));
-        sy_matmul_backward(m->dln, defer ? NULL : gw->wqkv, dqkv, a->ln1, lw->wqkv, N, C, 3 * C);
-        if (defer && dq_push(m, (defer_job){.kind = DJ_MATMUL, .dw = gw->wqkv, .x = a->ln1, .dy = dqkv, .n = N,
-                                            .k = C, .m = 3 * C}))
+        sy_matmul_backward(m->dln, NULL, dqkv, a->ln1, lw->wqkv, N, C, 3 * C);
+        if (weight_grad(m, defer, gw->wqkv, a->ln1, dqkv, N, C, 3 * C))
             return -1;
         sy_rmsnorm_backward(m->dres, gw->norm1, m->dln, a->resid_in, lw->norm1, a->rstd1, N, C);
         if (dq_final(m, 2 * l, slot))
