@@ -32,13 +32,15 @@ static void usage(void) {
     fprintf(stderr,
             "usage: switchyard up [CONFIG] [--workers N] [--threads T] [--set section.key=value ...]\n"
             "                     [--resume | --fresh] [--wire fp32|bf16] [--keys DIR] [--status-open] [--insecure]\n"
+            "                     [--trace DIR]\n"
             "  Starts switchyard-coordinator and N switchyard-worker processes on 127.0.0.1 (default 2 workers,\n"
             "  1 compute thread each) and trains CONFIG (default: the embedded configs/default.yaml).\n"
             "  Ctrl-C stops the run cleanly (the coordinator saves a checkpoint first).\n"
             "  Every socket uses CURVE with keys made for this run in a private temporary directory (removed at\n"
             "  the end); --keys DIR keeps them in DIR (made by `switchyard keygen --cluster DIR` or here), so\n"
             "  `switchyard status EP --keys DIR` can read the run and more workers can join. --status-open lets\n"
-            "  anyone read the status; --insecure turns CURVE off everywhere (debugging only).\n");
+            "  anyone read the status; --insecure turns CURVE off everywhere (debugging only). --trace DIR has\n"
+            "  every worker write a timeline of its steps to DIR (switchyard-worker --trace).\n");
 }
 
 /* A TCP port on 127.0.0.1 that is free right now. */
@@ -150,19 +152,20 @@ static int wait_all(pid_t *pids, int *status, int n, int ms) {
 }
 
 int cmd_up(int argc, char **argv) {
-    const char *config = NULL, *threads = "1", *wire = NULL;
+    const char *config = NULL, *threads = "1", *wire = NULL, *trace = NULL;
     int workers = 2, resume = 0, fresh = 0, insecure = 0, status_open = 0;
     const char *keys_arg = NULL;
     char **sets = calloc((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
     enum { OPT_WORKERS = 256, OPT_THREADS, OPT_WIRE, OPT_SET, OPT_RESUME, OPT_FRESH, OPT_INSECURE, OPT_STATUS_OPEN,
-           OPT_KEYS };
+           OPT_KEYS, OPT_TRACE };
     static const struct option longopts[] = {
         {"workers", required_argument, NULL, OPT_WORKERS}, {"threads", required_argument, NULL, OPT_THREADS},
         {"wire", required_argument, NULL, OPT_WIRE},       {"set", required_argument, NULL, OPT_SET},
         {"resume", no_argument, NULL, OPT_RESUME},         {"fresh", no_argument, NULL, OPT_FRESH},
         {"insecure", no_argument, NULL, OPT_INSECURE},     {"status-open", no_argument, NULL, OPT_STATUS_OPEN},
         {"keys", required_argument, NULL, OPT_KEYS},       {"help", no_argument, NULL, 'h'},
+        {"trace", required_argument, NULL, OPT_TRACE},
         {0, 0, 0, 0}};
     optind = 0; /* a fresh scan */
     opterr = 0; /* our own messages */
@@ -188,6 +191,7 @@ int cmd_up(int argc, char **argv) {
         case OPT_INSECURE: insecure = 1; break;
         case OPT_STATUS_OPEN: status_open = 1; break;
         case OPT_KEYS: keys_arg = optarg; break;
+        case OPT_TRACE: trace = optarg; break;
         case 'h':
             usage();
             free(sets);
@@ -363,12 +367,18 @@ int cmd_up(int argc, char **argv) {
         char cert[PATH_MAX + 64], ckey[PATH_MAX + 64];
         snprintf(cert, sizeof cert, "%s/workers/worker-%d.secret", keys, w);
         snprintf(ckey, sizeof ckey, "%s/coordinator.key", keys);
-        char *wargv[] = {worker_bin, "--coordinator", ctrl, "--threads", (char *)threads, "--cert",
-                         cert, "--coordinator-key", ckey, NULL};
+        char *wargv[12] = {worker_bin, "--coordinator", ctrl, "--threads", (char *)threads, "--cert",
+                           cert, "--coordinator-key", ckey, NULL};
+        int k = 9;
         if (insecure) {
             wargv[5] = "--insecure";
-            wargv[6] = NULL;
+            k = 6;
         }
+        if (trace) {
+            wargv[k++] = "--trace";
+            wargv[k++] = (char *)trace;
+        }
+        wargv[k] = NULL;
         pids[1 + w] = spawn(wargv);
     }
     int total = 1 + workers, code = 0;

@@ -29,6 +29,7 @@
 #include "heartbeat.h"
 #include "msgsize.h"
 #include "log.h"
+#include "trace.h"
 #include "mesh.h"
 #include "model.h"
 #include "model_load.h"
@@ -112,6 +113,7 @@ struct worker {
     int reducer_ready;      /* the reducer is set up for this assignment's epoch */
     int data_deadline_ms;
     double last_step_time;
+    double trace_reported;  /* --trace: when the last step's report went (sy_now()), or 0 */
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
     int data_failed;        /* this machine has no usable training data: leave the run */
     int state_tensors;
@@ -153,8 +155,11 @@ static void kept_free(kept_state *k);
  * step). SWITCHYARD_FAULT="register-twice" makes it wait 1.2 s after its first Register
  * before it reads anything, so that it registers again (its 1 s back-off) while its
  * Assignment waits in its queue, as a worker on a loaded machine does. Used by the drills
- * in tests/; it does nothing unless set. */
+ * in tests/; it does nothing unless set. SWITCHYARD_FAULT="slow-compute:MS" makes every
+ * training step spin for MS milliseconds of compute before its forward: a slower machine
+ * (tests/trace.sh; unlike SIGSTOP it leaves ZeroMQ's I/O thread running). */
 static int64_t g_fault_step = -1;
+static double g_fault_slow_s;
 static char g_fault_where[32];
 static int g_fault_register_twice;
 static int g_fault_slow_monitor; /* drill: 0.5 s between connecting the control socket and watching it */
@@ -190,6 +195,9 @@ static void fault_init(void) {
     g_fault_register_twice = f && !strcmp(f, "register-twice");
     g_fault_stale_abort = f && !strcmp(f, "stale-abort");
     g_fault_slow_monitor = f && !strcmp(f, "slow-monitor");
+    int ms;
+    if (f && sscanf(f, "slow-compute:%d", &ms) == 1 && ms > 0)
+        g_fault_slow_s = ms / 1000.0;
 }
 
 static void fault_point(int64_t step, const char *where) {
@@ -209,7 +217,15 @@ static int a2a_fn(void *comm, uint32_t tag, void *const *send, const size_t *sen
                             recv_bytes);
 }
 
-static int peer_idle(void *model) { return sy_model_backward_idle(model); }
+static int peer_idle(void *model) {
+    if (!sy_trace_on())
+        return sy_model_backward_idle(model);
+    double t0 = sy_now();
+    int rc = sy_model_backward_idle(model);
+    if (rc)
+        sy_trace_span("fill", t0, sy_now(), NULL);
+    return rc;
+}
 
 /* The same all-to-all in chunks, for the exchange's pipeline (wire.overlap). */
 static int a2a_send_chunk(void *comm, uint32_t tag, uint32_t chunk, int q, const void *data, size_t bytes) {
@@ -1055,6 +1071,9 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
     int standin = w->buddy && w->rep_jobs && w->stepper.comm.part_start && w->cfg.wire.overlap &&
                   !(g_replica_ab && step % 2);
     sy_exchange_standins(w->exchange, standin ? w->buddy : NULL, standin && sy_replica_current(w->replica, step));
+    if (g_fault_slow_s > 0) /* drill: a slower machine */
+        for (double t = sy_now(), u = t; u - t < g_fault_slow_s; u = sy_now())
+            ;
     if ((rc = sy_step_prepare(&w->stepper, w->train, step, res)))
         return rc;
     /* the step is reported only once the buddy has this rank's gradients and this rank
@@ -1076,6 +1095,10 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
 }
 
 static int on_step(worker *w, const Switchyard__StepCmd *c) {
+    double t_cmd = sy_now();
+    if (w->trace_reported > 0) /* the round trip through the coordinator, the others' reports included */
+        sy_trace_span("wait: coordinator", w->trace_reported, t_cmd, "\"step\":%lld", (long long)c->step - 1);
+    w->trace_reported = 0;
     if (w->assigned && c->epoch == w->epoch && w->job == SWITCHYARD__JOB__JOB_TRAIN)
         commit_pending(w, c->step); /* the coordinator moved on: every rank finished the step */
     if (w->assigned && c->epoch == w->epoch && c->save_only)
@@ -1170,6 +1193,12 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
     env.report = &r;
     if (send_env(w, &env, NULL, 0))
         return -1;
+    if (sy_trace_on()) {
+        w->trace_reported = sy_now();
+        sy_trace_span("step", t_cmd, w->trace_reported, "\"step\":%lld,\"rank\":%d,\"epoch\":%llu",
+                      (long long)c->step, w->rank, (unsigned long long)w->epoch);
+        sy_trace_flush();
+    }
     if (c->grads)
         return send_refcheck_grads(w);
     if (c->save_after) { /* an older coordinator: commit at once */
@@ -1184,13 +1213,15 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
 static void usage(void) {
     fprintf(stderr,
             "usage: switchyard-worker --coordinator tcp://HOST:PORT [--advertise ADDR] [--bind-data ADDR] [--port N]\n"
-            "                         [--threads N]\n"
+            "                         [--threads N] [--trace DIR]\n"
             "  Registers with the coordinator and trains. Peers reach its data socket at tcp://ADVERTISE:PORT:\n"
             "  --advertise defaults to the address this machine uses to reach the coordinator, and may be a host\n"
             "  name or an address behind NAT; --bind-data is the local address the socket binds (default: the\n"
             "  advertised address when --advertise is not given, all interfaces (0.0.0.0) when it is);\n"
             "  --port fixes PORT (0 = any free port). The gradient all-reduce thread (wire.overlap) binds PORT+1\n"
-            "  (any free port when PORT is 0) at the same address and is advertised the same way.\n%s",
+            "  (any free port when PORT is 0) at the same address and is advertised the same way.\n"
+            "  --trace DIR writes a timeline of every step (compute, waits, messages) to DIR/worker-PID.json in the\n"
+            "  Chrome trace-event format (ui.perfetto.dev; bench/trace_split.py splits its waits).\n%s",
             sy_sec_usage());
 }
 
@@ -1293,7 +1324,7 @@ static int send_register(worker *w) {
 }
 
 int main(int argc, char **argv) {
-    const char *coordinator = NULL, *advertise = NULL, *threads = NULL, *bind_data = NULL;
+    const char *coordinator = NULL, *advertise = NULL, *threads = NULL, *bind_data = NULL, *trace = NULL;
     int port = 0;
     sy_sec_opts sec = {0};
     for (int i = 1; i < argc; i++) {
@@ -1309,6 +1340,8 @@ int main(int argc, char **argv) {
             port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = argv[++i];
+        else if (!strcmp(argv[i], "--trace") && i + 1 < argc)
+            trace = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage();
             return 0;
@@ -1328,6 +1361,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "switchyard-worker: %s\n", sy_lasterr());
         return 2;
     }
+    if (trace && sy_trace_open(trace, "worker")) {
+        fprintf(stderr, "switchyard-worker: --trace %s\n", sy_lasterr());
+        return 2;
+    }
+    sy_trace_thread("compute");
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
@@ -1606,5 +1644,6 @@ out:;
     sy_zap_destroy(&w.zap);
     zmq_ctx_term(w.zctx);
     remove_local_dir(w.local_dir);
+    sy_trace_close();
     return code;
 }

@@ -18,6 +18,7 @@
 #include "sanitize.h"
 #include "msgsize.h"
 #include "log.h"
+#include "trace.h"
 #include "switchyard.pb-c.h"
 
 enum { OP_A2A = 1, OP_ALLREDUCE = 2, OP_BARRIER = 3, OP_A2A_CHUNK = 4 };
@@ -409,9 +410,10 @@ static void zc_released(void *data, void *hint) {
 /* Waits until ZeroMQ has released every zero-copy payload, so the caller may change or
  * free the buffers they came from. Bounded by the data timeout and the abort flag. */
 static int wait_zero_copy(sy_peer *p) {
-    double deadline = sy_now() + p->timeout_ms / 1000.0;
-    int left;
+    double t0 = sy_now(), deadline = t0 + p->timeout_ms / 1000.0;
+    int left, waited = 0;
     while ((left = __atomic_load_n(p->zc_refs, __ATOMIC_ACQUIRE) - 1) > 0) {
+        waited = 1;
         if (gave_up(p)) {
             sy_seterr("peer: aborted while sent buffers were still queued");
             return SY_PEER_ABORTED;
@@ -424,6 +426,8 @@ static int wait_zero_copy(sy_peer *p) {
         struct timespec ts = {0, 20000};
         nanosleep(&ts, NULL);
     }
+    if (waited)
+        sy_trace_span("wait: sent buffers", t0, sy_now(), NULL);
     return 0;
 }
 
@@ -455,6 +459,7 @@ static int send_msg_zc(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, 
     uint8_t hb[128];
     size_t hn = switchyard__data_header__pack(&h, hb);
     void *s = p->push[dst];
+    double t0 = sy_now();
     int rc = zmq_send(s, hb, hn, ZMQ_SNDMORE) < 0;
     if (!rc && zero_copy && bytes > 0) {
         zmq_msg_t m;
@@ -471,6 +476,10 @@ static int send_msg_zc(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, 
         return -1;
     }
     p->bytes_sent += bytes;
+    if (sy_trace_on())
+        sy_trace_span("send", t0, sy_now(),
+                      "\"step\":%" PRId64 ",\"op\":%d,\"tag\":%u,\"chunk\":%u,\"src\":%d,\"dst\":%d,\"bytes\":%zu",
+                      step, op, tag, chunk, p->rank, dst, bytes);
     return 0;
 }
 
@@ -502,7 +511,7 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
         *payload = m.payload;
         return 0;
     }
-    double deadline = sy_now() + p->timeout_ms / 1000.0;
+    double t_wait = sy_now(), deadline = t_wait + p->timeout_ms / 1000.0;
     for (;;) {
         if (gave_up(p)) {
             sy_seterr("peer: aborted while waiting for rank %d", src);
@@ -608,6 +617,10 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             }
             switchyard__data_header__free_unpacked(h, NULL);
             *payload = pl;
+            if (sy_trace_on())
+                sy_trace_span("recv", t_wait, sy_now(),
+                              "\"step\":%" PRId64 ",\"op\":%d,\"tag\":%u,\"chunk\":%u,\"src\":%d,\"dst\":%d", step,
+                              op, tag, chunk, src, p->rank);
             return 0;
         }
         if (p->n_pending >= MAX_PENDING) {

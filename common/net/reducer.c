@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "trace.h"
 #include "peer.h"
 
 #define MAX_PARTS 1024
@@ -42,6 +43,7 @@ struct sy_reducer {
 };
 
 static void *run(void *arg) {
+    sy_trace_thread("overlap");
     sy_reducer *r = arg;
     pthread_mutex_lock(&r->mu);
     for (;;) {

@@ -5,6 +5,7 @@
 
 #include "log.h"
 #include "optim.h"
+#include "trace.h"
 
 static int local_allreduce(void *ctx, int group, float *data, size_t n, uint32_t tag) {
     (void)ctx, (void)group, (void)data, (void)n, (void)tag;
@@ -175,6 +176,10 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
         return -1;
     }
     double t1 = sy_now();
+    if (sy_trace_on()) {
+        sy_trace_span("forward+backward", t0, t1, "\"step\":%lld", (long long)tag_step);
+        sy_trace_mark("backward done", t1, "\"step\":%lld", (long long)tag_step);
+    }
     sy_model_timers(st->model, &mt, 0);
     /* the put-off weight gradients computed inside the exchange's waits are compute */
     out->t.alltoall = a2a_now(c) - a0 - (mt.idle - idle0);
@@ -189,8 +194,10 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
             c->part_cancel(c->ctx);
             return rc;
         }
+        double tw = sy_now();
         if ((rc = c->part_wait(c->ctx)))
             return rc;
+        sy_trace_span("wait: gradient all-reduce", tw, sy_now(), "\"step\":%lld", (long long)tag_step);
     } else {
         if (c->allreduce(c->ctx, 0, g, lay->dense_total, tag))
             return -1;
@@ -265,6 +272,7 @@ void sy_step_commit(sy_stepper *st, int64_t step, sy_step_result *res) {
     sy_adamw_step(lay, sy_model_params(st->model), sy_model_grads(st->model), st->mom, st->vel, step + 1, res->lr,
                   &st->cfg->train, res->clip_scale);
     res->t.optimizer = sy_now() - t3;
+    sy_trace_span("optimizer", t3, t3 + res->t.optimizer, "\"step\":%lld", (long long)step);
 }
 
 int sy_step_run(sy_stepper *st, const sy_tokens *train, int64_t step, sy_step_result *out) {

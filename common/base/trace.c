@@ -1,0 +1,130 @@
+#include "trace.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "log.h"
+
+static pthread_mutex_t tr_mu = PTHREAD_MUTEX_INITIALIZER;
+static FILE *tr_file;
+static volatile int tr_on;
+static double tr_wall0; /* microseconds on the wall clock at sy_now() == tr_mono0 */
+static double tr_mono0;
+static int tr_pid;
+
+int sy_trace_on(void) { return tr_on; }
+
+int sy_trace_open(const char *dir, const char *who) {
+    if (sy_mkdirs(dir)) {
+        sy_err_prefix("trace");
+        return -1;
+    }
+    char path[4096];
+    tr_pid = (int)getpid();
+    snprintf(path, sizeof path, "%s/%s-%d.json", dir, who, tr_pid);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        sy_seterr("trace: cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    setvbuf(f, NULL, _IOFBF, 1 << 20);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    pthread_mutex_lock(&tr_mu);
+    tr_mono0 = sy_now();
+    tr_wall0 = (double)ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+    tr_file = f;
+    fprintf(f, "[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":\"%s %d\"}}", tr_pid,
+            who, tr_pid);
+    tr_on = 1;
+    pthread_mutex_unlock(&tr_mu);
+    return 0;
+}
+
+void sy_trace_close(void) {
+    pthread_mutex_lock(&tr_mu);
+    if (tr_file) {
+        fputs("\n]\n", tr_file);
+        fclose(tr_file);
+    }
+    tr_file = NULL;
+    tr_on = 0;
+    pthread_mutex_unlock(&tr_mu);
+}
+
+static long tid(void) { return (long)syscall(SYS_gettid); }
+
+/* one event; args formatted by the caller into a */
+static void emit(const char *name, const char *ph, double t0, double t1, const char *a) {
+    char ev[768];
+    int n = snprintf(ev, sizeof ev, ",\n{\"name\":\"%s\",\"ph\":\"%s\",\"pid\":%d,\"tid\":%ld,\"ts\":%.3f", name, ph,
+                     tr_pid, tid(), tr_wall0 + (t0 - tr_mono0) * 1e6);
+    if (n > 0 && (size_t)n < sizeof ev && *ph == 'X')
+        n += snprintf(ev + n, sizeof ev - (size_t)n, ",\"dur\":%.3f", (t1 - t0) * 1e6);
+    else if (n > 0 && (size_t)n < sizeof ev)
+        n += snprintf(ev + n, sizeof ev - (size_t)n, ",\"s\":\"t\"");
+    if (n > 0 && (size_t)n < sizeof ev)
+        n += snprintf(ev + n, sizeof ev - (size_t)n, ",\"args\":{%s}}", a ? a : "");
+    if (n <= 0 || (size_t)n >= sizeof ev)
+        return; /* cannot happen with the names and args the callers give */
+    pthread_mutex_lock(&tr_mu);
+    if (tr_file)
+        fwrite(ev, 1, (size_t)n, tr_file);
+    pthread_mutex_unlock(&tr_mu);
+}
+
+void sy_trace_thread(const char *name) {
+    if (!tr_on)
+        return;
+    char ev[256];
+    int n = snprintf(ev, sizeof ev, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%ld,\"args\":{\"name\":\"%s\"}}",
+                     tr_pid, tid(), name);
+    if (n <= 0 || (size_t)n >= sizeof ev)
+        return;
+    pthread_mutex_lock(&tr_mu);
+    if (tr_file)
+        fwrite(ev, 1, (size_t)n, tr_file);
+    pthread_mutex_unlock(&tr_mu);
+}
+
+void sy_trace_span(const char *name, double t0, double t1, const char *args, ...) {
+    if (!tr_on)
+        return;
+    char a[512] = "";
+    if (args) {
+        va_list ap;
+        va_start(ap, args);
+        vsnprintf(a, sizeof a, args, ap);
+        va_end(ap);
+    }
+    emit(name, "X", t0, t1, a);
+}
+
+void sy_trace_mark(const char *name, double t, const char *args, ...) {
+    if (!tr_on)
+        return;
+    char a[512] = "";
+    if (args) {
+        va_list ap;
+        va_start(ap, args);
+        vsnprintf(a, sizeof a, args, ap);
+        va_end(ap);
+    }
+    emit(name, "i", t, t, a);
+}
+
+void sy_trace_flush(void) {
+    if (!tr_on)
+        return;
+    pthread_mutex_lock(&tr_mu);
+    if (tr_file)
+        fflush(tr_file);
+    pthread_mutex_unlock(&tr_mu);
+}

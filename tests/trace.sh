@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The step timeline (switchyard-worker --trace DIR) and its analyzer (bench/trace_split.py).
+# A: two workers trace a run: each writes one closed JSON array with a "step" span per step
+#    (its rank and epoch), and every message one received has the matching send in the
+#    other's file (same step, op, tag, chunk, ranks), sent before the receive ended; the
+#    analyzer's critical path is as long as the step and its parts add up.
+# B: one worker 20 ms slower every step (SWITCHYARD_FAULT=slow-compute:20, compute on its
+#    own core): the analyzer names the other's wait for it as waiting for another rank, not
+#    as communication, and the critical path runs through the slow rank's compute.
+# C: a --trace directory that cannot be made stops the worker with a message naming it.
+# args: BIN_DIR REFCASES_DIR SOURCE_DIR
+set -euo pipefail
+bin=$1 src=$3
+. "$src/tests/lib/drill.sh"
+sy_prepare
+py=/usr/bin/python3
+drill_job "$tmp/job.yaml" 24 "wire: {overlap: true}"
+sed -i 's/d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64/d_model: 64, n_layers: 2, n_heads: 2, d_ff: 256/; s/batch_size: 6, seq_len: 16/batch_size: 8, seq_len: 64/; s/seq_len: 16}/seq_len: 64}/' "$tmp/job.yaml"
+
+# A
+coord a "$tmp/job.yaml" 2
+worker a.w1 --trace "$tmp/trace_a"
+worker a.w2 --trace "$tmp/trace_a"
+wait_exit "$cpid" 120 || true
+check "A: the traced run completes (rc $rc)" '[ "$rc" -eq 0 ]'
+sleep 1 # the workers close their files as they exit
+check "A: two trace files" '[ "$(ls "$tmp"/trace_a/worker-*.json | wc -l)" -eq 2 ]'
+out=$("$py" - "$tmp/trace_a" <<'PY' 2>&1
+import glob, json, sys
+files = sorted(glob.glob(sys.argv[1] + "/worker-*.json"))
+ev = {f: json.load(open(f)) for f in files}  # closed arrays: plain JSON
+ranks = set()
+sends = {}
+for f, es in ev.items():
+    steps = sorted(e["args"]["step"] for e in es if e.get("name") == "step")
+    assert steps == list(range(24)), "%s: step spans %s" % (f, steps)
+    ranks |= {e["args"]["rank"] for e in es if e.get("name") == "step"}
+    for e in es:
+        assert e["ph"] in "XiM", e
+        if e["ph"] == "X":
+            assert e["dur"] >= 0, e
+        if e.get("name") == "send":
+            a = e["args"]
+            sends[(a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])] = e["ts"]
+assert ranks == {0, 1}, ranks
+n = 0
+for f, es in ev.items():
+    for e in es:
+        if e.get("name") != "recv":
+            continue
+        a = e["args"]
+        k = (a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])
+        assert k in sends, "%s: receive without its send: %s" % (f, k)
+        assert sends[k] <= e["ts"] + e["dur"], "%s: received before it was sent: %s" % (f, k)
+        n += 1
+assert n > 0, "no waits traced"
+print("ok %d receives matched" % n)
+PY
+) || true
+echo "$out"
+check "A: valid, closed, every step and every receive with its send" '[[ "$out" == ok* ]]'
+"$py" "$src/bench/trace_split.py" "$tmp/trace_a" --json > "$tmp/split_a.json" 2> "$tmp/split_a.err" || true
+check "A: the analyzer's parts fit in the step" '"$py" - "$tmp/split_a.json" <<'"'"'PY'"'"'
+import json, sys
+o = json.load(open(sys.argv[1]))["all steps"]
+print(o)
+assert o["steps"] >= 18
+assert 0 <= o["exposed_ms"] <= o["period_ms"]
+assert 0 <= o["rank_communication_ms"] and 0 <= o["rank_waiting_for_others_ms"]
+assert o["rank_communication_ms"] + o["rank_waiting_for_others_ms"] <= o["period_ms"]
+assert abs(sum(o["exposed_by_kind_ms"].values()) - o["exposed_ms"]) <= 0.5 * o["exposed_ms"] + 1
+PY'
+
+# B: a rank 20 ms slower each step is waited for, and that is not communication
+coord b "$tmp/job.yaml" 2
+SWITCHYARD_FAULT=slow-compute:20 worker b.w1 --trace "$tmp/trace_b"
+worker b.w2 --trace "$tmp/trace_b"
+wait_exit "$cpid" 120 || true
+check "B: the run with a slow worker completes (rc $rc)" '[ "$rc" -eq 0 ]'
+sleep 1
+"$py" "$src/bench/trace_split.py" "$tmp/trace_b" --json > "$tmp/split_b.json" 2> "$tmp/split_b.err" || true
+check "B: the 20 ms wait for the slow rank is waiting for another rank, not communication" '"$py" - "$tmp/split_b.json" "$tmp/split_a.json" <<'"'"'PY'"'"'
+import json, sys
+o = json.load(open(sys.argv[1]))["all steps"]
+a = json.load(open(sys.argv[2]))["all steps"]
+print(o)
+# the fast rank waits about 20 ms a step: about 10 ms as the mean of the two ranks
+assert 5 <= o["rank_waiting_for_others_ms"] <= 15, o
+# had the wait been taken for communication, these would have grown by 10 and 20 ms
+assert o["rank_communication_ms"] < a["rank_communication_ms"] + 5, (o, a)
+# the step grew by the 20 ms, all of it compute on the critical path
+assert o["period_ms"] >= a["period_ms"] + 15, (o, a)
+assert o["exposed_ms"] < a["exposed_ms"] + 10, (o, a)
+PY'
+
+# C
+set +e
+"$bin/switchyard-worker" --coordinator "tcp://127.0.0.1:1" --insecure --trace /proc/no/such > "$tmp/c.out" 2>&1
+crc=$?
+set -e
+check "C: an unusable --trace directory: exit 2 naming it (rc $crc)" '[ "$crc" -eq 2 ] && grep -q "/proc/no" "$tmp/c.out"'
+drill_end
