@@ -8,6 +8,8 @@
 #    own core): the analyzer names the other's wait for it as waiting for another rank, not
 #    as communication, and the critical path runs through the slow rank's compute.
 # C: a --trace directory that cannot be made stops the worker with a message naming it.
+# D: a trace whose disk fills up (a 128 KB tmpfs; skipped where mount is not permitted)
+#    stops tracing with a warning naming the file, and the run goes on to its end.
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
 set -euo pipefail
 bin=$1 src=$3
@@ -99,4 +101,19 @@ set +e
 crc=$?
 set -e
 check "C: an unusable --trace directory: exit 2 naming it (rc $crc)" '[ "$crc" -eq 2 ] && grep -q "/proc/no" "$tmp/c.out"'
+
+# D
+mkdir "$tmp/full"
+if mount -t tmpfs -o size=128k tmpfs "$tmp/full" 2> "$tmp/mount.err"; then
+  sy_at_exit 'umount "$tmp/full" 2>/dev/null'
+  coord d "$tmp/job.yaml" 2
+  worker d.w1 --trace "$tmp/full"
+  worker d.w2 --trace "$tmp/full"
+  wait_exit "$cpid" 120 || true
+  check "D: the run whose trace filled its disk completes (rc $rc)" '[ "$rc" -eq 0 ] && grep -q "trained to step 24" "$tmp/d.log"'
+  check "D: the workers say tracing stopped, naming the file" \
+    'grep -qE "trace: .*/full/worker-[0-9]+\.json: .*tracing stopped" "$tmp/d.w1" "$tmp/d.w2"'
+else
+  skip "D: cannot mount a tmpfs here ($(cat "$tmp/mount.err"))"
+fi
 drill_end

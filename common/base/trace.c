@@ -18,6 +18,24 @@ static volatile int tr_on;
 static double tr_wall0; /* microseconds on the wall clock at sy_now() == tr_mono0 */
 static double tr_mono0;
 static int tr_pid;
+static size_t tr_bytes;
+static char tr_path[4096];
+/* a timeline is for looking at steps, not for keeping every one of a long run: past this
+ * the file is closed and tracing stops, so a forgotten --trace cannot fill the disk */
+#define TRACE_MAX_BYTES ((size_t)256 << 20)
+
+/* under tr_mu: closes the array and the file; why (if not NULL) goes to the log */
+static void stop_locked(const char *why) {
+    if (tr_file) {
+        fputs("\n]\n", tr_file);
+        if (fclose(tr_file) && !why)
+            why = "cannot write it";
+    }
+    tr_file = NULL;
+    tr_on = 0;
+    if (why)
+        sy_warn("trace: %s: %s; tracing stopped", tr_path, why);
+}
 
 int sy_trace_on(void) { return tr_on; }
 
@@ -27,8 +45,7 @@ int sy_trace_open(const char *dir, const char *who) {
         return -1;
     }
     char path[4096];
-    tr_pid = (int)getpid();
-    snprintf(path, sizeof path, "%s/%s-%d.json", dir, who, tr_pid);
+    snprintf(path, sizeof path, "%s/%s-%d.json", dir, who, (int)getpid());
     FILE *f = fopen(path, "w");
     if (!f) {
         sy_seterr("trace: cannot write %s: %s", path, strerror(errno));
@@ -38,6 +55,9 @@ int sy_trace_open(const char *dir, const char *who) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     pthread_mutex_lock(&tr_mu);
+    tr_pid = (int)getpid();
+    snprintf(tr_path, sizeof tr_path, "%s", path);
+    tr_bytes = 0;
     tr_mono0 = sy_now();
     tr_wall0 = (double)ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
     tr_file = f;
@@ -50,13 +70,20 @@ int sy_trace_open(const char *dir, const char *who) {
 
 void sy_trace_close(void) {
     pthread_mutex_lock(&tr_mu);
-    if (tr_file) {
-        fputs("\n]\n", tr_file);
-        fclose(tr_file);
-    }
-    tr_file = NULL;
-    tr_on = 0;
+    stop_locked(NULL);
     pthread_mutex_unlock(&tr_mu);
+}
+
+/* under tr_mu */
+static void write_locked(const char *ev, size_t n) {
+    if (!tr_file)
+        return;
+    if (tr_bytes + n > TRACE_MAX_BYTES) {
+        stop_locked("reached 256 MB");
+        return;
+    }
+    fwrite(ev, 1, n, tr_file);
+    tr_bytes += n;
 }
 
 static long tid(void) { return (long)syscall(SYS_gettid); }
@@ -75,8 +102,7 @@ static void emit(const char *name, const char *ph, double t0, double t1, const c
     if (n <= 0 || (size_t)n >= sizeof ev)
         return; /* cannot happen with the names and args the callers give */
     pthread_mutex_lock(&tr_mu);
-    if (tr_file)
-        fwrite(ev, 1, (size_t)n, tr_file);
+    write_locked(ev, (size_t)n);
     pthread_mutex_unlock(&tr_mu);
 }
 
@@ -89,8 +115,7 @@ void sy_trace_thread(const char *name) {
     if (n <= 0 || (size_t)n >= sizeof ev)
         return;
     pthread_mutex_lock(&tr_mu);
-    if (tr_file)
-        fwrite(ev, 1, (size_t)n, tr_file);
+    write_locked(ev, (size_t)n);
     pthread_mutex_unlock(&tr_mu);
 }
 
@@ -124,7 +149,7 @@ void sy_trace_flush(void) {
     if (!tr_on)
         return;
     pthread_mutex_lock(&tr_mu);
-    if (tr_file)
-        fflush(tr_file);
+    if (tr_file && (fflush(tr_file) || ferror(tr_file)))
+        stop_locked(strerror(errno)); /* a full disk stops the timeline, never the training */
     pthread_mutex_unlock(&tr_mu);
 }

@@ -8,7 +8,9 @@
  * one machine share one time axis (across machines only as far as their clocks agree).
  * The file is a JSON array written as it goes and flushed at every step (sy_trace_flush):
  * a process that dies leaves all but its last step, and an array without its closing
- * bracket, which the trace viewers accept. */
+ * bracket, which the trace viewers accept. A file that reaches 256 MB (some 15,000 steps
+ * of the bench model) or cannot be written is closed and tracing stops, with a warning:
+ * the run goes on. */
 #ifndef SY_TRACE_H
 #define SY_TRACE_H
 
