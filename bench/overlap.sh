@@ -117,7 +117,8 @@ def line(m):
             f"({pct('exposed_ms')}), communication {m['comm_ms']:.0f} ({pct('comm_ms')}) = on the critical path "
             f"{m['critical_ms']:.0f} ({pct('critical_ms')}) + waiting for the busiest rank {m['imbalance_ms']:.0f} "
             f"({pct('imbalance_ms')})" +
-            (f"; critical path (trace): exposed communication {m['path_comm_ms']:.1f} ms ({m['path_comm_pct']:.1f}%)"
+            (f"; trace: exposed communication (critical path) {m['path_comm_ms']:.1f} ms ({m['path_comm_pct']:.1f}%), "
+             f"a rank waiting for another {m['rank_wait_ms']:.1f} ms ({m['rank_wait_pct']:.1f}%)"
              if "path_comm_ms" in m else ""))
 for r in range(1, rounds + 1):
     rows = [json.loads(l) for l in open(f"{tmp}/run{r}/run_log.jsonl") if l.strip()]
@@ -139,12 +140,13 @@ for r in range(1, rounds + 1):
         h = split and split["even steps" if mode == "on" else "odd steps"]
         if h:
             med["path_comm_ms"], med["path_comm_pct"] = h["exposed_ms"], h["exposed_pct"]
+            med["rank_wait_ms"], med["rank_wait_pct"] = h["rank_waiting_for_others_ms"], h["rank_waiting_for_others_pct"]
         agg[mode].append(med)
         print(f"{net}, run {r}, {what} {mode:3} ({len(half)} steps): {line(med)}")
 for mode in ("off", "on"):
     m = {k: st.median(x[k] for x in agg[mode]) for k in keys}
     if all("path_comm_ms" in x for x in agg[mode]):
-        for k in ("path_comm_ms", "path_comm_pct"):
+        for k in ("path_comm_ms", "path_comm_pct", "rank_wait_ms", "rank_wait_pct"):
             m[k] = st.median(x[k] for x in agg[mode])
     print(f"{net}, median of {rounds} runs, {what} {mode:3}: {line(m)}")
 PY
