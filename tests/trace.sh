@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The step timeline (switchyard-worker --trace DIR) and its analyzer (bench/trace_split.py).
 # A: two workers trace a run: each writes one closed JSON array with a "step" span per step
-#    (its rank and epoch), and every message one received has the matching send in the
+#    (its rank and epoch) and the step's parts (layers, experts, optimizer, waits), and every message one received has the matching send in the
 #    other's file (same step, op, tag, chunk, ranks), sent before the receive ended; the
 #    analyzer's critical path is as long as the step and its parts add up.
 # B: one worker 20 ms slower every step (SWITCHYARD_FAULT=slow-compute:20, compute on its
@@ -37,6 +37,11 @@ for f, es in ev.items():
     steps = sorted(e["args"]["step"] for e in es if e.get("name") == "step")
     assert steps == list(range(24)), "%s: step spans %s" % (f, steps)
     ranks |= {e["args"]["rank"] for e in es if e.get("name") == "step"}
+    names = [e.get("name") for e in es]
+    for part in ("layer 0 attention", "layer 1 switch", "layer 1 switch backward", "layer 0 feed-forward backward",
+                 "forward+backward", "optimizer", "wait: coordinator"):
+        assert names.count(part) >= 23, "%s: %d spans '%s'" % (f, names.count(part), part)
+    assert "expert" in names and "expert weight gradient" in names, f
     for e in es:
         assert e["ph"] in "XiM", e
         if e["ph"] == "X":

@@ -9,8 +9,21 @@
 #include "ffn.h"
 #include "kernels.h"
 #include "log.h"
+#include "trace.h"
 #include "rng.h"
 #include "router.h"
+
+/* A part of the pass in the step's timeline (--trace): "layer 1 attention", from t0. */
+static void trace_part(const char *what, int l, double t0) {
+    if (!sy_trace_on())
+        return;
+    char name[64];
+    if (l >= 0)
+        snprintf(name, sizeof name, "layer %d %s", l, what);
+    else
+        snprintf(name, sizeof name, "%s", what);
+    sy_trace_span(name, t0, sy_now(), NULL);
+}
 
 /* ---------------------------------------------------------------- layout */
 
@@ -810,6 +823,7 @@ int sy_model_forward(sy_model *m, const sy_pass *ps, const int32_t *tokens, sy_l
         layer_acts *a = &m->la[l];
         const sy_layer_w *lw = &m->w.layers[l];
         float *x = a->resid_in, *next = l + 1 < L ? m->la[l + 1].resid_in : m->final_resid;
+        double t_part = sy_now();
         sy_rmsnorm_forward(a->ln1, a->rstd1, x, lw->norm1, (int)N, C);
         sy_matmul_forward(a->qkv, a->ln1, lw->wqkv, (int)N, C, 3 * C, 0.0f);
         sy_attention_forward(a->atto, a->att, a->qkv, B, T, C, H);
@@ -820,6 +834,8 @@ int sy_model_forward(sy_model *m, const sy_pass *ps, const int32_t *tokens, sy_l
         }
         for (size_t i = 0; i < N * C; i++)
             a->mid[i] = x[i] + tmp[i];
+        trace_part("attention", l, t_part);
+        t_part = sy_now();
         sy_rmsnorm_forward(a->ln2, a->rstd2, a->mid, lw->norm2, (int)N, C);
         if (sy_is_switch_layer(c, l)) {
             double la_, lz;
@@ -836,6 +852,7 @@ int sy_model_forward(sy_model *m, const sy_pass *ps, const int32_t *tokens, sy_l
         }
         for (size_t i = 0; i < N * C; i++)
             next[i] = a->mid[i] + tmp[i];
+        trace_part(sy_is_switch_layer(c, l) ? "switch" : "feed-forward", l, t_part);
     }
     sy_rmsnorm_forward(m->lnf, m->rstdf, m->final_resid, m->w.normf, (int)N, C);
     sy_matmul_forward(m->logits, m->lnf, m->w.lm_head, (int)N, C, V, 0.0f);
@@ -1079,6 +1096,7 @@ static int backward_body(sy_model *m, float hard_scale, const float *dlogits_ext
         /* an exchange is still ahead of this layer's attention half if a switch layer is
          * below it, and of its feed-forward half also if it is one (its waits are filled) */
         int defer = ps->defer && low_switch < l, slot;
+        double t_part = sy_now();
         /* next = mid + drop2 * branch(ln2(mid)) */
         float *dbr, *dwide;
         if (!(ps->defer && low_switch <= l) && dq_drain(m))
@@ -1104,6 +1122,8 @@ static int backward_body(sy_model *m, float hard_scale, const float *dlogits_ext
         sy_rmsnorm_backward(m->dres, gw->norm2, m->dln, a->mid, lw->norm2, a->rstd2, N, C);
         if (dq_final(m, 2 * l + 1, slot))
             return -1;
+        trace_part(sy_is_switch_layer(c, l) ? "switch backward" : "feed-forward backward", l, t_part);
+        t_part = sy_now();
         /* mid = x + drop1 * (atto @ wo) */
         float *dqkv;
         if ((!defer && dq_drain(m)) || stage_buffers(m, defer, m->dqkv, &slot, &dbr, &dqkv))
@@ -1124,6 +1144,7 @@ static int backward_body(sy_model *m, float hard_scale, const float *dlogits_ext
         sy_rmsnorm_backward(m->dres, gw->norm1, m->dln, a->resid_in, lw->norm1, a->rstd1, N, C);
         if (dq_final(m, 2 * l, slot))
             return -1;
+        trace_part("attention backward", l, t_part);
     }
     if (dq_drain(m))
         return -1;

@@ -5,6 +5,7 @@
 
 #include "bf16.h"
 #include "log.h"
+#include "trace.h"
 
 enum { PH_FWD_DISPATCH = 0, PH_FWD_COMBINE = 1, PH_BWD_DISPATCH = 2, PH_BWD_COMBINE = 3 };
 /* the chunk of the forward dispatch that carries a rank's counts (stand-ins); expert
@@ -556,8 +557,11 @@ static int forward_pipelined(sy_exchange *x, const sy_pass *ps, int layer, const
             r += n;
         }
         in_counts[e] = (int)(r - r_e);
+        double t_e = sy_now();
         if (sy_experts_forward_one(x->experts, ps, layer, e, r_e, in_counts[e], in, itok, x->out_rows))
             return -1;
+        if (sy_trace_on())
+            sy_trace_span("expert", t_e, sy_now(), "\"layer\":%d,\"expert\":%d,\"rows\":%d", layer, e, in_counts[e]);
         for (int s = 0, before = 0; s < x->P; before += sc[(size_t)s * E + e], s++)
             if (send_back(x, layer, PH_FWD_COMBINE, e, s, r_e + (size_t)before, (size_t)sc[(size_t)s * E + e], counts,
                           y))
@@ -617,8 +621,11 @@ static int backward_pipelined(sy_exchange *x, const sy_pass *ps, int layer, cons
             r += n;
         }
         /* the input gradients go back at once; the weight gradients wait (below) */
+        double t_e = sy_now();
         if (sy_experts_backward_input_one(x->experts, ps, layer, e, x->dy_rows, x->out_rows))
             return -1;
+        if (sy_trace_on())
+            sy_trace_span("expert input gradient", t_e, sy_now(), "\"layer\":%d,\"expert\":%d", layer, e);
         for (int s = 0, before = 0; s < x->P; before += sc[(size_t)s * E + e], s++)
             if (send_back(x, layer, PH_BWD_COMBINE, e, s, r_e + (size_t)before, (size_t)sc[(size_t)s * E + e], counts,
                           dx))
@@ -633,8 +640,11 @@ static int backward_pipelined(sy_exchange *x, const sy_pass *ps, int layer, cons
             continue;
         if (owner_of(x, e) != x->p)
             sy_experts_zero_grads_one(x->experts, layer, e);
+        double t_e = sy_now();
         if (sy_experts_backward_weights_one(x->experts, layer, e, x->dy_rows))
             return -1;
+        if (sy_trace_on())
+            sy_trace_span("expert weight gradient", t_e, sy_now(), "\"layer\":%d,\"expert\":%d", layer, e);
     }
     return gather_back(x, layer, PH_BWD_COMBINE, counts, dx);
 }
