@@ -22,8 +22,11 @@ Two views, per step:
     no compute hid; the rest of the path is some rank's compute (the slowest one's, where
     the ranks differ: that difference is the imbalance, not communication);
   - per rank: its own waits, split at "ready" into communicating and waiting for other ranks.
-A step's period on a rank runs from its "step" span to its next one. Per step, the means
-over the ranks; printed: medians over steps (the first --skip left out). With --ab the even
+A step's period on a rank runs from its "step" span to the next one (of the same epoch,
+the next step); periods with a checkpoint save are left out, and so is a step any rank
+of its epoch has no whole period for. Per step, the means over the ranks; printed:
+medians over steps (the first --skip left out). Files cut short (a full disk, a killed
+worker) are read up to their last whole event. With --ab the even
 and odd steps are reported apart (the A/B benches: SWITCHYARD_OVERLAP_AB and the like).
 The files of one machine share a clock; across machines the split is only as good as
 their clocks agree, so use it on one machine or with synchronised clocks.
@@ -38,12 +41,24 @@ import os
 import statistics
 import sys
 
+EPS = 1.0  # us: two times this close are the same moment (the files round to 0.016 us)
+
 
 def load(path):
-    text = open(path).read().rstrip()
-    if not text.endswith("]"):  # a process that died: the array is not closed
-        text = text.rstrip(",") + "]"
-    return json.loads(text)
+    """The events of one file, up to its last whole one: the writer puts one per line."""
+    events = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.strip().lstrip("[").rstrip(",").rstrip("]").strip()
+            if not line:
+                continue
+            try:
+                e = json.loads(line)
+            except ValueError:
+                break  # cut short: nothing after it was written whole
+            if isinstance(e, dict) and "name" in e and "ph" in e:
+                events.append(e)
+    return events
 
 
 def clamp(x, lo, hi):
@@ -60,124 +75,139 @@ def main(argv):
         sys.stderr.write(__doc__)
         return 2
     files = sorted(glob.glob(os.path.join(args[0], "worker-*.json")))
-    if len(files) < 2:
-        sys.stderr.write("trace_split: need the traces of at least 2 workers in %s, found %d\n" % (args[0], len(files)))
-        return 2
+    sent = {}  # (epoch, step, op, tag, chunk, src, dst) -> when the sender began to hand it over (us)
+    bwd_done = collections.defaultdict(dict)  # (epoch, step) -> rank -> time
+    reported = collections.defaultdict(dict)  # (epoch, step) -> rank -> time
+    ranks = collections.defaultdict(set)  # epoch -> ranks that have step spans
     procs = []
-    sent = {}  # (step, op, tag, chunk, src, dst) -> when the sender began to hand it over (us)
-    bwd_done = collections.defaultdict(dict)  # step -> rank -> time
-    reported = collections.defaultdict(dict)  # step -> rank -> time
-    epochs = set()
     for f in files:
         ev = load(f)
-        steps = [e for e in ev if e.get("name") == "step" and e.get("ph") == "X"]
+        steps = sorted((e for e in ev if e["name"] == "step" and e["ph"] == "X" and "args" in e), key=lambda e: e["ts"])
         if not steps:
             continue
-        main_tid = steps[0]["tid"]
-        rank_of = {}  # step -> rank (a rank may change with the epoch)
-        for e in steps:
-            a = e["args"]
-            rank_of[a["step"]] = a["rank"]
-            epochs.add(a["epoch"])
-            reported[a["step"]][a["rank"]] = e["ts"] + e["dur"]
-        for e in ev:
-            n = e.get("name")
-            if n == "send":
-                a = e["args"]
-                sent[(a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])] = e["ts"]
-            elif n == "backward done" and e["args"]["step"] in rank_of:
-                bwd_done[e["args"]["step"]][rank_of[e["args"]["step"]]] = e["ts"]
-        procs.append((f, ev, main_tid, rank_of, steps))
-    if len(epochs) > 1:
-        sys.stderr.write("trace_split: the traces span %d epochs (the mesh changed); steps are matched by number\n"
-                         % len(epochs))
+        tid = steps[0]["tid"]
+        # periods: a step span to the next one of the same epoch and the next step
+        periods = []
+        for x, y in zip(steps, steps[1:]):
+            ax, ay = x["args"], y["args"]
+            ranks[ax["epoch"]].add(ax["rank"])
+            reported[(ax["epoch"], ax["step"])][ax["rank"]] = x["ts"] + x["dur"]
+            if ay["epoch"] == ax["epoch"] and ay["step"] == ax["step"] + 1:
+                periods.append((x["ts"], y["ts"], ax["epoch"], ax["step"], ax["rank"]))
+        last = steps[-1]["args"]
+        ranks[last["epoch"]].add(last["rank"])
+        reported[(last["epoch"], last["step"])][last["rank"]] = steps[-1]["ts"] + steps[-1]["dur"]
+        starts = [p[0] for p in periods]
 
-    # per (step, rank): period, communication, waiting for others, by kind
-    rows = collections.defaultdict(dict)
+        def period_of(t):
+            i = bisect.bisect_right(starts, t) - 1
+            return periods[i] if i >= 0 and t < periods[i][1] else None
+
+        spans = []
+        for e in ev:
+            n = e["name"]
+            if n == "send" and "args" in e:
+                a = e["args"]
+                sent[(a.get("epoch"), a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])] = e["ts"]
+            elif n == "backward done":
+                p = period_of(e["ts"])
+                if p:
+                    bwd_done[(p[2], p[3])][p[4]] = e["ts"]
+            if e["ph"] == "X" and e["tid"] == tid:
+                spans.append(e)
+        spans.sort(key=lambda e: e["ts"])
+        procs.append((periods, spans))
+
     kinds = ("expert exchange", "all-reduce (main thread)", "gradient all-reduce tail", "coordinator", "sends", "other")
     opkind = {1: "other", 2: "all-reduce (main thread)", 3: "other", 4: "expert exchange"}
-    waits = {}       # rank -> [(end, start, ready, ready_rank, kind, filled)] of its compute thread, by end
-    step_start = {}  # (rank, step) -> start
-    for f, ev, tid, rank_of, steps in procs:
-        starts = sorted((e["ts"], e["args"]["step"]) for e in steps)
-        spans = sorted((e for e in ev if e.get("ph") == "X" and e["tid"] == tid), key=lambda e: e["ts"])
-        fills = [(e["ts"], e["ts"] + e["dur"]) for e in spans if e["name"] == "fill"]
-        for t0, s in starts:
-            step_start[(rank_of[s], s)] = t0
-        for (t0, s), (t1, _) in zip(starts, starts[1:]):
-            r = rank_of[s]
+    rows = collections.defaultdict(dict)  # (epoch, step) -> rank -> [period, comm by kind, waiting, path]
+    waits = collections.defaultdict(list)  # (epoch, rank) -> [(end, start, ready, ready_rank, kind, filled)]
+    step_start = {}  # (epoch, rank, step) -> start of its period
+    for periods, spans in procs:
+        starts = [e["ts"] for e in spans]
+        for t0, t1, epoch, s, r in periods:
+            step_start[(epoch, r, s)] = t0
+            step_start.setdefault((epoch, r, s + 1), t1)
+            lo, hi = bisect.bisect_left(starts, t0), bisect.bisect_left(starts, t1)
+            inside = spans[lo:hi]
+            if any(e["name"] == "checkpoint" for e in inside):
+                continue
+            fills = [(e["ts"], e["ts"] + e["dur"]) for e in inside if e["name"] == "fill"]
             comm = collections.Counter()
             peer = 0.0
-            for e in spans:
+            for e in inside:
                 a, b = e["ts"], e["ts"] + e["dur"]
-                if a < t0 or a >= t1:
-                    continue
                 n, g = e["name"], e.get("args", {})
                 q = None
                 if n in ("send", "wait: sent buffers"):
                     ready, kind = a, "sends"
                 elif n == "recv":
                     q = g["src"]
-                    ready = sent.get((g["step"], g["op"], g["tag"], g["chunk"], g["src"], g["dst"]), a)
+                    ready = sent.get((g.get("epoch"), g["step"], g["op"], g["tag"], g["chunk"], g["src"], g["dst"]), a)
                     kind = opkind.get(g["op"], "other")
                 elif n in ("wait: gradient all-reduce", "wait: coordinator"):
-                    other = (bwd_done if n[6] == "g" else reported).get(g["step"], {})
-                    q, ready = max([(v, k) for k, v in other.items() if k != r] or [(a, None)])[::-1]
-                    kind = "gradient all-reduce tail" if n[6] == "g" else "coordinator"
+                    other = (bwd_done if n == "wait: gradient all-reduce" else reported).get((epoch, s), {})
+                    ready, q = max([(v, k) for k, v in other.items() if k != r] or [(a, None)])
+                    kind = "gradient all-reduce tail" if n == "wait: gradient all-reduce" else "coordinator"
                 else:
                     continue
                 filled = [(max(a, x), min(b, y)) for x, y in fills if min(b, y) > max(a, x)]
-                waits.setdefault(r, []).append((b, a, ready, q, kind, filled))
+                waits[(epoch, r)].append((b, a, ready, q, kind, filled))
                 fsum = sum(y - x for x, y in filled)
                 p = clamp(ready - a, 0.0, b - a)
                 # work done inside the wait is compute: taken off the waiting for the peer first
                 fp = min(fsum, p)
                 peer += p - fp
                 comm[kind] += max(0.0, (b - a - p) - (fsum - fp))
-            rows[s][r] = [t1 - t0, comm, peer, None]
-    for r in waits:
-        waits[r].sort()
-    ends = {r: [w[0] for w in waits[r]] for r in waits}
+            rows[(epoch, s)][r] = [t1 - t0, comm, peer, None]
+    for k in waits:
+        waits[k].sort(key=lambda w: (w[0], w[1]))
+    ends = {k: [w[0] for w in v] for k, v in waits.items()}
 
-    def critical(s, r):
+    def critical(epoch, s, r):
         """Walks step s back from rank r's next command to the step's start: at each wait,
-        to the rank and moment that ended it. Returns the path's length, and its time in
+        to the rank and moment that ended it. Returns the path's length and its time in
         communication (bytes on their way, the coordinator's round trip) by kind."""
-        t = step_start.get((r, s + 1))
-        if t is None:
+        t_end = step_start.get((epoch, r, s + 1))
+        if t_end is None:
             return None
-        t_end, comm = t, collections.Counter()
-        for _ in range(100000):
-            start = step_start.get((r, s))
+        t, comm = t_end, collections.Counter()
+        below = None  # on rank r, only waits before this index (a wait is never taken twice)
+        while True:
+            start = step_start.get((epoch, r, s))
             if start is None:
                 return None
-            i = bisect.bisect_right(ends[r], t) - 1
-            if i < 0 or ends[r][i] <= start:
+            w, e = waits.get((epoch, r), []), ends.get((epoch, r), [])
+            i = bisect.bisect_right(e, t + EPS) - 1
+            if below is not None:
+                i = min(i, below - 1)
+            if i < 0 or e[i] <= start + EPS:
                 return t_end - start, comm
-            b, a, ready, q, kind, filled = waits[r][i]
+            b, a, ready, q, kind, filled = w[i]
+
             def busy(x0, x1):  # put-off work inside [x0, x1] of the wait
                 return sum(max(0.0, min(x1, y) - max(x0, x)) for x, y in filled)
+
             if q is not None and a < ready < b:
                 comm[kind] += (b - ready) - busy(ready, b)
-                r, t = q, ready
+                r, t, below = q, ready, None
             else:
                 comm[kind] += (b - a) - busy(a, b)
-                t = a
-        return None
+                t, below = a, i
 
-    for s in rows:
-        for r in rows[s]:
-            rows[s][r][3] = critical(s, r)
+    for (epoch, s), byrank in rows.items():
+        for r in byrank:
+            byrank[r][3] = critical(epoch, s, r)
 
     def summary(keep):
         per = []
-        for s in sorted(rows):
-            if s < skip or not keep(s) or len(rows[s]) < len(procs):
+        for (epoch, s), byrank in sorted(rows.items()):
+            if s < skip or not keep(s) or set(byrank) != ranks[epoch] or len(byrank) < 2:
                 continue
-            rs = rows[s].values()
+            rs = byrank.values()
             if any(x[3] is None for x in rs):
                 continue
-            n = len(rows[s])
+            n = len(byrank)
             per.append({"period": sum(x[0] for x in rs) / n,
                         "comm": {k: sum(x[1][k] for x in rs) / n for k in kinds},
                         "peer": sum(x[2] for x in rs) / n,
@@ -196,6 +226,9 @@ def main(argv):
                 "rank_waiting_for_others_ms": med(p["peer"] for p in per) / 1e3,
                 "rank_waiting_for_others_pct": 100 * med(p["peer"] / p["period"] for p in per)}
 
+    if not rows:
+        sys.stderr.write("trace_split: no whole step in the traces of %s (%d files)\n" % (args[0], len(files)))
+        return 2
     halves = [("even steps", lambda s: s % 2 == 0), ("odd steps", lambda s: s % 2 == 1)] if ab else [("all steps", lambda s: True)]
     result = {name: summary(keep) for name, keep in halves}
     if as_json:

@@ -21,11 +21,12 @@ sed -i 's/d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64/d_model: 64, n_layers: 
 
 # A
 coord a "$tmp/job.yaml" 2
-worker a.w1 --trace "$tmp/trace_a"
-worker a.w2 --trace "$tmp/trace_a"
+worker a.w1 --trace "$tmp/trace_a"; w1=$wpid
+worker a.w2 --trace "$tmp/trace_a"; w2=$wpid
 wait_exit "$cpid" 120 || true
 check "A: the traced run completes (rc $rc)" '[ "$rc" -eq 0 ]'
-sleep 1 # the workers close their files as they exit
+wait_exit "$w1" 30 || true # the workers close their files as they exit
+wait_exit "$w2" 30 || true
 check "A: two trace files" '[ "$(ls "$tmp"/trace_a/worker-*.json | wc -l)" -eq 2 ]'
 out=$("$py" - "$tmp/trace_a" <<'PY' 2>&1
 import glob, json, sys
@@ -67,6 +68,17 @@ PY
 echo "$out"
 check "A: valid, closed, every step and every receive with its send" '[[ "$out" == ok* ]]'
 "$py" "$src/bench/trace_split.py" "$tmp/trace_a" --json > "$tmp/split_a.json" 2> "$tmp/split_a.err" || true
+# a worker killed before its first step leaves a file with no step; one cut short, a
+# truncated last event: the analyzer reads what is whole and gives the same split
+mkdir "$tmp/trace_a2"
+for f in "$tmp"/trace_a/worker-*.json; do cp -- "$f" "$tmp/trace_a2/"; done
+last=$(ls "$tmp"/trace_a2/worker-*.json | tail -1)
+head -c $(($(stat -c %s "$last") - 40)) "$last" > "$last.cut" && mv -- "$last.cut" "$last"
+head -c 120 "$(ls "$tmp"/trace_a/worker-*.json | head -1)" > "$tmp/trace_a2/worker-1.json"
+"$py" "$src/bench/trace_split.py" "$tmp/trace_a2" --json > "$tmp/split_a2.json" 2> "$tmp/split_a2.err" || true
+check "A: a cut and an empty trace are read up to their last whole event (same split)" \
+  'cmp -s <("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[\"all steps\"][\"exposed_ms\"])" "$tmp/split_a.json") \
+          <("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[\"all steps\"][\"exposed_ms\"])" "$tmp/split_a2.json")'
 check "A: the analyzer's parts fit in the step" '"$py" - "$tmp/split_a.json" <<'"'"'PY'"'"'
 import json, sys
 o = json.load(open(sys.argv[1]))["all steps"]
@@ -80,11 +92,12 @@ PY'
 
 # B: a rank 20 ms slower each step is waited for, and that is not communication
 coord b "$tmp/job.yaml" 2
-SWITCHYARD_FAULT=slow-compute:20 worker b.w1 --trace "$tmp/trace_b"
-worker b.w2 --trace "$tmp/trace_b"
+SWITCHYARD_FAULT=slow-compute:20 worker b.w1 --trace "$tmp/trace_b"; w1=$wpid
+worker b.w2 --trace "$tmp/trace_b"; w2=$wpid
 wait_exit "$cpid" 120 || true
 check "B: the run with a slow worker completes (rc $rc)" '[ "$rc" -eq 0 ]'
-sleep 1
+wait_exit "$w1" 30 || true
+wait_exit "$w2" 30 || true
 "$py" "$src/bench/trace_split.py" "$tmp/trace_b" --json > "$tmp/split_b.json" 2> "$tmp/split_b.err" || true
 check "B: the 20 ms wait for the slow rank is waiting for another rank, not communication" '"$py" - "$tmp/split_b.json" "$tmp/split_a.json" <<'"'"'PY'"'"'
 import json, sys
@@ -92,11 +105,11 @@ o = json.load(open(sys.argv[1]))["all steps"]
 a = json.load(open(sys.argv[2]))["all steps"]
 print(o)
 # the fast rank waits about 20 ms a step: about 10 ms as the mean of the two ranks
-assert 5 <= o["rank_waiting_for_others_ms"] <= 15, o
+assert 4 <= o["rank_waiting_for_others_ms"] <= 18, o
 # had the wait been taken for communication, these would have grown by 10 and 20 ms
 assert o["rank_communication_ms"] < a["rank_communication_ms"] + 5, (o, a)
 # the step grew by the 20 ms, all of it compute on the critical path
-assert o["period_ms"] >= a["period_ms"] + 15, (o, a)
+assert o["period_ms"] >= a["period_ms"] + 12, (o, a)
 assert o["exposed_ms"] < a["exposed_ms"] + 10, (o, a)
 PY'
 
@@ -118,6 +131,12 @@ if mount -t tmpfs -o size=128k tmpfs "$tmp/full" 2> "$tmp/mount.err"; then
   check "D: the run whose trace filled its disk completes (rc $rc)" '[ "$rc" -eq 0 ] && grep -q "trained to step 24" "$tmp/d.log"'
   check "D: the workers say tracing stopped, naming the file" \
     'grep -qE "trace: .*/full/worker-[0-9]+\.json: .*tracing stopped" "$tmp/d.w1" "$tmp/d.w2"'
+  set +e
+  "$py" "$src/bench/trace_split.py" "$tmp/full" > "$tmp/split_d.out" 2>&1
+  drc=$?
+  set -e
+  check "D: the analyzer reads the cut files without a traceback (rc $drc)" \
+    '[ "$drc" -le 2 ] && ! grep -q Traceback "$tmp/split_d.out"'
 else
   skip "D: cannot mount a tmpfs here ($(cat "$tmp/mount.err"))"
 fi

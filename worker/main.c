@@ -114,6 +114,8 @@ struct worker {
     int data_deadline_ms;
     double last_step_time;
     double trace_reported;  /* --trace: when the last step's report went (sy_now()), or 0 */
+    int64_t trace_step;     /* and its step and epoch */
+    uint64_t trace_epoch;
     int state_pending;      /* the assignment's weights are still arriving as TensorShards */
     int data_failed;        /* this machine has no usable training data: leave the run */
     int state_tensors;
@@ -1096,13 +1098,24 @@ static int train_step(worker *w, int64_t step, sy_step_result *res) {
 
 static int on_step(worker *w, const Switchyard__StepCmd *c) {
     double t_cmd = sy_now();
-    if (w->trace_reported > 0) /* the round trip through the coordinator, the others' reports included */
-        sy_trace_span("wait: coordinator", w->trace_reported, t_cmd, "\"step\":%lld", (long long)c->step - 1);
+    /* the round trip through the coordinator, the others' reports included; a command of
+     * another epoch ends the timeline's wait without one (a re-plan is not a round trip) */
+    if (w->trace_reported > 0 && c->epoch == w->trace_epoch)
+        sy_trace_span("wait: coordinator", w->trace_reported, t_cmd, "\"epoch\":%llu,\"step\":%lld",
+                      (unsigned long long)w->trace_epoch, (long long)w->trace_step);
     w->trace_reported = 0;
     if (w->assigned && c->epoch == w->epoch && w->job == SWITCHYARD__JOB__JOB_TRAIN)
         commit_pending(w, c->step); /* the coordinator moved on: every rank finished the step */
-    if (w->assigned && c->epoch == w->epoch && c->save_only)
-        return save_state(w, c->step);
+    if (w->assigned && c->epoch == w->epoch && c->save_only) {
+        int rc = save_state(w, c->step);
+        if (sy_trace_on()) { /* then the wait for the next command goes on */
+            double t = sy_now();
+            sy_trace_span("checkpoint", t_cmd, t, "\"epoch\":%llu,\"step\":%lld", (unsigned long long)w->epoch,
+                          (long long)c->step);
+            w->trace_reported = t;
+        }
+        return rc;
+    }
     if (!w->assigned || c->epoch != w->epoch) {
         sy_warn("ignoring a step command for epoch %" PRIu64 " (this worker is at epoch %" PRIu64 ")",
                 (uint64_t)c->epoch, w->epoch);
@@ -1195,6 +1208,8 @@ static int on_step(worker *w, const Switchyard__StepCmd *c) {
         return -1;
     if (sy_trace_on()) {
         w->trace_reported = sy_now();
+        w->trace_step = c->step;
+        w->trace_epoch = w->epoch;
         sy_trace_span("step", t_cmd, w->trace_reported, "\"step\":%lld,\"rank\":%d,\"epoch\":%llu",
                       (long long)c->step, w->rank, (unsigned long long)w->epoch);
         sy_trace_flush();

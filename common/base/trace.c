@@ -14,9 +14,12 @@
 
 static pthread_mutex_t tr_mu = PTHREAD_MUTEX_INITIALIZER;
 static FILE *tr_file;
-static volatile int tr_on;
-static double tr_wall0; /* microseconds on the wall clock at sy_now() == tr_mono0 */
-static double tr_mono0;
+static int tr_on; /* read without the lock (__atomic), written under it */
+/* ts = (sy_now() + tr_offset) * 1e6: microseconds since 2024-01-01 00:00 UTC on the wall
+ * clock, a base small enough that a double keeps them to a hundredth of a microsecond
+ * (from 1970 it would be a quarter), and one that processes on one machine share */
+static double tr_offset;
+#define TRACE_EPOCH 1704067200 /* 2024-01-01 00:00:00 UTC, in Unix seconds */
 static int tr_pid;
 static size_t tr_bytes;
 static char tr_path[4096];
@@ -32,12 +35,29 @@ static void stop_locked(const char *why) {
             why = "cannot write it";
     }
     tr_file = NULL;
-    tr_on = 0;
+    __atomic_store_n(&tr_on, 0, __ATOMIC_RELAXED);
     if (why)
         sy_warn("trace: %s: %s; tracing stopped", tr_path, why);
 }
 
-int sy_trace_on(void) { return tr_on; }
+int sy_trace_on(void) { return __atomic_load_n(&tr_on, __ATOMIC_RELAXED); }
+
+/* wall - monotonic, read back to back (the tightest of a few tries, so a preemption
+ * between the two reads does not shift the whole file) */
+static double clock_offset(void) {
+    double best_gap = 1e9, off = 0.0;
+    for (int i = 0; i < 5; i++) {
+        struct timespec w;
+        double m0 = sy_now();
+        clock_gettime(CLOCK_REALTIME, &w);
+        double m1 = sy_now();
+        if (m1 - m0 < best_gap) {
+            best_gap = m1 - m0;
+            off = (double)(w.tv_sec - TRACE_EPOCH) + w.tv_nsec * 1e-9 - (m0 + m1) / 2;
+        }
+    }
+    return off;
+}
 
 int sy_trace_open(const char *dir, const char *who) {
     if (sy_mkdirs(dir)) {
@@ -52,18 +72,17 @@ int sy_trace_open(const char *dir, const char *who) {
         return -1;
     }
     setvbuf(f, NULL, _IOFBF, 1 << 20);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    double off = clock_offset();
     pthread_mutex_lock(&tr_mu);
     tr_pid = (int)getpid();
     snprintf(tr_path, sizeof tr_path, "%s", path);
     tr_bytes = 0;
-    tr_mono0 = sy_now();
-    tr_wall0 = (double)ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+    tr_offset = off;
     tr_file = f;
     fprintf(f, "[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":\"%s %d\"}}", tr_pid,
             who, tr_pid);
-    tr_on = 1;
+    fflush(f); /* a process killed before its first step still leaves a valid file */
+    __atomic_store_n(&tr_on, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&tr_mu);
     return 0;
 }
@@ -92,7 +111,7 @@ static long tid(void) { return (long)syscall(SYS_gettid); }
 static void emit(const char *name, const char *ph, double t0, double t1, const char *a) {
     char ev[768];
     int n = snprintf(ev, sizeof ev, ",\n{\"name\":\"%s\",\"ph\":\"%s\",\"pid\":%d,\"tid\":%ld,\"ts\":%.3f", name, ph,
-                     tr_pid, tid(), tr_wall0 + (t0 - tr_mono0) * 1e6);
+                     tr_pid, tid(), (t0 + tr_offset) * 1e6);
     if (n > 0 && (size_t)n < sizeof ev && *ph == 'X')
         n += snprintf(ev + n, sizeof ev - (size_t)n, ",\"dur\":%.3f", (t1 - t0) * 1e6);
     else if (n > 0 && (size_t)n < sizeof ev)
@@ -107,7 +126,7 @@ static void emit(const char *name, const char *ph, double t0, double t1, const c
 }
 
 void sy_trace_thread(const char *name) {
-    if (!tr_on)
+    if (!sy_trace_on())
         return;
     char ev[256];
     int n = snprintf(ev, sizeof ev, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%ld,\"args\":{\"name\":\"%s\"}}",
@@ -120,33 +139,37 @@ void sy_trace_thread(const char *name) {
 }
 
 void sy_trace_span(const char *name, double t0, double t1, const char *args, ...) {
-    if (!tr_on)
+    if (!sy_trace_on())
         return;
     char a[512] = "";
     if (args) {
         va_list ap;
         va_start(ap, args);
-        vsnprintf(a, sizeof a, args, ap);
+        int n = vsnprintf(a, sizeof a, args, ap);
         va_end(ap);
+        if (n < 0 || (size_t)n >= sizeof a)
+            a[0] = 0; /* cut args would not be JSON */
     }
     emit(name, "X", t0, t1, a);
 }
 
 void sy_trace_mark(const char *name, double t, const char *args, ...) {
-    if (!tr_on)
+    if (!sy_trace_on())
         return;
     char a[512] = "";
     if (args) {
         va_list ap;
         va_start(ap, args);
-        vsnprintf(a, sizeof a, args, ap);
+        int n = vsnprintf(a, sizeof a, args, ap);
         va_end(ap);
+        if (n < 0 || (size_t)n >= sizeof a)
+            a[0] = 0;
     }
     emit(name, "i", t, t, a);
 }
 
 void sy_trace_flush(void) {
-    if (!tr_on)
+    if (!sy_trace_on())
         return;
     pthread_mutex_lock(&tr_mu);
     if (tr_file && (fflush(tr_file) || ferror(tr_file)))

@@ -3,9 +3,10 @@
  * bench/trace_split.py analyzer splits the waits in them).
  *
  * Off unless sy_trace_open was called; then every call appends one event to the file,
- * under a mutex (the compute thread and the communication thread both write). Times are
- * sy_now() values placed on the wall clock once at open, so the files of processes on
- * one machine share one time axis (across machines only as far as their clocks agree).
+ * one per line, under a mutex (the compute thread and the communication thread both
+ * write). Times ("ts") are sy_now() values placed on the wall clock once at open, in
+ * microseconds since 2024-01-01 00:00 UTC, so the files of processes on one machine share
+ * one time axis (across machines only as far as their clocks agree).
  * The file is a JSON array written as it goes and flushed at every step (sy_trace_flush):
  * a process that dies leaves all but its last step, and an array without its closing
  * bracket, which the trace viewers accept. A file that reaches 256 MB (some 15,000 steps

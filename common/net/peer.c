@@ -478,8 +478,9 @@ static int send_msg_zc(sy_peer *p, int dst, int64_t step, int op, uint32_t tag, 
     p->bytes_sent += bytes;
     if (sy_trace_on())
         sy_trace_span("send", t0, sy_now(),
-                      "\"step\":%" PRId64 ",\"op\":%d,\"tag\":%u,\"chunk\":%u,\"src\":%d,\"dst\":%d,\"bytes\":%zu",
-                      step, op, tag, chunk, p->rank, dst, bytes);
+                      "\"epoch\":%" PRIu64 ",\"step\":%" PRId64
+                      ",\"op\":%d,\"tag\":%u,\"chunk\":%u,\"src\":%d,\"dst\":%d,\"bytes\":%zu",
+                      p->epoch, step, op, tag, chunk, p->rank, dst, bytes);
     return 0;
 }
 
@@ -619,8 +620,9 @@ static int recv_msg(sy_peer *p, int src, int64_t step, int op, uint32_t tag, uin
             *payload = pl;
             if (sy_trace_on())
                 sy_trace_span("recv", t_wait, sy_now(),
-                              "\"step\":%" PRId64 ",\"op\":%d,\"tag\":%u,\"chunk\":%u,\"src\":%d,\"dst\":%d", step,
-                              op, tag, chunk, src, p->rank);
+                              "\"epoch\":%" PRIu64 ",\"step\":%" PRId64
+                              ",\"op\":%d,\"tag\":%u,\"chunk\":%u,\"src\":%d,\"dst\":%d",
+                              p->epoch, step, op, tag, chunk, src, p->rank);
             return 0;
         }
         if (p->n_pending >= MAX_PENDING) {
