@@ -138,34 +138,33 @@ void sy_trace_thread(const char *name) {
     pthread_mutex_unlock(&tr_mu);
 }
 
+/* the args formatted, then the event; cut args would not be JSON, so they are left out */
+static void emit_v(const char *name, const char *ph, double t0, double t1, const char *args, va_list ap) {
+    char a[512] = "";
+    if (args) {
+        int n = vsnprintf(a, sizeof a, args, ap);
+        if (n < 0 || (size_t)n >= sizeof a)
+            a[0] = 0;
+    }
+    emit(name, ph, t0, t1, a);
+}
+
 void sy_trace_span(const char *name, double t0, double t1, const char *args, ...) {
     if (!sy_trace_on())
         return;
-    char a[512] = "";
-    if (args) {
-        va_list ap;
-        va_start(ap, args);
-        int n = vsnprintf(a, sizeof a, args, ap);
-        va_end(ap);
-        if (n < 0 || (size_t)n >= sizeof a)
-            a[0] = 0; /* cut args would not be JSON */
-    }
-    emit(name, "X", t0, t1, a);
+    va_list ap;
+    va_start(ap, args);
+    emit_v(name, "X", t0, t1, args, ap);
+    va_end(ap);
 }
 
 void sy_trace_mark(const char *name, double t, const char *args, ...) {
     if (!sy_trace_on())
         return;
-    char a[512] = "";
-    if (args) {
-        va_list ap;
-        va_start(ap, args);
-        int n = vsnprintf(a, sizeof a, args, ap);
-        va_end(ap);
-        if (n < 0 || (size_t)n >= sizeof a)
-            a[0] = 0;
-    }
-    emit(name, "i", t, t, a);
+    va_list ap;
+    va_start(ap, args);
+    emit_v(name, "i", t, t, args, ap);
+    va_end(ap);
 }
 
 void sy_trace_flush(void) {
