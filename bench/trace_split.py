@@ -28,8 +28,10 @@ of its epoch has no whole period for. Per step, the means over the ranks; printe
 medians over steps (the first --skip left out). Files cut short (a full disk, a killed
 worker) are read up to their last whole event. With --ab the even
 and odd steps are reported apart (the A/B benches: SWITCHYARD_OVERLAP_AB and the like).
-The files of one machine share a clock; across machines the split is only as good as
-their clocks agree, so use it on one machine or with synchronised clocks.
+The files of one machine share a clock. Files of other hosts (the "host" of their
+process_name) are moved onto the first file's clock by the least send-to-receive time
+each way between the hosts (NTP's estimate: exact when the fastest messages take as long
+either way).
 
 usage: bench/trace_split.py DIR [--skip N] [--ab] [--json]
 """
@@ -61,6 +63,55 @@ def load(path):
     return events
 
 
+def host_of(ev):
+    for e in ev:
+        if e["name"] == "process_name" and e["ph"] == "M":
+            return e.get("args", {}).get("host", "")
+    return ""
+
+
+def align_clocks(loaded):
+    """Files of different hosts: each host's clock offset to the first file's host, from
+    the messages between them (NTP's way: the least send-to-received time each way is the
+    one-way latency plus or minus the offset), and every event of that host shifted by it.
+    Files of one host share its clock and are left alone. Returns {host: offset_us}."""
+    hosts = [host_of(ev) for ev in loaded]
+    if len(set(hosts)) < 2:
+        return {}
+    sends, least = {}, {}
+    for h, ev in zip(hosts, loaded):
+        for e in ev:
+            if e["name"] == "send" and "args" in e:
+                a = e["args"]
+                sends[(a.get("epoch"), a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])] = (h, e["ts"])
+    for h, ev in zip(hosts, loaded):
+        for e in ev:
+            if e["name"] == "recv" and "args" in e:
+                a = e["args"]
+                s = sends.get((a.get("epoch"), a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"]))
+                if s and s[0] != h:
+                    d = e["ts"] + e["dur"] - s[1]
+                    least[(s[0], h)] = min(d, least.get((s[0], h), d))
+    off = {hosts[0]: 0.0}
+    todo = [hosts[0]]
+    while todo:  # through every host linked both ways to one already placed
+        a = todo.pop()
+        for b in set(hosts) - set(off):
+            if (a, b) in least and (b, a) in least:
+                off[b] = off[a] + (least[(a, b)] - least[(b, a)]) / 2  # clock(b) - clock(a)
+                todo.append(b)
+    lost = set(hosts) - set(off)
+    if lost:
+        sys.stderr.write("trace_split: no messages both ways with %s: their clocks are taken as they are\n"
+                         % ", ".join(sorted(lost)))
+    for h, ev in zip(hosts, loaded):
+        if off.get(h):
+            for e in ev:
+                if "ts" in e:
+                    e["ts"] -= off[h]
+    return off
+
+
 def clamp(x, lo, hi):
     return lo if x < lo else hi if x > hi else x
 
@@ -80,8 +131,9 @@ def main(argv):
     reported = collections.defaultdict(dict)  # (epoch, step) -> rank -> time
     ranks = collections.defaultdict(set)  # epoch -> ranks that have step spans
     procs = []
-    for f in files:
-        ev = load(f)
+    loaded = [load(f) for f in files]
+    offsets = align_clocks(loaded)
+    for ev in loaded:
         steps = sorted((e for e in ev if e["name"] == "step" and e["ph"] == "X" and "args" in e), key=lambda e: e["ts"])
         if not steps:
             continue
@@ -231,10 +283,17 @@ def main(argv):
         return 2
     halves = [("even steps", lambda s: s % 2 == 0), ("odd steps", lambda s: s % 2 == 1)] if ab else [("all steps", lambda s: True)]
     result = {name: summary(keep) for name, keep in halves}
+    if offsets:
+        result["clock_offsets_us"] = offsets
     if as_json:
         print(json.dumps(result, indent=1))
         return 0
+    for host, o in offsets.items():
+        if o:
+            print("clock of %s: %+.1f us from %s's (from the messages between them); shifted" % (host, o, host_of(loaded[0])))
     for name, o in result.items():
+        if name == "clock_offsets_us":
+            continue
         if not o:
             print("%s: no complete step after the first %d" % (name, skip))
             continue

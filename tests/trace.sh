@@ -4,6 +4,7 @@
 #    (its rank and epoch) and the step's parts (layers, experts, optimizer, waits), and every message one received has the matching send in the
 #    other's file (same step, op, tag, chunk, ranks), sent before the receive ended; the
 #    analyzer's critical path is as long as the step and its parts add up.
+#    A file from another host with its clock 7 ms off is aligned from the messages.
 # B: one worker 20 ms slower every step (SWITCHYARD_FAULT=slow-compute:20, compute on its
 #    own core): the analyzer names the other's wait for it as waiting for another rank, not
 #    as communication, and the critical path runs through the slow rank's compute.
@@ -79,6 +80,38 @@ head -c 120 "$(ls "$tmp"/trace_a/worker-*.json | head -1)" > "$tmp/trace_a2/work
 check "A: a cut and an empty trace are read up to their last whole event (same split)" \
   'cmp -s <("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[\"all steps\"][\"exposed_ms\"])" "$tmp/split_a.json") \
           <("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[\"all steps\"][\"exposed_ms\"])" "$tmp/split_a2.json")'
+# the second worker's file as if from another machine whose clock is 7 ms ahead: the
+# analyzer finds the 7 ms from the messages between them and puts it back on one clock
+"$py" - "$tmp/trace_a" "$tmp/trace_far" <<'PY'
+import glob, json, os, sys
+src, far = sys.argv[1:3]
+os.mkdir(far)
+for i, f in enumerate(sorted(glob.glob(src + "/worker-*.json"))):
+    out = []
+    for line in open(f):
+        line = line.rstrip("\n")
+        body = line.lstrip("[").rstrip(",")
+        if i == 1 and body.startswith("{"):
+            e = json.loads(body)
+            if "ts" in e:
+                e["ts"] += 7000.0
+            if e["name"] == "process_name":
+                e["args"]["host"] = "elsewhere"
+            line = ("[" if line.startswith("[") else "") + json.dumps(e) + ("," if line.endswith(",") else "")
+        out.append(line)
+    open(os.path.join(far, os.path.basename(f)), "w").write("\n".join(out) + "\n")
+PY
+"$py" "$src/bench/trace_split.py" "$tmp/trace_far" --json > "$tmp/split_far.json" 2> "$tmp/split_far.err" || true
+check "A: a file from a host whose clock is 7 ms off is put back on one clock (same split)" '"$py" - "$tmp/split_a.json" "$tmp/split_far.json" <<'"'"'PY'"'"'
+import json, sys
+a, far = (json.load(open(f)) for f in sys.argv[1:3])
+off = far["clock_offsets_us"]["elsewhere"]
+print("offset", off, "exposed", a["all steps"]["exposed_ms"], far["all steps"]["exposed_ms"])
+assert abs(off - 7000) < 200, off
+tol = 0.3 + 0.05 * a["all steps"]["exposed_ms"]
+assert abs(far["all steps"]["exposed_ms"] - a["all steps"]["exposed_ms"]) <= tol
+assert abs(far["all steps"]["rank_waiting_for_others_ms"] - a["all steps"]["rank_waiting_for_others_ms"]) <= tol
+PY'
 check "A: the analyzer's parts fit in the step" '"$py" - "$tmp/split_a.json" <<'"'"'PY'"'"'
 import json, sys
 o = json.load(open(sys.argv[1]))["all steps"]

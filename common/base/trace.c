@@ -79,8 +79,16 @@ int sy_trace_open(const char *dir, const char *who) {
     tr_bytes = 0;
     tr_offset = off;
     tr_file = f;
-    fprintf(f, "[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":\"%s %d\"}}", tr_pid,
-            who, tr_pid);
+    /* the host tells an analyzer which files share a clock (a quote, backslash or control
+     * character in it would break the JSON: replaced) */
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    for (char *h = host; *h; h++)
+        if (*h == '"' || *h == '\\' || (unsigned char)*h < 0x20)
+            *h = '_';
+    fprintf(f,
+            "[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":\"%s %d on %s\",\"host\":\"%s\"}}",
+            tr_pid, who, tr_pid, host, host);
     fflush(f); /* a process killed before its first step still leaves a valid file */
     __atomic_store_n(&tr_on, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&tr_mu);

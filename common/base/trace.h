@@ -6,7 +6,8 @@
  * one per line, under a mutex (the compute thread and the communication thread both
  * write). Times ("ts") are sy_now() values placed on the wall clock once at open, in
  * microseconds since 2024-01-01 00:00 UTC, so the files of processes on one machine share
- * one time axis (across machines only as far as their clocks agree).
+ * one time axis; the process's first record names its host, so an analyzer can tell
+ * which files need their clocks aligned (bench/trace_split.py does, from the messages).
  * The file is a JSON array written as it goes and flushed at every step (sy_trace_flush):
  * a process that dies leaves all but its last step, and an array without its closing
  * bracket, which the trace viewers accept. A file that reaches 256 MB (some 15,000 steps
