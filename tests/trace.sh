@@ -9,6 +9,8 @@
 #    own core): the analyzer names the other's wait for it as waiting for another rank, not
 #    as communication, and the critical path runs through the slow rank's compute.
 # C: a --trace directory that cannot be made stops the worker with a message naming it.
+# E: a worker killed at step 15 (its file cut, unclosed) and another taking its place in a
+#    new epoch: the analyzer keeps the epochs apart and reads the steps of both.
 # D: a trace whose disk fills up (a 128 KB tmpfs; skipped where mount is not permitted)
 #    stops tracing with a warning naming the file, and the run goes on to its end.
 # args: BIN_DIR REFCASES_DIR SOURCE_DIR
@@ -152,6 +154,37 @@ set +e
 crc=$?
 set -e
 check "C: an unusable --trace directory: exit 2 naming it (rc $crc)" '[ "$crc" -eq 2 ] && grep -q "/proc/no" "$tmp/c.out"'
+
+# E
+drill_job "$tmp/e.yaml" 40 "wire: {overlap: true}"
+sed -i 's/d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64/d_model: 64, n_layers: 2, n_heads: 2, d_ff: 256/; s/batch_size: 6, seq_len: 16/batch_size: 8, seq_len: 64/; s/seq_len: 16}/seq_len: 64}/' "$tmp/e.yaml"
+coord e "$tmp/e.yaml" 2
+worker e.w1 --trace "$tmp/trace_e"; w1=$wpid
+SWITCHYARD_FAULT=kill@15:start worker e.w2 --trace "$tmp/trace_e"
+wait_for "killing this worker" "$tmp/e.w2" 60 || true
+worker e.w3 --trace "$tmp/trace_e"; w3=$wpid
+wait_exit "$cpid" 120 || true
+check "E: the run goes on past a killed worker to its end (rc $rc)" '[ "$rc" -eq 0 ] && grep -q "trained to step 40" "$tmp/e.log"'
+wait_exit "$w1" 30 || true
+wait_exit "$w3" 30 || true
+"$py" "$src/bench/trace_split.py" "$tmp/trace_e" --skip 0 --json > "$tmp/split_e.json" 2> "$tmp/split_e.err" || true
+check "E: three files, the killed worker's cut, and the steps of both epochs in the split" '"$py" - "$tmp/trace_e" "$tmp/split_e.json" <<'"'"'PY'"'"'
+import glob, json, sys
+files = sorted(glob.glob(sys.argv[1] + "/worker-*.json"))
+assert len(files) == 3, files
+cut = [f for f in files if not open(f).read().rstrip().endswith("]")]
+assert len(cut) == 1, cut
+epochs = set()
+for f in files:
+    for line in open(f):
+        if "\"name\":\"step\"" in line:
+            epochs.add(json.loads(line.lstrip("[").rstrip().rstrip(","))["args"]["epoch"])
+assert len(epochs) == 2, epochs
+o = json.load(open(sys.argv[2]))["all steps"]
+print(o["steps"], "steps in", len(epochs), "epochs")
+# about 14 before the kill and 25 or more after the restart from step 10 or 15
+assert o["steps"] >= 30, o
+PY'
 
 # D
 mkdir "$tmp/full"
