@@ -328,6 +328,10 @@ int cmd_up(int argc, char **argv) {
         sy_info("up: CURVE on every socket, keys in %s%s; status: switchyard status %s%s%s", keys,
                 tmpkeys[0] ? " (removed at the end)" : "", status, status_open ? "" : " --keys ",
                 status_open ? "" : keys);
+    if (trace)
+        sy_info("up: each worker writes its step timeline to %s/worker-PID.json (open them in ui.perfetto.dev; "
+                "bench/trace_split.py %s splits the waits)",
+                trace, trace);
     /* The ports were free when picked, but the coordinator binds them later (seconds on a
      * loaded machine), and any bind to port 0 in between may be given one of them: the
      * workers' own data sockets, were they started at once, or any other program. So the

@@ -1380,6 +1380,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "switchyard-worker: --trace %s\n", sy_lasterr());
         return 2;
     }
+    if (trace)
+        sy_info("step timeline: %s/worker-%d.json", trace, (int)getpid());
     sy_trace_thread("compute");
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
