@@ -63,6 +63,11 @@ def load(path):
     return events
 
 
+def msg_key(a):
+    """A message's identity in a send's or a receive's args (the epoch: absent in old files)."""
+    return (a.get("epoch"), a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])
+
+
 def host_of(ev):
     for e in ev:
         if e["name"] == "process_name" and e["ph"] == "M":
@@ -82,13 +87,11 @@ def align_clocks(loaded):
     for h, ev in zip(hosts, loaded):
         for e in ev:
             if e["name"] == "send" and "args" in e:
-                a = e["args"]
-                sends[(a.get("epoch"), a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])] = (h, e["ts"])
+                sends[msg_key(e["args"])] = (h, e["ts"])
     for h, ev in zip(hosts, loaded):
         for e in ev:
             if e["name"] == "recv" and "args" in e:
-                a = e["args"]
-                s = sends.get((a.get("epoch"), a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"]))
+                s = sends.get(msg_key(e["args"]))
                 if s and s[0] != h:
                     d = e["ts"] + e["dur"] - s[1]
                     least[(s[0], h)] = min(d, least.get((s[0], h), d))
@@ -159,8 +162,7 @@ def main(argv):
         for e in ev:
             n = e["name"]
             if n == "send" and "args" in e:
-                a = e["args"]
-                sent[(a.get("epoch"), a["step"], a["op"], a["tag"], a["chunk"], a["src"], a["dst"])] = e["ts"]
+                sent[msg_key(e["args"])] = e["ts"]
             elif n == "backward done":
                 p = period_of(e["ts"])
                 if p:
@@ -195,7 +197,7 @@ def main(argv):
                     ready, kind = a, "sends"
                 elif n == "recv":
                     q = g["src"]
-                    ready = sent.get((g.get("epoch"), g["step"], g["op"], g["tag"], g["chunk"], g["src"], g["dst"]), a)
+                    ready = sent.get(msg_key(g), a)
                     kind = opkind.get(g["op"], "other")
                 elif n in ("wait: gradient all-reduce", "wait: coordinator"):
                     other = (bwd_done if n == "wait: gradient all-reduce" else reported).get((epoch, s), {})

@@ -1381,7 +1381,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (trace)
-        sy_info("step timeline: %s/worker-%d.json", trace, (int)getpid());
+        sy_info("step timeline: %s", sy_trace_path());
     sy_trace_thread("compute");
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);

@@ -42,6 +42,8 @@ static void stop_locked(const char *why) {
 
 int sy_trace_on(void) { return __atomic_load_n(&tr_on, __ATOMIC_RELAXED); }
 
+const char *sy_trace_path(void) { return tr_path; }
+
 /* wall - monotonic, read back to back (the tightest of a few tries, so a preemption
  * between the two reads does not shift the whole file) */
 static double clock_offset(void) {
@@ -113,7 +115,13 @@ static void write_locked(const char *ev, size_t n) {
     tr_bytes += n;
 }
 
-static long tid(void) { return (long)syscall(SYS_gettid); }
+/* the calling thread's id, asked of the kernel once per thread, not once per event */
+static long tid(void) {
+    static __thread long id;
+    if (!id)
+        id = (long)syscall(SYS_gettid);
+    return id;
+}
 
 /* one event; args formatted by the caller into a */
 static void emit(const char *name, const char *ph, double t0, double t1, const char *a) {

@@ -23,6 +23,8 @@ int sy_trace_open(const char *dir, const char *who);
 void sy_trace_close(void);
 /* Whether events are being written (a cheap check before gathering an event's fields). */
 int sy_trace_on(void);
+/* The file sy_trace_open made ("" before). */
+const char *sy_trace_path(void);
 /* Names the calling thread in the timeline ("compute", "overlap"). */
 void sy_trace_thread(const char *name);
 /* A span [t0, t1] (sy_now() times) named NAME on the calling thread; ARGS, if not NULL,

@@ -63,7 +63,6 @@ typedef struct {
     const sy_comm *c;
     const sy_layout *lay;
     const sy_model_cfg *mc;
-    int n_layers;
     float *g;
     double *psq;         /* each gradient's sum of squares, or NULL: not on the thread */
     sq_job *jobs;
@@ -100,7 +99,7 @@ static int overlap_queue(overlap *o, int stage) {
         size_t bound = o->lo[r];
         for (int i = 0; i < o->lay->n_params; i++) {
             const sy_param *p = &o->lay->params[i];
-            if (p->offset < o->lo[r] || p->offset >= o->hi[r] || param_stage(p, o->n_layers) >= stage)
+            if (p->offset < o->lo[r] || p->offset >= o->hi[r] || param_stage(p, o->mc->n_layers) >= stage)
                 continue;
             if (p->offset + p->numel > bound)
                 bound = p->offset + p->numel;
@@ -125,7 +124,7 @@ static int on_grads_final(void *ctx, int stage) {
     if (o->c->stage_final && o->c->stage_final(o->c->ctx, stage))
         return -1;
     /* experts that are not all-reduced: final here, the replica job's (stand-ins) included */
-    if (o->regions == 1 && stage >= 0 && (stage & 1) && stage < 2 * o->n_layers &&
+    if (o->regions == 1 && stage >= 0 && (stage & 1) && stage < 2 * o->mc->n_layers &&
         sy_is_switch_layer(o->mc, (stage - 1) / 2))
         return queue_sq(o, 0, 0, (stage - 1) / 2);
     return 0;
@@ -145,7 +144,6 @@ int sy_step_grads(sy_stepper *st, const sy_pass *pass, int64_t tag_step, sy_step
                   .cap_jobs = 4 * L + 8,
                   .lay = lay,
                   .mc = &st->cfg->model,
-                  .n_layers = st->cfg->model.n_layers,
                   .g = g,
                   .regions = replicated ? 2 : 1,
                   .lo = {0, lay->dense_total},
